@@ -1,1 +1,1 @@
-
+"""The implementation of :class:`lam_captum.LAM`; import it from :mod:`lam_captum`."""

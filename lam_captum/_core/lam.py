@@ -1,0 +1,313 @@
+"""Local Attribution Maps as a Captum attribution method."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Literal, overload
+
+import torch
+from captum.attr import GradientAttribution
+from torch import Tensor
+
+from lam_captum._core._context import gradient_context, owning_module
+from lam_captum.functional._blur import IntegrationMethod, PathKernels, blur, blur_baseline, path_kernels
+from lam_captum.functional._detectors import Detector, DetectorLike, resolve_detector
+from lam_captum.functional._window import Window, WindowLike, as_windows
+
+_NO_GRAPH_CAUSES = (
+    "the model's output does not depend on its input through autograd; likely causes: torch.no_grad() or "
+    "torch.inference_mode() inside the model's forward, or an op that cuts the graph (.detach(), .data, "
+    "an integer cast, rounding or quantisation)"
+)
+
+# Path steps per model call when `internal_batch_size` is not given, measured by benchmarks/bench_lam.py:
+# on a CPU large batches stop paying off after a few images, on a GPU they fill the device.
+_DEFAULT_ROWS_CPU = 8
+_DEFAULT_ROWS_GPU = 50
+
+
+class LAM(GradientAttribution):
+    r"""Local Attribution Maps (Gu & Dong, CVPR 2021) for super-resolution networks.
+
+    LAM attributes a scalar of a window of the SR output (the detector; by default the summed gradient
+    magnitude) to the pixels of the LR input, integrating input gradients along a path from a blurred copy
+    of the input (the baseline) to the input itself. With the default ``method="official"`` the numbers
+    are those of the paper's demo; the path steps run through the model in batches.
+
+    Args:
+        forward_func: The SR network, ``(N, C, H, W) -> (N, C, sH, sW)`` for an integer scale ``s``, or
+            any function of that form.
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
+        >>> attribution = LAM(model).attribute(torch.rand(1, 1, 12, 12), window=(4, 4, 8), n_steps=5)
+        >>> attribution.shape
+        torch.Size([1, 1, 12, 12])
+    """
+
+    def __init__(self, forward_func: Callable[[Tensor], Tensor]) -> None:
+        if not callable(forward_func):
+            raise TypeError(f"`forward_func` must be a model or a callable, got {type(forward_func).__name__}")
+        super().__init__(forward_func)
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return True
+
+    @overload
+    def attribute(
+        self, inputs: Tensor, window: WindowLike | Sequence[WindowLike], *,
+        return_convergence_delta: Literal[False] = False, **kwargs,
+    ) -> Tensor: ...
+
+    @overload
+    def attribute(
+        self, inputs: Tensor, window: WindowLike | Sequence[WindowLike], *,
+        return_convergence_delta: Literal[True], **kwargs,
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: Tensor,
+        window: WindowLike | Sequence[WindowLike],
+        *,
+        n_steps: int = 50,
+        sigma: float = 1.2,
+        kernel_size: int = 9,
+        method: IntegrationMethod = "official",
+        detector: DetectorLike = "gradient",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+        dtype: torch.dtype | None = None,
+        show_progress: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attribute the detector of ``window`` of the SR output to every pixel of ``inputs``.
+
+        Args:
+            inputs: ``(N, C, H, W)`` LR images, in the range the model expects; any channel count.
+            window: In SR-output pixels: ``(top, left, size)``, ``(top, left, height, width)`` or a
+                :class:`Window`, one for all samples, or a sequence of one per sample.
+            n_steps: Steps along the path (the demo's ``fold``).
+            sigma: Blur of the baseline (the path's largest sigma).
+            kernel_size: Odd side of the Gaussian kernel (the demo's ``l``).
+            method: ``"official"`` (the demo's scheme) or one of Captum's rules ``"riemann_left"``,
+                ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``, ``"gausslegendre"``,
+                which use the analytic derivative of the path.
+            detector: ``"gradient"`` (default), ``"intensity"`` or a callable
+                ``(output (B, C, sH, sW), window) -> (B,)``.
+            internal_batch_size: Path steps per model call (all samples' steps are chunked together);
+                the result does not depend on it. Default: a measured value for the device.
+            return_convergence_delta: Also return Captum's convergence delta per sample,
+                ``sum(attribution) - (D(input) - D(baseline))``.
+            dtype: Floating dtype to compute in. Default: the inputs' dtype, float32 for half types;
+                autocast is switched off during the call either way.
+            show_progress: Show a progress bar over the path steps.
+
+        Returns:
+            The attribution, shape and device of ``inputs``, signed and per channel; with
+            ``return_convergence_delta`` a tuple ``(attribution, delta)`` with ``delta`` of shape ``(N,)``.
+
+        Raises:
+            ValueError: For a bad argument, a window outside the SR output, a non-integer scale, a model
+                whose output does not depend on its input, or non-finite outputs.
+            TypeError: For inputs that are not a floating tensor.
+        """
+        x = self._prepare_inputs(inputs, dtype)
+        windows = as_windows(window, x.shape[0])
+        kernels = path_kernels(sigma, n_steps, kernel_size, method)
+        rows = _check_internal_batch_size(internal_batch_size, x.device)
+        objective = resolve_detector(detector)
+        with gradient_context(self.forward_func, x.device):
+            x = x.detach().clone()
+            attribution = self._integrate(x, windows, objective, kernels, rows, show_progress)
+            if not return_convergence_delta:
+                return attribution
+            baseline = blur_baseline(x, sigma, kernel_size)
+            delta = self.compute_convergence_delta(attribution, baseline, x, window=windows, detector=objective)
+        return attribution, delta
+
+    def compute_convergence_delta(  # type: ignore[override]
+        self,
+        attributions: Tensor,
+        start_point: Tensor,
+        end_point: Tensor,
+        target: None = None,
+        additional_forward_args: None = None,
+        *,
+        window: WindowLike | Sequence[WindowLike],
+        detector: DetectorLike = "gradient",
+    ) -> Tensor:
+        """Captum's completeness gap ``sum(attributions) - (D(end_point) - D(start_point))`` per sample.
+
+        ``D`` is the detector of ``window`` on the model's output, evaluated in eval mode as during
+        :meth:`attribute`. ``start_point`` is the blurred baseline (:func:`lam_captum.functional.blur_baseline`).
+        """
+        if target is not None or additional_forward_args is not None:
+            raise ValueError("LAM's objective is set by `window` and `detector`; `target` and "
+                             "`additional_forward_args` must be None")
+        objective = _WindowObjective(self.forward_func, as_windows(window, end_point.shape[0]),
+                                     resolve_detector(detector))
+        with gradient_context(self.forward_func, end_point.device):
+            return GradientAttribution(objective).compute_convergence_delta(attributions, start_point, end_point)
+
+    def _prepare_inputs(self, inputs: Tensor, dtype: torch.dtype | None) -> Tensor:
+        if not isinstance(inputs, Tensor):
+            raise TypeError(f"`inputs` must be a tensor, got {type(inputs).__name__}")
+        if inputs.dim() != 4:
+            raise ValueError(f"`inputs` must be a 4-D (N, C, H, W) tensor, got shape {tuple(inputs.shape)}; "
+                             "add a batch dimension with inputs.unsqueeze(0)")
+        if not inputs.is_floating_point():
+            raise TypeError(f"`inputs` must be a floating tensor in the range the model expects, got {inputs.dtype}")
+        module = owning_module(self.forward_func)
+        parameter = next(module.parameters(), None) if module is not None else None
+        if parameter is not None and parameter.device != inputs.device:
+            raise ValueError(f"`inputs` are on {inputs.device} but the model is on {parameter.device}")
+        if dtype is None:
+            dtype = torch.float32 if inputs.dtype in (torch.float16, torch.bfloat16) else inputs.dtype
+        return inputs.to(dtype)
+
+    def _integrate(
+        self,
+        x: Tensor,
+        windows: list[Window],
+        objective: Detector,
+        kernels: PathKernels,
+        rows_per_call: int,
+        show_progress: bool,
+    ) -> Tensor:
+        """Sum ``weight * grad(D)(point) * derivative`` over all path steps of all samples, in chunks."""
+        n_steps = kernels.weights.shape[0]
+        weights = kernels.weights.to(dtype=x.dtype, device=x.device)
+        attribution = torch.zeros_like(x)
+        failures = _GradientHealth(x.shape[0])
+        progress = _progress_bar(x.shape[0] * n_steps, show_progress)
+        for chunk in _chunks(x.shape[0], n_steps, rows_per_call):
+            points = torch.cat([blur(x[n : n + 1], kernels.points[steps])[0] for n, steps in chunk])
+            points.requires_grad_(True)
+            output = self.forward_func(points)
+            self._check_output(output, points, windows)
+            detected = _detect(output, chunk, windows, objective)
+            (gradients,) = torch.autograd.grad(detected.sum(), points, allow_unused=True)
+            if gradients is None:
+                raise ValueError(_NO_GRAPH_CAUSES)
+            start = 0
+            for n, steps in chunk:
+                block = gradients[start : start + len(steps)]
+                block = failures.clean(n, block)
+                derivatives = blur(x[n : n + 1], kernels.derivatives[steps])[0]
+                attribution[n] += torch.einsum("s,schw->chw", weights[steps], block * derivatives)
+                start += len(steps)
+            progress.update(points.shape[0])
+        progress.close()
+        failures.report()
+        return attribution
+
+    @staticmethod
+    def _check_output(output: Tensor, points: Tensor, windows: list[Window]) -> None:
+        if not isinstance(output, Tensor) or output.dim() != 4 or output.shape[0] != points.shape[0]:
+            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise ValueError(f"the model must return an (N, C, sH, sW) tensor for (N, C, H, W) inputs, got {shape} "
+                             f"for {tuple(points.shape)}")
+        if not output.requires_grad:
+            raise ValueError(_NO_GRAPH_CAUSES)
+        (h, w), (sh, sw) = points.shape[-2:], output.shape[-2:]
+        if sh % h or sw % w or sh // h != sw // w:
+            raise ValueError(f"the SR output ({sh}x{sw}) must be the same integer multiple of the input ({h}x{w}) "
+                             "in both dimensions")
+        if not torch.isfinite(output).all():
+            raise ValueError("the model's output holds NaN or infinite values on the blur path; check the input "
+                             "range the model expects")
+
+
+class _WindowObjective:
+    """``x -> D(model(x))`` per sample: the scalar function whose completeness Captum checks."""
+
+    def __init__(self, forward_func: Callable[[Tensor], Tensor], windows: list[Window], detector: Detector) -> None:
+        self.forward_func = forward_func
+        self.windows = windows
+        self.detector = detector
+
+    def __call__(self, x: Tensor) -> Tensor:
+        output = self.forward_func(x)
+        return torch.cat([self.detector(output[n : n + 1], window) for n, window in enumerate(self.windows)])
+
+
+class _GradientHealth:
+    """Zeroes non-finite gradients as the demo does, and tells the user once what went wrong."""
+
+    def __init__(self, n_samples: int) -> None:
+        self.non_finite = 0
+        self.nonzero = [False] * n_samples
+
+    def clean(self, sample: int, gradients: Tensor) -> Tensor:
+        finite = torch.isfinite(gradients)
+        if not finite.all():
+            self.non_finite += int((~finite).sum())
+            gradients = torch.where(finite, gradients, 0.0)
+        self.nonzero[sample] = self.nonzero[sample] or bool(gradients.any())
+        return gradients
+
+    def report(self) -> None:
+        if self.non_finite:
+            warnings.warn(f"{self.non_finite} non-finite input-gradient values were set to 0 (as the official demo "
+                          "does); the model may overflow or divide by zero on blurred inputs", RuntimeWarning,
+                          stacklevel=3)
+        dead = [n for n, nonzero in enumerate(self.nonzero) if not nonzero]
+        if dead:
+            warnings.warn(f"the input gradients of sample(s) {dead} are zero at every path step, so the attribution "
+                          "is all zero: the window may be flat (clamped or saturated output) all along the path, "
+                          "or the model cuts the gradient (rounding, quantisation, integer casts)", RuntimeWarning,
+                          stacklevel=3)
+
+
+def _chunks(n_samples: int, n_steps: int, rows: int) -> list[list[tuple[int, list[int]]]]:
+    """Split all (sample, step) rows into model calls of at most ``rows``, grouped by sample."""
+    flat = [(n, step) for n in range(n_samples) for step in range(n_steps)]
+    chunks = []
+    for start in range(0, len(flat), rows):
+        groups: dict[int, list[int]] = {}
+        for n, step in flat[start : start + rows]:
+            groups.setdefault(n, []).append(step)
+        chunks.append(list(groups.items()))
+    return chunks
+
+
+def _detect(output: Tensor, chunk: list[tuple[int, list[int]]], windows: list[Window], objective: Detector) -> Tensor:
+    values, start = [], 0
+    for n, steps in chunk:
+        value = objective(output[start : start + len(steps)], windows[n])
+        if not isinstance(value, Tensor) or value.shape != (len(steps),):
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"`detector` must return one value per row, shape ({len(steps)},), got {shape}")
+        values.append(value)
+        start += len(steps)
+    return torch.cat(values)
+
+
+def _check_internal_batch_size(internal_batch_size: int | None, device: torch.device) -> int:
+    if internal_batch_size is None:
+        return _DEFAULT_ROWS_CPU if device.type == "cpu" else _DEFAULT_ROWS_GPU
+    if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
+        raise ValueError(f"`internal_batch_size` must be an integer >= 1 or None, got {internal_batch_size!r}")
+    return internal_batch_size
+
+
+class _NoProgress:
+    def update(self, count: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, show: bool):
+    if not show:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="LAM path steps", unit="step")

@@ -1,0 +1,95 @@
+"""The attribution map and the numbers that summarise it: Gini, Diffusion Index, attribution area."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+
+def attribution_map(attribution: Tensor) -> Tensor:
+    """LAM's map: ``|sum over channels|`` of the attribution, divided by its maximum.
+
+    The channels are summed signed first, as the paper does, so that channels can cancel. An all-zero
+    attribution gives an all-zero map and a warning rather than the NaN (drawn black) of ``0 / 0``.
+
+    Args:
+        attribution: ``(C, H, W)`` or ``(N, C, H, W)`` attribution.
+
+    Returns:
+        ``(H, W)`` or ``(N, H, W)`` map in [0, 1].
+
+    Example:
+        >>> attribution_map(torch.tensor([[[1.0, -3.0]], [[1.0, 1.0]]]))
+        tensor([[1., 1.]])
+    """
+    if attribution.dim() not in (3, 4):
+        raise ValueError(f"expected a (C, H, W) or (N, C, H, W) attribution, got shape {tuple(attribution.shape)}")
+    magnitude = attribution.sum(dim=-3).abs()
+    peak = magnitude.flatten(-2).amax(dim=-1)[..., None, None]
+    if not torch.isfinite(magnitude).all():
+        raise ValueError("the attribution holds NaN or infinite values; the map would be meaningless")
+    if (peak == 0).any():
+        warnings.warn(
+            "an attribution is all zero, so its map is all zero: the window may be flat in every path step or "
+            "the model may not depend on the input (see LAM's diagnosis messages)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return magnitude / torch.where(peak == 0, torch.ones_like(peak), peak)
+
+
+def gini(values: Tensor) -> Tensor:
+    """Gini coefficient of each map, as LAM computes it (shift to >= 0, add 1e-7, sorted formula).
+
+    Args:
+        values: ``(H, W)`` or ``(N, H, W)`` maps (any trailing shape is flattened per sample).
+
+    Returns:
+        A scalar for one map, ``(N,)`` for a batch.
+
+    Example:
+        >>> round(float(gini(torch.tensor([[0.0, 0.0], [0.0, 1.0]]))), 4)
+        0.75
+    """
+    batched = values.dim() >= 3
+    flat = (values if batched else values.unsqueeze(0)).flatten(1).to(torch.float64)
+    low = flat.amin(dim=1, keepdim=True)
+    flat = torch.where(low < 0, flat - low, flat) + 1e-7
+    flat, _ = flat.sort(dim=1)
+    n = flat.shape[1]
+    rank = torch.arange(1, n + 1, dtype=flat.dtype, device=flat.device)
+    coefficient = ((2 * rank - n - 1) * flat).sum(dim=1) / (n * flat.sum(dim=1))
+    return (coefficient if batched else coefficient[0]).to(values.dtype if values.is_floating_point() else torch.float64)
+
+
+def diffusion_index(values: Tensor) -> Tensor:
+    """Diffusion Index ``DI = (1 - Gini) * 100``: how widely the network draws information.
+
+    DI depends strongly on the LR image size (the same blob scores lower on a larger image), so always
+    report the size with it.
+
+    Example:
+        >>> round(float(diffusion_index(torch.ones(4, 4))), 3)
+        100.0
+    """
+    return (1 - gini(values)) * 100
+
+
+def attribution_area(values: Tensor, fraction: float = 0.5) -> Tensor:
+    """The fewest pixels that together hold ``fraction`` of the map's total, per map.
+
+    Example:
+        >>> int(attribution_area(torch.tensor([[4.0, 3.0], [2.0, 1.0]]), 0.5))
+        2
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"`fraction` must be in (0, 1], got {fraction}")
+    batched = values.dim() >= 3
+    flat = (values if batched else values.unsqueeze(0)).flatten(1).abs().to(torch.float64)
+    ordered, _ = flat.sort(dim=1, descending=True)
+    share = ordered.cumsum(dim=1) / ordered.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    # Count the pixels before the running share reaches the target, then the one that reaches it.
+    area = ((share < fraction - 1e-12).sum(dim=1) + 1).clamp_max(flat.shape[1])
+    return area if batched else area[0]

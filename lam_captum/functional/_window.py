@@ -1,0 +1,89 @@
+"""The window in SR-output pixels that LAM explains."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import NamedTuple, Union
+
+import torch
+from torch import Tensor
+
+
+class Window(NamedTuple):
+    """A rectangle of the SR output: top row, left column, height and width, in SR pixels.
+
+    Example:
+        >>> Window.square(120, 80, 16)
+        Window(top=120, left=80, height=16, width=16)
+    """
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    @classmethod
+    def square(cls, top: int, left: int, size: int) -> Window:
+        """A ``size`` x ``size`` window, the paper's usual shape."""
+        return cls(top, left, size, size)
+
+    def __str__(self) -> str:
+        return f"top={self.top}, left={self.left}, height={self.height}, width={self.width}"
+
+
+WindowLike = Union[Window, Sequence[int], Tensor]
+
+
+def _is_int(value: object) -> bool:
+    if isinstance(value, Tensor):
+        return value.dim() == 0 and not value.is_floating_point() and value.dtype != torch.bool
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def as_window(window: WindowLike) -> Window:
+    """Turn ``(top, left, size)``, ``(top, left, height, width)`` or a :class:`Window` into a :class:`Window`.
+
+    Raises:
+        ValueError: If it has the wrong length, non-integer entries, negative corners or an empty size.
+
+    Example:
+        >>> as_window((8, 4, 16))
+        Window(top=8, left=4, height=16, width=16)
+    """
+    values = window.tolist() if isinstance(window, Tensor) else list(window) if isinstance(window, Sequence) else None
+    if values is None or len(values) not in (3, 4) or not all(_is_int(v) for v in values):
+        raise ValueError(f"`window` must be (top, left, size) or (top, left, height, width) integers, got {window!r}")
+    values = [int(v) for v in values]
+    parsed = Window(*values) if len(values) == 4 else Window.square(*values)
+    if parsed.top < 0 or parsed.left < 0 or parsed.height < 1 or parsed.width < 1:
+        raise ValueError(f"`window` needs top, left >= 0 and a size >= 1, got {parsed}")
+    return parsed
+
+
+def as_windows(window: WindowLike | Sequence[WindowLike], n_samples: int) -> list[Window]:
+    """One :class:`Window` per sample, from one window for all or a sequence of ``n_samples`` windows.
+
+    Example:
+        >>> as_windows((0, 0, 8), 2)
+        [Window(top=0, left=0, height=8, width=8), Window(top=0, left=0, height=8, width=8)]
+    """
+    if isinstance(window, Tensor) and window.dim() == 2:
+        window = list(window)
+    per_sample = isinstance(window, Sequence) and len(window) > 0 and not _is_int(window[0])
+    if not per_sample:
+        return [as_window(window)] * n_samples
+    if len(window) != n_samples:
+        raise ValueError(f"`window` holds {len(window)} windows for {n_samples} samples; give one or one per sample")
+    return [as_window(w) for w in window]
+
+
+def check_window_inside(window: Window, height: int, width: int, *, margin: int = 0, what: str = "SR output") -> None:
+    """Raise unless ``window`` lies inside a ``height`` x ``width`` image less ``margin`` at the bottom and right.
+
+    The official demo silently truncates a window that crosses the edge, which quietly changes what is
+    explained; we refuse it instead.
+    """
+    if window.top + window.height > height - margin or window.left + window.width > width - margin:
+        limit = f"the {height}x{width} {what}" + (f" less {margin} pixel at the bottom and right" if margin else "")
+        raise ValueError(f"`window` must lie inside {limit}, got {window}")
