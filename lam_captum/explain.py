@@ -1,0 +1,191 @@
+"""One call for notebooks and scripts: explain one window of one image, with numbers and pictures."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lam_captum._core.lam import LAM
+from lam_captum.functional import Window, as_window, attribution_area, attribution_map, diffusion_index, gini
+from lam_captum.functional._blur import IntegrationMethod
+from lam_captum.functional._detectors import DetectorLike
+
+PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
+
+
+@dataclasses.dataclass(frozen=True)
+class LAMResult:
+    """Everything one LAM run produces; the pictures are drawn on first use.
+
+    Attributes:
+        attribution: ``(C, H, W)`` signed attribution on the CPU.
+        map: ``(H, W)`` normalised map in [0, 1].
+        di: Diffusion Index (depends on the LR size: report ``lr_size`` with it).
+        gini: Gini coefficient of the map.
+        area: Fewest LR pixels that hold half of the map's total.
+        delta: Captum's convergence delta, ``sum(attribution) - (D(input) - D(baseline))``.
+        lr: ``(C, H, W)`` LR input; ``sr``: ``(C, sH, sW)`` SR output; ``hr``: the HR image, if known.
+    """
+
+    attribution: Tensor
+    map: Tensor
+    di: float
+    gini: float
+    area: int
+    delta: float
+    lr: Tensor
+    sr: Tensor
+    window: Window
+    scale: int
+    n_steps: int
+    sigma: float
+    kernel_size: int
+    method: str
+    alpha: float
+    seconds: float
+    device: str
+    hr: Tensor | None = None
+
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        return (self.lr.shape[-2], self.lr.shape[-1])
+
+    @cached_property
+    def pictures(self) -> dict[str, np.ndarray]:
+        """The demo's pictures as ``(H, W, 3)`` uint8 arrays, keyed by :data:`PICTURE_NAMES`."""
+        from lam_captum import pictures
+
+        heat = pictures.heat_map(self.map, self.scale)
+        background = self.hr if self.hr is not None else self.sr
+        drawn = {
+            "window": pictures.draw_window(pictures.sr_picture(background), self.window),
+            "heat": heat,
+            "heat_blend": pictures.blend(heat, self.lr, self.alpha),
+            "kde_blend": pictures.blend(pictures.kde_picture(self.map, self.scale), self.lr, self.alpha),
+            "sr": pictures.sr_picture(self.sr),
+        }
+        panels = [drawn[name] for name in PICTURE_NAMES[:-1]]
+        drawn["figure"] = pictures.lam_figure(*panels, di=self.di, lr_size=self.lr_size)
+        return drawn
+
+    def summary(self) -> dict[str, object]:
+        """The plain numbers of the run, as written to ``summary.json``."""
+        return {
+            "di": self.di,
+            "gini": self.gini,
+            "area_50": self.area,
+            "convergence_delta": self.delta,
+            "window": self.window._asdict(),
+            "lr_size": list(self.lr_size),
+            "scale": self.scale,
+            "n_steps": self.n_steps,
+            "sigma": self.sigma,
+            "kernel_size": self.kernel_size,
+            "method": self.method,
+            "seconds": self.seconds,
+            "device": self.device,
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the pictures (PNG), the raw attribution (``attribution.npy``) and ``summary.json``."""
+        from lam_captum.imageio import save_png
+
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / "attribution.npy", self.attribution.numpy())
+            (folder / "summary.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
+        except OSError as error:
+            raise OSError(f"cannot write the results to `output_dir` {str(folder)!r}: {error.strerror}") from error
+        for name in PICTURE_NAMES:
+            save_png(self.pictures[name], folder / f"{name}.png")
+        return folder
+
+
+def explain(
+    model: Callable[[Tensor], Tensor],
+    lr: Tensor,
+    window,
+    *,
+    hr: Tensor | None = None,
+    n_steps: int = 50,
+    sigma: float = 1.2,
+    kernel_size: int = 9,
+    method: IntegrationMethod = "official",
+    detector: DetectorLike = "gradient",
+    internal_batch_size: int | None = None,
+    alpha: float = 0.5,
+    device: str | torch.device | None = None,
+    show_progress: bool = False,
+) -> LAMResult:
+    """Run LAM on one LR image and summarise it: attribution, map, DI, Gini, SR output, delta, pictures.
+
+    Args:
+        model: The SR network (moved to ``device`` if it is a module).
+        lr: ``(C, H, W)`` or ``(1, C, H, W)`` LR image in the range the model expects.
+        window: ``(top, left, size)``, ``(top, left, height, width)`` or a :class:`Window`, in SR pixels.
+        hr: Optional HR image (drawn under the window instead of the SR output).
+        n_steps, sigma, kernel_size, method, detector, internal_batch_size: As :meth:`LAM.attribute`.
+        alpha: Weight of the LR image in the blends.
+        device: Where to compute; default the model's device (the GPU if the model is there).
+        show_progress: Show a progress bar over the path steps.
+
+    Returns:
+        A :class:`LAMResult`; ``result.save(folder)`` writes the files the CLI writes.
+
+    Raises:
+        ValueError: As :meth:`LAM.attribute`, and for a bad ``alpha`` or image shape.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2))
+        >>> result = explain(model, torch.rand(3, 16, 16), (8, 8, 8), n_steps=4)
+        >>> result.scale, result.map.shape, 0 <= result.di <= 100
+        (2, torch.Size([16, 16]), True)
+    """
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"`alpha` must be in [0, 1], got {alpha}")
+    if lr.dim() == 4 and lr.shape[0] == 1:
+        lr = lr[0]
+    if lr.dim() != 3:
+        raise ValueError(f"`lr` must be one (C, H, W) image, got shape {tuple(lr.shape)}")
+    window = as_window(window)
+    device = torch.device(device) if device is not None else _model_device(model)
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device)
+    inputs = lr.unsqueeze(0).to(device=device, dtype=torch.float32)
+    started = time.perf_counter()
+    attribution, delta = LAM(model).attribute(
+        inputs, window, n_steps=n_steps, sigma=sigma, kernel_size=kernel_size, method=method, detector=detector,
+        internal_batch_size=internal_batch_size, return_convergence_delta=True, show_progress=show_progress,
+    )
+    seconds = time.perf_counter() - started
+    sr = _super_resolve(model, inputs)
+    attribution = attribution[0].detach().cpu()
+    lam_map = attribution_map(attribution)
+    return LAMResult(
+        attribution=attribution, map=lam_map, di=float(diffusion_index(lam_map)), gini=float(gini(lam_map)),
+        area=int(attribution_area(lam_map)), delta=float(delta[0]), lr=lr.detach().cpu().float(), sr=sr,
+        window=window, scale=sr.shape[-1] // lr.shape[-1], n_steps=n_steps, sigma=sigma, kernel_size=kernel_size,
+        method=method, alpha=alpha, seconds=seconds, device=str(device),
+        hr=hr.detach().cpu().float() if hr is not None else None,
+    )
+
+
+def _model_device(model: Callable) -> torch.device:
+    parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _super_resolve(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
+    from lam_captum._core._context import eval_mode, owning_module
+
+    with torch.inference_mode(), eval_mode(owning_module(model)):
+        return model(inputs)[0].float().cpu()
