@@ -41,6 +41,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def _is_window_like(value: object) -> bool:
+    return isinstance(value, Sequence) or (isinstance(value, Tensor) and value.dim() == 1)
+
+
 def as_window(window: WindowLike) -> Window:
     """Turn ``(top, left, size)``, ``(top, left, height, width)`` or a :class:`Window` into a :class:`Window`.
 
@@ -70,7 +74,7 @@ def as_windows(window: WindowLike | Sequence[WindowLike], n_samples: int) -> lis
     """
     if isinstance(window, Tensor) and window.dim() == 2:
         window = list(window)
-    per_sample = isinstance(window, Sequence) and len(window) > 0 and not _is_int(window[0])
+    per_sample = isinstance(window, Sequence) and len(window) > 0 and _is_window_like(window[0])
     if not per_sample:
         return [as_window(window)] * n_samples
     if len(window) != n_samples:
