@@ -1,1 +1,170 @@
-def main(): pass
+"""The ``lam-captum`` command: explain one window of one image in one command.
+
+``lam-captum`` alone runs the built-in model on the built-in photo. ``lam-captum sweep STUDY`` runs a
+whole study (see :mod:`lam_captum.sweep`). The flags of the popular unofficial LAM tool are accepted as
+aliases (``--imgpath``, ``--modelpath``, ``--w``, ``--h``, ``--window_size``, ``--fold``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+# The built-in photo's default window: the rim of the spectacles, where an SR network must rebuild
+# a sharp, curved edge (in SR pixels of the x4 output).
+DEFAULT_WINDOW = (186, 216, 16)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lam-captum",
+        description="Local Attribution Map of one window of a super-resolution network's output. "
+        "With no arguments: the built-in x4 model on the built-in photo. `lam-captum sweep --help` runs studies.",
+    )
+    source = parser.add_argument_group("image and model")
+    source.add_argument("image", nargs="?", help="HR image to downscale (default: the built-in photo)")
+    source.add_argument("--imgpath", dest="image_option", metavar="PATH", help="alias of the image argument")
+    source.add_argument("--lr", action="store_true", help="the image already is the LR input: do not downscale")
+    source.add_argument("--grayscale", action="store_true", help="read the image as one channel (Y / grey models)")
+    source.add_argument("--model", help="built-in name (default, edsr-baseline, edsr), package.module:Class or "
+                        "path/to/file.py:Class (default: 'default'; 'edsr-baseline' when only weights are given)")
+    source.add_argument("--model-args", default="{}", metavar="JSON", help='constructor arguments, e.g. \'{"rgb_range": 255}\'')
+    source.add_argument("--weights", "--modelpath", metavar="PATH", help="checkpoint to load (weights only, never code)")
+    source.add_argument("--scale", "--zoomfactor", type=int, metavar="S",
+                        help="SR scale used to downscale the HR image (default: the model's, else 4)")
+    window = parser.add_argument_group("window, in SR-output pixels")
+    window.add_argument("--top", "--h", type=int, help=f"top row (default: {DEFAULT_WINDOW[0]} on the built-in photo, "
+                        "else the centre)")
+    window.add_argument("--left", "--w", type=int, help="left column")
+    window.add_argument("--size", "--window_size", type=int, default=16, help="window side (default: 16)")
+    lam = parser.add_argument_group("LAM")
+    lam.add_argument("--steps", "--fold", type=int, default=50, help="path steps (default: 50)")
+    lam.add_argument("--sigma", type=float, default=1.2, help="baseline blur (default: 1.2)")
+    lam.add_argument("--kernel-size", "--l", type=int, default=9, help="odd Gaussian kernel size (default: 9)")
+    lam.add_argument("--method", default="official", help="official (the demo's numbers), riemann_left, "
+                     "riemann_middle, riemann_trapezoid, gausslegendre")
+    lam.add_argument("--detector", default="gradient", choices=["gradient", "intensity"])
+    lam.add_argument("--internal-batch-size", type=int, help="path steps per model call (default: measured per device)")
+    lam.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the GPU when there is one)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--alpha", type=float, default=0.5, help="weight of the LR image in the blends (default: 0.5)")
+    output.add_argument("--output", "--output_dir", default="lam_output", metavar="DIR", help="folder (default: lam_output)")
+    output.add_argument("--kde", nargs="?", const="true", help="accepted for the unofficial tool's users; the KDE "
+                        "blend is always drawn (it is fast here)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 success, 2 bad input)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:
+        from lam_captum.sweep.cli import main as sweep_main
+
+        return sweep_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result, folder = _run(args)
+    except (ValueError, TypeError, OSError, ImportError, torch.OutOfMemoryError) as error:
+        print(f"lam-captum: error: {error}", file=sys.stderr)
+        return 2
+    print(f"DI {result.di:.2f} (LR {result.lr_size[0]}x{result.lr_size[1]}, x{result.scale}), Gini {result.gini:.4f}, "
+          f"convergence delta {result.delta:.4g}, {result.seconds:.1f} s on {result.device}")
+    print(f"results in {folder}/: {', '.join(sorted(path.name for path in folder.iterdir()))}")
+    return 0
+
+
+def _run(args: argparse.Namespace):
+    from lam_captum.explain import explain
+    from lam_captum.imageio import default_image_path, hr_to_lr, load_image
+
+    _check_numbers(args)
+    image_path = _image_path(args, default_image_path())
+    spec = args.model or ("edsr-baseline" if args.weights else "default")
+    model = _load_model(args, spec)
+    scale = args.scale if args.scale is not None else int(getattr(model, "scale", 4))
+    if scale < 1:
+        raise ValueError(f"`--scale` must be a positive integer, got {scale}")
+    image = load_image(image_path, mode="L" if args.grayscale else "RGB")
+    lr, hr = (image, None) if args.lr else hr_to_lr(image, scale)
+    window = _window(args, lr, scale, builtin=image_path == default_image_path())
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = explain(
+        model, lr, window, hr=hr, n_steps=args.steps, sigma=args.sigma, kernel_size=args.kernel_size,
+        method=args.method, detector=args.detector, internal_batch_size=args.internal_batch_size, alpha=args.alpha,
+        device=_device(device), show_progress=not args.no_progress,
+    )
+    if not args.lr and result.scale != scale:
+        raise ValueError(f"the model upscales x{result.scale} but the image was downscaled by `--scale` {scale}")
+    folder = result.save(args.output)
+    summary = {"image": str(image_path), "model": spec, "weights": args.weights, **result.summary()}
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return result, folder
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Check the numeric flags up front, naming each flag as the user typed it (or its clean name)."""
+    if args.steps < 1:
+        raise ValueError(f"`--steps` must be an integer >= 1, got {args.steps}")
+    if args.kernel_size < 1 or args.kernel_size % 2 == 0:
+        raise ValueError(f"`--kernel-size` must be a positive odd integer, got {args.kernel_size}")
+    if not args.sigma >= 0:
+        raise ValueError(f"`--sigma` must be >= 0, got {args.sigma}")
+    if not 0 <= args.alpha <= 1:
+        raise ValueError(f"`--alpha` must be in [0, 1], got {args.alpha}")
+    if args.size < 1:
+        raise ValueError(f"`--size` must be a positive integer, got {args.size}")
+    for flag, value in (("--top", args.top), ("--left", args.left)):
+        if value is not None and value < 0:
+            raise ValueError(f"`{flag}` must be >= 0, got {value}")
+    if args.internal_batch_size is not None and args.internal_batch_size < 1:
+        raise ValueError(f"`--internal-batch-size` must be >= 1, got {args.internal_batch_size}")
+
+
+def _image_path(args: argparse.Namespace, default: Path) -> Path:
+    if args.image and args.image_option:
+        raise ValueError("give the image once: as the argument or as `--imgpath`, not both")
+    return Path(args.image or args.image_option or default)
+
+
+def _load_model(args: argparse.Namespace, spec: str) -> torch.nn.Module:
+    from lam_captum.models import load_model_spec, load_weights
+
+    try:
+        model_args = json.loads(args.model_args)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"`--model-args` must be a JSON object, got {args.model_args!r} ({error.msg})") from None
+    if not isinstance(model_args, dict):
+        raise ValueError(f"`--model-args` must be a JSON object, got {args.model_args!r}")
+    if args.scale is not None and ":" not in spec and spec != "default":
+        model_args.setdefault("scale", args.scale)
+    model = load_model_spec(spec, model_args)
+    return load_weights(model, args.weights) if args.weights else model
+
+
+def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: bool) -> tuple[int, int, int]:
+    height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
+    centre = DEFAULT_WINDOW[:2] if builtin and scale == 4 and args.size == 16 else (
+        max(0, (height - args.size) // 2), max(0, (width - args.size) // 2))
+    top = args.top if args.top is not None else centre[0]
+    left = args.left if args.left is not None else centre[1]
+    return top, left, args.size
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"`--device` must be a torch device such as cpu or cuda:0, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`--device` {name!r} asks for a GPU, but torch sees none")
+    return device
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

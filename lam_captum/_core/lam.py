@@ -289,9 +289,14 @@ def _detect(output: Tensor, chunk: list[tuple[int, list[int]]], windows: list[Wi
     return torch.cat(values)
 
 
+def default_internal_batch_size(device: torch.device) -> int:
+    """Path steps per model call when ``internal_batch_size`` is not given."""
+    return _DEFAULT_ROWS_CPU if device.type == "cpu" else _DEFAULT_ROWS_GPU
+
+
 def _check_internal_batch_size(internal_batch_size: int | None, device: torch.device) -> int:
     if internal_batch_size is None:
-        return _DEFAULT_ROWS_CPU if device.type == "cpu" else _DEFAULT_ROWS_GPU
+        return default_internal_batch_size(device)
     if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
         raise ValueError(f"`internal_batch_size` must be an integer >= 1 or None, got {internal_batch_size!r}")
     return internal_batch_size
