@@ -11,6 +11,7 @@ from lam_captum.functional._blur import (
     path_kernels,
 )
 from lam_captum.functional._detectors import gradient_detector, intensity_detector, resolve_detector
+from lam_captum.functional._kde import kde_map
 from lam_captum.functional._metrics import attribution_area, attribution_map, diffusion_index, gini
 from lam_captum.functional._window import Window, as_window, as_windows
 
@@ -31,6 +32,7 @@ __all__ = [
     "gini",
     "gradient_detector",
     "intensity_detector",
+    "kde_map",
     "path_kernels",
     "resolve_detector",
 ]

@@ -1,0 +1,134 @@
+"""Weighted Gaussian kernel density of an attribution map, computed by one FFT convolution.
+
+LAM's KDE picture is scipy's ``gaussian_kde`` of the pixel coordinates weighted by the map and
+evaluated at every pixel. Evaluating it point by point costs O(n^2) in the pixel count; because
+the data points and the evaluation points are the same integer grid, the identical sum is a
+convolution of the weight map with one Gaussian sampled on all pixel offsets.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Below this ratio of the smaller to the larger principal variance the weighted coordinates span a
+# line: scipy's Cholesky fails there, and float64 round-off of a truly collinear set stays far under it.
+_COLLINEAR_RATIO = 1e-10
+
+
+def kde_map(attribution_map: Tensor) -> Tensor:
+    """Weighted Gaussian KDE of the pixel coordinates, evaluated at every pixel, max-normalised.
+
+    Gives the numbers of ``scipy.stats.gaussian_kde(coordinates, weights=map)`` with Scott's rule
+    (full 2x2 weighted covariance, effective sample size ``1 / sum(w**2)``), divided by the max.
+
+    Args:
+        attribution_map: a non-negative (H, W) map with some positive weight, such as LAM's map.
+
+    Returns:
+        The (H, W) density divided by its max, in the dtype and on the device of the input;
+        it carries no gradient (a picture, not part of the attribution).
+
+    Raises:
+        TypeError: if ``attribution_map`` is not a tensor.
+        ValueError: if it is not 2-D, is negative, non-finite or all zero, or if its weight
+            sits on a single pixel or a single line (the covariance is singular).
+
+    Example:
+        >>> attribution = torch.zeros(8, 8)
+        >>> attribution[3:5, 2:6] = 1.0
+        >>> density = kde_map(attribution)
+        >>> density.shape, float(density.max())
+        (torch.Size([8, 8]), 1.0)
+    """
+    _check_attribution_map(attribution_map)
+    weights = attribution_map.detach().to(torch.float64)
+    bandwidth = _scott_bandwidth(weights)
+    density = _convolve_with_gaussian(weights, bandwidth)
+    # FFT round-off leaves values of order 1e-17 where the true density underflows to 0.
+    density = density.clamp_min(0.0)
+    return (density / density.max()).to(attribution_map.dtype)
+
+
+def _check_attribution_map(attribution_map: Tensor) -> None:
+    if not isinstance(attribution_map, Tensor):
+        raise TypeError(f"`attribution_map` must be a torch.Tensor, got {type(attribution_map).__name__}")
+    if attribution_map.ndim != 2:
+        raise ValueError(f"`attribution_map` must be 2-D (H, W), got shape {tuple(attribution_map.shape)}")
+    if not bool(torch.isfinite(attribution_map).all()):
+        non_finite = int((~torch.isfinite(attribution_map)).sum())
+        raise ValueError(f"`attribution_map` must be finite, got {non_finite} NaN or inf values")
+    if bool((attribution_map < 0).any()):
+        minimum = float(attribution_map.min())
+        raise ValueError(f"`attribution_map` must be non-negative, got min {minimum:.4g}")
+    if not bool((attribution_map > 0).any()):
+        raise ValueError("`attribution_map` is all zero: a density needs some positive weight")
+
+
+def _scott_bandwidth(weights: Tensor) -> Tensor:
+    """The kernel covariance (row, column order) that scipy's Scott rule gives these weights."""
+    height, width = weights.shape
+    probabilities = weights / weights.sum()
+    options = {"dtype": torch.float64, "device": weights.device}
+    rows = torch.arange(height, **options)
+    columns = torch.arange(width, **options)
+    # Sums over the marginals rather than a (2, n) @ (n, 2) BLAS product, whose thread pool only
+    # adds latency on a busy CPU for so little work.
+    row_marginal, column_marginal = probabilities.sum(dim=1), probabilities.sum(dim=0)
+    row_offsets = rows - (rows * row_marginal).sum()
+    column_offsets = columns - (columns * column_marginal).sum()
+    row_variance = (row_offsets**2 * row_marginal).sum()
+    column_variance = (column_offsets**2 * column_marginal).sum()
+    cross = (row_offsets[:, None] * probabilities * column_offsets[None, :]).sum()
+    scatter = torch.stack([torch.stack([row_variance, cross]), torch.stack([cross, column_variance])])
+    _check_not_degenerate(scatter)
+    sum_of_squares = (probabilities**2).sum()
+    # numpy.cov with aweights summing to 1 divides by 1 - sum(w**2); Scott's factor is neff**(-1/6).
+    covariance = scatter / (1.0 - sum_of_squares)
+    return covariance * sum_of_squares ** (1.0 / 3.0)
+
+
+def _check_not_degenerate(scatter: Tensor) -> None:
+    smallest, largest = (float(value) for value in torch.linalg.eigvalsh(scatter))
+    if largest <= 0.0:
+        raise ValueError("`attribution_map` has all its weight on one pixel: its KDE bandwidth is zero")
+    if smallest <= _COLLINEAR_RATIO * largest:
+        raise ValueError(
+            "`attribution_map` has all its weight on a single line: the weighted pixel coordinates "
+            f"have a singular covariance (principal variances {smallest:.3g} and {largest:.3g})"
+        )
+
+
+def _convolve_with_gaussian(weights: Tensor, bandwidth: Tensor) -> Tensor:
+    """``sum_q weights[q] * exp(-d^T bandwidth^-1 d / 2)`` with ``d = p - q``, for every pixel p."""
+    height, width = weights.shape
+    precision = torch.linalg.inv(bandwidth)
+    options = {"dtype": torch.float64, "device": weights.device}
+    row_offsets = torch.arange(-(height - 1), height, **options)[:, None]
+    column_offsets = torch.arange(-(width - 1), width, **options)[None, :]
+    quadratic_form = (
+        precision[0, 0] * row_offsets**2
+        + 2.0 * precision[0, 1] * row_offsets * column_offsets
+        + precision[1, 1] * column_offsets**2
+    )
+    kernel = torch.exp(-0.5 * quadratic_form)
+    # Any transform at least as large as the kernel suffices: the circular wrap-around of the
+    # zero-padded product only lands on outputs before index (H-1, W-1), which are cut off, so the
+    # kept block is exactly the linear convolution.
+    fft_shape = (_smooth_length(2 * height - 1), _smooth_length(2 * width - 1))
+    spectrum = torch.fft.rfft2(weights, s=fft_shape) * torch.fft.rfft2(kernel, s=fft_shape)
+    convolution = torch.fft.irfft2(spectrum, s=fft_shape)
+    return convolution[height - 1 : 2 * height - 1, width - 1 : 2 * width - 1]
+
+
+def _smooth_length(minimum: int) -> int:
+    """The smallest ``2**a * 3**b * 5**c`` >= ``minimum``: large prime factors make FFTs slow."""
+    length = minimum
+    while True:
+        remainder = length
+        for factor in (2, 3, 5):
+            while remainder % factor == 0:
+                remainder //= factor
+        if remainder == 1:
+            return length
+        length += 1
