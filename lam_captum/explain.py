@@ -124,6 +124,7 @@ def explain(
     internal_batch_size: int | None = None,
     alpha: float = 0.5,
     device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
     show_progress: bool = False,
 ) -> LAMResult:
     """Run LAM on one LR image and summarise it: attribution, map, DI, Gini, SR output, delta, pictures.
@@ -136,6 +137,7 @@ def explain(
         n_steps, sigma, kernel_size, method, detector, internal_batch_size: As :meth:`LAM.attribute`.
         alpha: Weight of the LR image in the blends.
         device: Where to compute; default the model's device (the GPU if the model is there).
+        dtype: As :meth:`LAM.attribute`: default float32 (a model with bfloat16 weights needs ``torch.bfloat16``).
         show_progress: Show a progress bar over the path steps.
 
     Returns:
@@ -160,11 +162,11 @@ def explain(
     device = torch.device(device) if device is not None else _model_device(model)
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
-    inputs = lr.unsqueeze(0).to(device=device, dtype=torch.float32)
+    inputs = lr.unsqueeze(0).to(device=device, dtype=dtype or torch.float32)
     started = time.perf_counter()
     attribution, delta = LAM(model).attribute(
         inputs, window, n_steps=n_steps, sigma=sigma, kernel_size=kernel_size, method=method, detector=detector,
-        internal_batch_size=internal_batch_size, return_convergence_delta=True, show_progress=show_progress,
+        internal_batch_size=internal_batch_size, return_convergence_delta=True, dtype=dtype, show_progress=show_progress,
     )
     seconds = time.perf_counter() - started
     sr = _super_resolve(model, inputs)
