@@ -34,12 +34,12 @@ def test_python_dash_m_runs_the_built_in_default(tmp_path):
     assert names == {"window.png", "heat.png", "heat_blend.png", "kde_blend.png", "sr.png", "figure.png",
                      "attribution.npy", "summary.json"}
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["lr_size"] == [150, 128] and summary["scale"] == 4 and summary["n_steps"] == 3
-    assert summary["window"] == {"top": 186, "left": 216, "height": 16, "width": 16}
+    assert summary["lr_size"] == [64, 64] and summary["scale"] == 4 and summary["n_steps"] == 3
+    assert summary["window"] == {"top": 106, "left": 96, "height": 16, "width": 16}
     assert 0 < summary["di"] < 100 and summary["model"] == "default" and summary["device"] == "cpu"
     for key in ("gini", "sigma", "convergence_delta", "seconds"):
         assert key in summary
-    assert np.load(tmp_path / "out" / "attribution.npy").shape == (3, 150, 128)
+    assert np.load(tmp_path / "out" / "attribution.npy").shape == (3, 64, 64)
 
 
 def test_unofficial_tool_flags_are_aliases(hr_photo, tmp_path, capsys):
@@ -79,6 +79,12 @@ def test_lr_input_and_own_model_file(tmp_path, capsys):
     assert np.load(tmp_path / "out" / "attribution.npy").shape == (1, 20, 24)
 
 
+def _fill(argument: str, values: dict) -> str:
+    for key, value in values.items():
+        argument = argument.replace(key, str(value))
+    return argument
+
+
 def _tiny_state(channels: int, scale: int) -> dict[str, torch.Tensor]:
     return torch.nn.Sequential(torch.nn.Conv2d(channels, channels * scale * scale, 3, padding=1)).state_dict()
 
@@ -97,6 +103,7 @@ def _tiny_state(channels: int, scale: int) -> dict[str, torch.Tensor]:
         (["{photo}", "--weights", "{weights}"], "missing"),
         (["{photo}", "--output", "{file}/sub"], "cannot write|Not a directory|exists"),
         (["{photo}", "--device", "cuda:0"], "GPU|cuda"),
+        (["{photo}", "--crop", "0", "0", "97", "80"], "`--crop` must lie inside the 96x80 image"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(hr_photo, tmp_path, capsys, arguments, message):
@@ -106,10 +113,10 @@ def test_bad_input_gives_one_line_and_exit_2(hr_photo, tmp_path, capsys, argumen
     torch.save(_tiny_state(3, 2), weights)
     if "cuda" in arguments and torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    filled = [a.format(photo=hr_photo, not_an_image=not_an_image, weights=weights, file=not_an_image)
-              for a in arguments]
-    assert main([*filled, *FAST, "--output", str(tmp_path / "out")] if "--output" not in filled
-                else [*filled, *FAST]) == 2
+    values = {"{photo}": hr_photo, "{not_an_image}": not_an_image, "{weights}": weights, "{file}": not_an_image}
+    filled = [_fill(argument, values) for argument in arguments]
+    output = [] if "--output" in filled else ["--output", str(tmp_path / "out")]
+    assert main([*FAST, *output, *filled]) == 2
     captured = capsys.readouterr()
     error_lines = captured.err.strip().splitlines()
     assert len(error_lines) == 1 and error_lines[0].startswith("lam-captum: error: ")
