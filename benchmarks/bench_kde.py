@@ -50,10 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256], help="square map sides")
     parser.add_argument("--repeats", type=int, default=20, help="kde_map calls per size (best is kept)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (scipy uses one)")
     arguments = parser.parse_args()
-    torch.set_num_threads(arguments.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); scipy timed once per size")
+    print(f"kde_map: best of {arguments.repeats} calls; scipy gaussian_kde: timed once per size")
     print(f"{'size':>9} {'scipy s':>10} {'kde_map s':>10} {'speed-up':>9} {'max |diff|':>11}")
     for size in arguments.sizes:
         attribution_map = lam_like_map(size)

@@ -8,6 +8,8 @@ convolution of the weight map with one Gaussian sampled on all pixel offsets.
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.fft
 import torch
 from torch import Tensor
 
@@ -42,12 +44,13 @@ def kde_map(attribution_map: Tensor) -> Tensor:
         (torch.Size([8, 8]), 1.0)
     """
     _check_attribution_map(attribution_map)
-    weights = attribution_map.detach().to(torch.float64)
-    bandwidth = _scott_bandwidth(weights)
-    density = _convolve_with_gaussian(weights, bandwidth)
+    # A small 2-D picture-side computation: numpy and scipy's single-threaded FFT in float64 avoid
+    # the latency of torch's thread pool, which dominates on a busy CPU for so little work.
+    weights = attribution_map.detach().cpu().to(torch.float64).numpy()
+    density = _convolve_with_gaussian(weights, _scott_bandwidth(weights))
     # FFT round-off leaves values of order 1e-17 where the true density underflows to 0.
-    density = density.clamp_min(0.0)
-    return (density / density.max()).to(attribution_map.dtype)
+    density = np.clip(density, 0.0, None)
+    return torch.from_numpy(density / density.max()).to(dtype=attribution_map.dtype, device=attribution_map.device)
 
 
 def _check_attribution_map(attribution_map: Tensor) -> None:
@@ -65,22 +68,16 @@ def _check_attribution_map(attribution_map: Tensor) -> None:
         raise ValueError("`attribution_map` is all zero: a density needs some positive weight")
 
 
-def _scott_bandwidth(weights: Tensor) -> Tensor:
+def _scott_bandwidth(weights: np.ndarray) -> np.ndarray:
     """The kernel covariance (row, column order) that scipy's Scott rule gives these weights."""
     height, width = weights.shape
     probabilities = weights / weights.sum()
-    options = {"dtype": torch.float64, "device": weights.device}
-    rows = torch.arange(height, **options)
-    columns = torch.arange(width, **options)
-    # Sums over the marginals rather than a (2, n) @ (n, 2) BLAS product, whose thread pool only
-    # adds latency on a busy CPU for so little work.
-    row_marginal, column_marginal = probabilities.sum(dim=1), probabilities.sum(dim=0)
-    row_offsets = rows - (rows * row_marginal).sum()
-    column_offsets = columns - (columns * column_marginal).sum()
-    row_variance = (row_offsets**2 * row_marginal).sum()
-    column_variance = (column_offsets**2 * column_marginal).sum()
+    row_marginal, column_marginal = probabilities.sum(axis=1), probabilities.sum(axis=0)
+    row_offsets = np.arange(height) - (np.arange(height) * row_marginal).sum()
+    column_offsets = np.arange(width) - (np.arange(width) * column_marginal).sum()
     cross = (row_offsets[:, None] * probabilities * column_offsets[None, :]).sum()
-    scatter = torch.stack([torch.stack([row_variance, cross]), torch.stack([cross, column_variance])])
+    scatter = np.array([[(row_offsets**2 * row_marginal).sum(), cross],
+                        [cross, (column_offsets**2 * column_marginal).sum()]])
     _check_not_degenerate(scatter)
     sum_of_squares = (probabilities**2).sum()
     # numpy.cov with aweights summing to 1 divides by 1 - sum(w**2); Scott's factor is neff**(-1/6).
@@ -89,7 +86,7 @@ def _scott_bandwidth(weights: Tensor) -> Tensor:
 
 
 def _check_not_degenerate(scatter: Tensor) -> None:
-    smallest, largest = (float(value) for value in torch.linalg.eigvalsh(scatter))
+    smallest, largest = np.linalg.eigvalsh(scatter)
     if largest <= 0.0:
         raise ValueError("`attribution_map` has all its weight on one pixel: its KDE bandwidth is zero")
     if smallest <= _COLLINEAR_RATIO * largest:
@@ -99,36 +96,22 @@ def _check_not_degenerate(scatter: Tensor) -> None:
         )
 
 
-def _convolve_with_gaussian(weights: Tensor, bandwidth: Tensor) -> Tensor:
+def _convolve_with_gaussian(weights: np.ndarray, bandwidth: np.ndarray) -> np.ndarray:
     """``sum_q weights[q] * exp(-d^T bandwidth^-1 d / 2)`` with ``d = p - q``, for every pixel p."""
     height, width = weights.shape
-    precision = torch.linalg.inv(bandwidth)
-    options = {"dtype": torch.float64, "device": weights.device}
-    row_offsets = torch.arange(-(height - 1), height, **options)[:, None]
-    column_offsets = torch.arange(-(width - 1), width, **options)[None, :]
+    precision = np.linalg.inv(bandwidth)
+    row_offsets = np.arange(-(height - 1), height, dtype=np.float64)[:, None]
+    column_offsets = np.arange(-(width - 1), width, dtype=np.float64)[None, :]
     quadratic_form = (
         precision[0, 0] * row_offsets**2
         + 2.0 * precision[0, 1] * row_offsets * column_offsets
         + precision[1, 1] * column_offsets**2
     )
-    kernel = torch.exp(-0.5 * quadratic_form)
+    kernel = np.exp(-0.5 * quadratic_form)
     # Any transform at least as large as the kernel suffices: the circular wrap-around of the
     # zero-padded product only lands on outputs before index (H-1, W-1), which are cut off, so the
     # kept block is exactly the linear convolution.
-    fft_shape = (_smooth_length(2 * height - 1), _smooth_length(2 * width - 1))
-    spectrum = torch.fft.rfft2(weights, s=fft_shape) * torch.fft.rfft2(kernel, s=fft_shape)
-    convolution = torch.fft.irfft2(spectrum, s=fft_shape)
+    fft_shape = (scipy.fft.next_fast_len(2 * height - 1, real=True), scipy.fft.next_fast_len(2 * width - 1, real=True))
+    spectrum = scipy.fft.rfft2(weights, s=fft_shape) * scipy.fft.rfft2(kernel, s=fft_shape)
+    convolution = scipy.fft.irfft2(spectrum, s=fft_shape)
     return convolution[height - 1 : 2 * height - 1, width - 1 : 2 * width - 1]
-
-
-def _smooth_length(minimum: int) -> int:
-    """The smallest ``2**a * 3**b * 5**c`` >= ``minimum``: large prime factors make FFTs slow."""
-    length = minimum
-    while True:
-        remainder = length
-        for factor in (2, 3, 5):
-            while remainder % factor == 0:
-                remainder //= factor
-        if remainder == 1:
-            return length
-        length += 1
