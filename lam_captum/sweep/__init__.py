@@ -1,0 +1,52 @@
+"""Attribution at scale: DI studies over many images, windows and models.
+
+A study file names the models, the images and the windows of each image, and the LAM parameters
+(see ``examples/study.yaml``); :func:`run_sweep` (or ``lam-captum sweep STUDY``) explains every
+(model, image, window) probe on Lightning's engine, on one CPU, one GPU or many processes and nodes.
+The study is validated as a whole before any work starts, without importing Lightning.
+
+The output folder holds ``records/<probe id>.json`` (one per finished probe, written atomically; the
+source of truth), ``probes.csv`` and ``probes.jsonl`` (one row per probe of the study, sorted by probe
+id, rebuilt from the records at the end of every run; columns :data:`COLUMNS`), ``models.csv`` (per
+model: probe counts, DI statistics, mean PSNR; :data:`MODEL_COLUMNS`), ``plots/`` (DI per model, DI
+versus PSNR), ``study.json`` (the study as resolved), and on request ``maps/<probe id>.npz`` and
+``pictures/<probe id>/``. A re-run skips the probes whose record is current and successful.
+
+Columns: ``di``, ``gini``, ``area_50`` (fewest LR pixels holding half the map) and
+``convergence_delta`` as :func:`lam_captum.explain.explain` reports them; ``psnr`` of the model on the
+HR image (dB on the luminance, ``scale`` pixels shaved; empty for LR inputs); ``seconds`` (the
+attribution) and ``device`` depend on the run; ``status`` is ``ok``, ``error`` (with ``error``, the
+reason) or ``pending``; ``warning`` holds the warnings LAM raised on the probe.
+
+Example:
+    >>> from lam_captum.sweep import load_study
+    >>> study = load_study({"models": ["default"], "images": [{"path": "builtin", "crop": [0, 0, 64, 64],
+    ...                     "windows": [{"grid": [1, 2], "size": 16}]}]})
+    >>> [probe.id for probe in study.probes()]
+    ['default/grace_hopper/t0023-l0000-16x16', 'default/grace_hopper/t0023-l0047-16x16']
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lam_captum.sweep._records import COLUMNS, MODEL_COLUMNS
+from lam_captum.sweep._study import ImageEntry, LAMSettings, ModelEntry, Probe, Study, StudyError, load_study
+
+# These need Lightning, which takes seconds to import: a study is checked (and a typo reported) first.
+_ENGINE_NAMES = (
+    "LAMProbeModule", "ProbeDataModule", "ProbeOutcome", "ProbeRecordWriter", "SweepProgress", "SweepReport",
+    "TrainerSettingsError", "run_sweep",
+)  # fmt: skip
+
+__all__ = [
+    "COLUMNS", "MODEL_COLUMNS", "ImageEntry", "LAMSettings", "ModelEntry", "Probe", "Study", "StudyError",
+    "load_study", *_ENGINE_NAMES,
+]  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE_NAMES:
+        return getattr(importlib.import_module("lam_captum.sweep._engine"), name)
+    raise AttributeError(f"module 'lam_captum.sweep' has no attribute {name!r}")

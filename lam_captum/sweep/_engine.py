@@ -1,0 +1,448 @@
+"""A study on Lightning's engine: ``Trainer.predict`` over the pending probes, one record per probe.
+
+The work is a dataset of probes (model, image, window). Global rank 0 decides which probes are still
+to do and broadcasts the list, so that every process partitions the same list; Lightning's distributed
+sampler hands each process its share. Each predict step runs :func:`lam_captum.explain.explain` on one
+probe, exactly as the single-image CLI does, and a prediction writer stores the result as soon as the
+step ends. A failing probe becomes a record with its reason; it never stops the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from typing_extensions import override
+
+from lam_captum.explain import PICTURE_NAMES, LAMResult, explain
+from lam_captum.sweep._quality import sr_psnr
+from lam_captum.sweep._records import (
+    assemble,
+    maps_path,
+    pending_probes,
+    pictures_folder,
+    probe_row,
+    record_path,
+    remove_temporary_files,
+    write_atomically,
+    write_json,
+)
+from lam_captum.sweep._study import ImageEntry, ModelEntry, Probe, Study, load_study
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeOutcome:
+    """What one predict step returns: the probe, its table row, and the full result when it succeeded."""
+
+    probe: Probe
+    row: dict[str, Any]
+    result: LAMResult | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepReport:
+    """The outcome of :func:`run_sweep`.
+
+    Attributes:
+        output: The results folder (``probes.csv``, ``probes.jsonl``, ``models.csv``, ``plots/``).
+        rows: The rows of ``probes.csv``, one per probe of the study, sorted by probe id.
+        computed: Probes computed (successfully or not) in this run.
+    """
+
+    output: Path
+    rows: list[dict[str, Any]]
+    computed: int
+
+    def count(self, status: str) -> int:
+        """Rows with ``status`` ``"ok"``, ``"error"`` or ``"pending"``."""
+        return sum(row["status"] == status for row in self.rows)
+
+
+class ProbeDataset(Dataset):
+    """The probes of one run, one per item (None for an idle item)."""
+
+    def __init__(self, probes: list[Probe | None]) -> None:
+        self.probes = probes
+
+    def __len__(self) -> int:
+        return len(self.probes)
+
+    def __getitem__(self, index: int) -> Probe | None:
+        return self.probes[index]
+
+
+def _one_probe(batch: list[Probe | None]) -> Probe | None:
+    # One probe per step: a batch of windows would change the floating-point rounding of the numbers.
+    return batch[0]
+
+
+class ProbeDataModule(LightningDataModule):
+    """Serves the probes of a study that are not finished yet.
+
+    Global rank 0 reads the records, removes a killed run's temporary files and broadcasts the
+    pending probe ids; every process then builds the same dataset, whatever it saw on disk.
+
+    Args:
+        study: The study.
+        limit: Compute at most this many of the pending probes (None: all).
+    """
+
+    def __init__(self, study: Study, limit: int | None = None) -> None:
+        super().__init__()
+        self.study = study
+        self.limit = limit
+        self.pending: list[Probe] = []
+        self.total = 0
+        self.finished = 0
+        self.started_ns = 0
+
+    @override
+    def setup(self, stage: str) -> None:
+        probes = {probe.id: probe for probe in self.study.probes()}
+        self.total = len(probes)
+        state = None
+        if self.trainer.is_global_zero:
+            remove_temporary_files(self.study.output)
+            pending = pending_probes(self.study)
+            state = ([probe.id for probe in pending[: self.limit]], len(probes) - len(pending), time.time_ns())
+        pending_ids, self.finished, self.started_ns = self.trainer.strategy.broadcast(state, src=0)
+        self.pending = [probes[probe_id] for probe_id in pending_ids]
+
+    @override
+    def predict_dataloader(self) -> DataLoader:
+        # Lightning's distributed sampler needs an item for every process; None marks an idle one.
+        idle = [None] * max(0, self.trainer.world_size - len(self.pending))
+        return DataLoader(ProbeDataset(self.pending + idle), batch_size=1, shuffle=False, collate_fn=_one_probe)
+
+    @override
+    def transfer_batch_to_device(self, batch: Probe | None, device: torch.device, dataloader_idx: int
+                                 ) -> Probe | None:
+        # A probe only names its model, image and window; the step loads the tensors onto the device.
+        return batch
+
+
+class LAMProbeModule(LightningModule):
+    """LAM as a LightningModule: each predict step explains one probe and returns a :class:`ProbeOutcome`.
+
+    The networks are built on first use and kept while consecutive probes use them (the probes come
+    model by model); a network or image that fails to load fails its probes without retrying.
+
+    Args:
+        study: The study whose models, images and LAM parameters the probes use.
+    """
+
+    def __init__(self, study: Study) -> None:
+        super().__init__()
+        self.study = study
+        self._models = _LastLoaded(_build_model, "model")
+        self._images = _LastLoaded(_read_image, "image")
+        self._checked_scales: set[str] = set()
+
+    @override
+    def predict_step(self, probe: Probe | None, batch_idx: int) -> ProbeOutcome | None:
+        if probe is None:
+            return None
+        started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            # "always": the same warning on another probe is news about that probe.
+            warnings.simplefilter("always")
+            try:
+                result, psnr = self._explain(probe)
+            except _ProbeFailure as failure:
+                return self._failed(probe, str(failure), started, caught)
+            except Exception as error:  # any failure of one probe is recorded and the run goes on
+                return self._failed(probe, f"lam: {type(error).__name__}: {error}", started, caught)
+        row = probe_row(probe, di=result.di, gini=result.gini, area_50=result.area, convergence_delta=result.delta,
+                        psnr=psnr, seconds=result.seconds, device=result.device, status="ok",
+                        warning=_warning_text(caught))
+        return ProbeOutcome(probe, row, result)
+
+    def _explain(self, probe: Probe) -> tuple[LAMResult, float | None]:
+        model = self._models.get(probe.model.name, probe.model, self.device)
+        lr, hr = self._images.get((probe.image.name, probe.model.scale), probe.image, probe.model.scale)
+        self._check_scale(model, probe.model, lr)
+        settings = dataclasses.asdict(self.study.lam)
+        result = explain(model, lr, probe.window, hr=hr, device=self.device, **settings)
+        psnr = sr_psnr(result.sr, hr, shave=result.scale) if hr is not None else None
+        return result, psnr
+
+    def _check_scale(self, model: nn.Module, entry: ModelEntry, lr: Tensor) -> None:
+        """Fail every probe of a model whose output is not ``scale`` times its input, once per model."""
+        if entry.name in self._checked_scales:
+            return
+        with torch.inference_mode():
+            output = model(lr[None].to(self.device))
+        expected = (lr.shape[-2] * entry.scale, lr.shape[-1] * entry.scale)
+        if tuple(output.shape[-2:]) != expected:
+            message = (f"model: `{entry.field}.scale` is {entry.scale}, but the model turns a {lr.shape[-2]}x"
+                       f"{lr.shape[-1]} input into {output.shape[-2]}x{output.shape[-1]}")
+            self._models.fail(entry.name, message)
+            raise _ProbeFailure(message)
+        self._checked_scales.add(entry.name)
+
+    def _failed(self, probe: Probe, message: str, started: float, caught: list) -> ProbeOutcome:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        row = probe_row(probe, seconds=time.perf_counter() - started, device=str(self.device), status="error",
+                        error=message, warning=_warning_text(caught))
+        return ProbeOutcome(probe, row)
+
+
+class TrainerSettingsError(ValueError):
+    """Settings that Lightning's Trainer rejects (accelerator, devices, strategy, nodes)."""
+
+
+class _ProbeFailure(Exception):
+    """A probe's failure whose message is already written for the table."""
+
+
+class _LastLoaded:
+    """The most recently loaded value (or its failure), reused while the key stays the same.
+
+    Only one is kept: two large networks may not fit in memory together, and the probes come in
+    key order. A failure is kept as its message, so each probe gets a fresh exception to report.
+    """
+
+    def __init__(self, load: Callable[..., Any], what: str) -> None:
+        self._load = load
+        self._what = what
+        self._key: object = None
+        self._value: Any = None
+        self._failure: str | None = None
+
+    def get(self, key: object, *args: Any) -> Any:
+        if key != self._key:
+            self._value = self._failure = None  # free the old value before loading the next
+            try:
+                self._value = self._load(*args)
+            except Exception as error:  # a broken model or image fails its probes, not the run
+                self._failure = f"{self._what}: {type(error).__name__}: {error}"
+            self._key = key
+        if self._failure is not None:
+            raise _ProbeFailure(self._failure)
+        return self._value
+
+    def fail(self, key: object, message: str) -> None:
+        self._key, self._value, self._failure = key, None, message
+
+
+def _build_model(entry: ModelEntry, device: torch.device) -> nn.Module:
+    from lam_captum.models import build_model, builtin_model_names, load_model_spec, load_weights
+
+    if entry.spec in builtin_model_names():
+        model = build_model(entry.spec, scale=entry.scale, weights=entry.weights, **entry.args)
+    else:
+        model = load_model_spec(entry.spec, entry.args)
+        if entry.weights is not None:
+            load_weights(model, entry.weights)
+    return model.to(device).eval()
+
+
+def _read_image(entry: ImageEntry, scale: int) -> tuple[Tensor, Tensor | None]:
+    """The LR input and, for an HR file, the HR image cropped to a multiple of ``scale``."""
+    from lam_captum.imageio import hr_to_lr, load_image
+
+    image = load_image(entry.path)
+    if entry.crop is not None:
+        top, left, height, width = entry.crop
+        image = image[:, top : top + height, left : left + width]
+    return (image, None) if entry.lr else hr_to_lr(image, scale)
+
+
+def _warning_text(caught: list[warnings.WarningMessage]) -> str | None:
+    messages = dict.fromkeys(f"{item.category.__name__}: {item.message}" for item in caught)
+    return " | ".join(messages) or None
+
+
+class ProbeRecordWriter(BasePredictionWriter):
+    """Stores each probe as its step ends: maps and pictures if asked for, then its JSON record.
+
+    The record goes last and every file is written atomically, so a record on disk means a complete
+    probe. When the predict loop ends (or is interrupted), global rank 0 assembles the tables.
+
+    Args:
+        study: The study, which names the output folder and what to save.
+    """
+
+    def __init__(self, study: Study) -> None:
+        super().__init__(write_interval="batch")
+        self.study = study
+        self.rows: list[dict[str, Any]] = []
+
+    @override
+    def write_on_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, prediction: ProbeOutcome | None, batch_indices: Any,
+        batch: Any, batch_idx: int, dataloader_idx: int = 0,
+    ) -> None:
+        if prediction is not None:
+            self._write(prediction)
+
+    @override
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        trainer.strategy.barrier("lam_captum.sweep.assemble")
+        if trainer.is_global_zero:
+            self.rows = assemble(self.study)
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        # No barrier here: the other processes may be gone. The tables show what is on disk now.
+        if trainer.is_global_zero:
+            self.rows = assemble(self.study)
+
+    def _write(self, outcome: ProbeOutcome) -> None:
+        output, probe_id = self.study.output, outcome.probe.id
+        if outcome.result is not None and self.study.maps:
+            write_atomically(maps_path(output, probe_id), lambda stream: _save_maps(stream, outcome.result))
+        if outcome.result is not None and self.study.pictures:
+            _save_pictures(pictures_folder(output, probe_id), outcome.result)
+        write_json(record_path(output, probe_id), {**outcome.row, "fingerprint": outcome.probe.fingerprint})
+
+
+def _save_maps(stream: Any, result: LAMResult) -> None:
+    np.savez_compressed(stream, attribution=result.attribution.numpy(), map=result.map.numpy())
+
+
+def _save_pictures(folder: Path, result: LAMResult) -> None:
+    from lam_captum.imageio import to_pil
+
+    for name in PICTURE_NAMES:
+        picture = to_pil(result.pictures[name])
+        write_atomically(folder / f"{name}.png", lambda stream, picture=picture: picture.save(stream, format="PNG"))
+
+
+class SweepProgress(Callback):
+    """A progress bar on global rank 0: probes done out of the study's total, and the running rate.
+
+    The count includes the records that the other processes write, read from the output folder.
+    """
+
+    def __init__(self) -> None:
+        self._bar = None
+        self._counted = 0
+
+    @override
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        from tqdm.auto import tqdm
+
+        data = trainer.datamodule
+        self._bar = tqdm(total=data.total, initial=data.finished, desc="LAM sweep", unit="probe", dynamic_ncols=True)
+
+    @override
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self._bar is not None:
+            self._refresh(trainer.datamodule)
+
+    @override
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._bar is not None:
+            self._refresh(trainer.datamodule)
+            self._bar.close()
+            self._bar = None
+
+    def _refresh(self, data: ProbeDataModule) -> None:
+        written = sum(_modified_since(record_path(data.study.output, probe.id), data.started_ns)
+                      for probe in data.pending)
+        self._bar.update(written - self._counted)
+        self._counted = written
+
+
+def _modified_since(path: Path, since_ns: int) -> bool:
+    try:
+        return path.stat().st_mtime_ns >= since_ns
+    except OSError:
+        return False
+
+
+def run_sweep(
+    study: Study | str | Path | Mapping[str, Any],
+    *,
+    output: str | Path | None = None,
+    maps: bool | None = None,
+    pictures: bool | None = None,
+    limit: int | None = None,
+    accelerator: str = "auto",
+    devices: int | str | list[int] = "auto",
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    progress: bool = True,
+) -> SweepReport | None:
+    """Run a study: LAM for every (model, image, window) probe that is not finished yet.
+
+    Finished probes (a current record on disk) are skipped, so re-running a killed or limited run
+    completes it. With several processes (``devices`` > 1, ``num_nodes`` > 1) the output folder must
+    be shared by all of them; Lightning's ``ddp`` strategy starts the other processes by running the
+    calling script again, so a script calling this needs an ``if __name__ == "__main__":`` guard
+    (in a notebook use ``strategy="ddp_notebook"``).
+
+    Args:
+        study: A :class:`Study`, a study file (YAML or JSON) or its content as a mapping.
+        output: Results folder; default the study's ``output``.
+        maps: Save each probe's attribution and map as ``maps/<probe id>.npz``; default the study's.
+        pictures: Save each probe's pictures under ``pictures/<probe id>/``; default the study's.
+        limit: Compute at most this many pending probes in this run (0: only rebuild the tables).
+        accelerator, devices, strategy, num_nodes: Passed to :class:`lightning.pytorch.Trainer`.
+        progress: Show a progress bar of the probes.
+
+    Returns:
+        A :class:`SweepReport` on global rank 0; None on the other processes.
+
+    Raises:
+        StudyError: If the study is not valid (before any work starts).
+        ValueError: If ``limit`` is negative.
+        TrainerSettingsError: If Lightning rejects the Trainer settings.
+
+    Example:
+        >>> import tempfile
+        >>> report = run_sweep({"models": ["default"], "images": [{"path": "builtin", "crop": [0, 0, 48, 48],
+        ...     "windows": [[16, 16, 8]]}], "lam": {"n_steps": 2}}, output=tempfile.mkdtemp(), progress=False)
+        >>> report.count("ok"), report.computed, report.rows[0]["probe_id"]
+        (1, 1, 'default/grace_hopper/t0016-l0016-8x8')
+    """
+    study = study if isinstance(study, Study) else load_study(study)
+    study = dataclasses.replace(
+        study,
+        output=Path(output).resolve() if output is not None else study.output,
+        maps=study.maps if maps is None else maps,
+        pictures=study.pictures if pictures is None else pictures,
+    )
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"`limit` must be None or an integer >= 0, got {limit!r}")
+    if limit == 0 or not pending_probes(study):
+        return SweepReport(study.output, assemble(study), computed=0)
+    trainer = _trainer(study, accelerator, devices, strategy, num_nodes, progress)
+    data = ProbeDataModule(study, limit)
+    with warnings.catch_warnings():
+        # One probe is seconds of LAM; loading it is microseconds, so worker processes would not help.
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.predict(LAMProbeModule(study), datamodule=data, return_predictions=False)
+    if not trainer.is_global_zero:
+        return None
+    writer = next(callback for callback in trainer.callbacks if isinstance(callback, ProbeRecordWriter))
+    return SweepReport(study.output, writer.rows, computed=len(data.pending))
+
+
+def _trainer(study: Study, accelerator: str, devices: Any, strategy: str, num_nodes: int, progress: bool) -> Trainer:
+    callbacks = [ProbeRecordWriter(study)] + ([SweepProgress()] if progress else [])
+    try:
+        return Trainer(
+            accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes, logger=False,
+            callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            inference_mode=False, default_root_dir=study.output,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
+        settings = f"accelerator={accelerator!r}, devices={devices!r}, strategy={strategy!r}, num_nodes={num_nodes!r}"
+        raise TrainerSettingsError(f"invalid Trainer settings ({settings}): {error}") from error

@@ -1,0 +1,222 @@
+"""Per-probe records on disk and the tables assembled from them.
+
+Every file is written to a temporary name in its folder, flushed to disk and renamed over the target
+(``os.replace`` is atomic), so a run killed at any moment leaves each file either complete or absent.
+A probe's JSON record is written last, after its maps and pictures: a record on disk means the whole
+probe is done. The tables are rebuilt from the records at the end of every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from lam_captum.explain import PICTURE_NAMES
+from lam_captum.sweep._study import Probe, Study
+
+COLUMNS = (
+    "probe_id", "model", "image", "lr_height", "lr_width", "scale", "window_top", "window_left", "window_height",
+    "window_width", "di", "gini", "area_50", "convergence_delta", "psnr", "seconds", "device", "status", "error",
+    "warning",
+)  # fmt: skip
+MODEL_COLUMNS = (
+    "model", "probes", "ok", "failed", "pending", "di_mean", "di_median", "di_std", "gini_mean", "psnr_mean",
+    "images_with_psnr", "seconds_mean",
+)  # fmt: skip
+_RESULT_COLUMNS = COLUMNS[COLUMNS.index("di"):]
+_TEMPORARY_SUFFIX = ".tmp"
+
+
+def record_path(output: Path, probe_id: str) -> Path:
+    """Where a probe's JSON record lives."""
+    return output / "records" / f"{probe_id}.json"
+
+
+def maps_path(output: Path, probe_id: str) -> Path:
+    """Where a probe's attribution and map (``.npz``) live."""
+    return output / "maps" / f"{probe_id}.npz"
+
+
+def pictures_folder(output: Path, probe_id: str) -> Path:
+    """Where a probe's PNG pictures live."""
+    return output / "pictures" / probe_id
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``write(stream)`` so that it is either complete or absent, never partial.
+
+    Example:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "a" / "b.txt"
+        >>> write_atomically(target, lambda stream: stream.write(b"done"))
+        >>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
+        ('done', ['b.txt'])
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The process id keeps two processes that race on one probe from sharing a temporary file.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}{_TEMPORARY_SUFFIX}")
+    try:
+        with temporary.open("wb") as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON atomically (NaN and infinities as null, which every reader accepts)."""
+    text = json.dumps(_finite(value), indent=1, allow_nan=False) + "\n"
+    write_atomically(path, lambda stream: stream.write(text.encode()))
+
+
+def remove_temporary_files(output: Path) -> int:
+    """Delete temporary files left by a killed run; returns how many.
+
+    Call it only while no other process writes to ``output`` (before the work is handed out).
+    """
+    removed = 0
+    for path in output.rglob(f".*{_TEMPORARY_SUFFIX}") if output.is_dir() else ():
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def read_record(output: Path, probe: Probe) -> dict[str, Any] | None:
+    """The probe's record, or None if absent, unreadable or stale (another fingerprint)."""
+    try:
+        record = json.loads(record_path(output, probe.id).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("fingerprint") == probe.fingerprint else None
+
+
+def pending_probes(study: Study) -> list[Probe]:
+    """The probes of the study that are not finished, in the study's order.
+
+    A probe is finished when its record is current (same fingerprint) and successful, and the maps
+    and pictures that the study asks for are on disk. Failed probes are pending: a re-run retries them.
+    """
+    return [probe for probe in study.probes() if not _is_finished(study, probe)]
+
+
+def _is_finished(study: Study, probe: Probe) -> bool:
+    record = read_record(study.output, probe)
+    if record is None or record.get("status") != "ok":
+        return False
+    if study.maps and not maps_path(study.output, probe.id).is_file():
+        return False
+    folder = pictures_folder(study.output, probe.id)
+    return not study.pictures or all((folder / f"{name}.png").is_file() for name in PICTURE_NAMES)
+
+
+def probe_row(probe: Probe, **values: Any) -> dict[str, Any]:
+    """A table row for ``probe``: its static columns filled in, the rest from ``values`` or None."""
+    lr_height, lr_width = probe.image.lr_size(probe.model.scale)
+    top, left, height, width = probe.window
+    row = dict.fromkeys(COLUMNS)
+    row.update(probe_id=probe.id, model=probe.model.name, image=probe.image.name, lr_height=lr_height,
+               lr_width=lr_width, scale=probe.model.scale, window_top=top, window_left=left, window_height=height,
+               window_width=width, status="pending")
+    unknown = set(values) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown table columns {sorted(unknown)}")
+    row.update(values)
+    return row
+
+
+def assemble(study: Study) -> list[dict[str, Any]]:
+    """Rebuild ``probes.csv``, ``probes.jsonl``, ``models.csv``, ``study.json`` and the plots.
+
+    Every probe of the study gets a row, sorted by probe id: its record's values if the record is
+    current, else status ``pending``.
+
+    Returns:
+        The rows of ``probes.csv``.
+    """
+    from lam_captum.sweep._plots import plot_di_per_model, plot_di_versus_psnr
+
+    rows = []
+    for probe in sorted(study.probes(), key=lambda probe: probe.id):
+        record = read_record(study.output, probe)
+        values = {key: record.get(key) for key in _RESULT_COLUMNS} if record else {}
+        rows.append(probe_row(probe, **values))
+    summary = model_summary(rows, [model.name for model in study.models])
+    write_json(study.output / "study.json", study.to_dict())
+    _write_csv(study.output / "probes.csv", COLUMNS, rows)
+    _write_jsonl(study.output / "probes.jsonl", rows)
+    _write_csv(study.output / "models.csv", MODEL_COLUMNS, summary)
+    plot_di_per_model(rows, [model.name for model in study.models], study.output / "plots" / "di_per_model.png")
+    plot_di_versus_psnr(summary, study.output / "plots" / "di_versus_psnr.png")
+    return rows
+
+
+def model_summary(rows: Iterable[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
+    """One row per model: probe counts, DI statistics and the mean PSNR over its images.
+
+    PSNR is per (model, image); each image counts once however many windows it has.
+
+    Example:
+        >>> rows = [{"model": "a", "image": "x", "status": "ok", "di": 2.0, "gini": 0.9, "psnr": 30.0,
+        ...          "seconds": 1.0}, {"model": "a", "image": "x", "status": "ok", "di": 4.0, "gini": 0.8,
+        ...          "psnr": 30.0, "seconds": 3.0}]
+        >>> summary = model_summary(rows, ["a"])[0]
+        >>> summary["di_mean"], summary["psnr_mean"], summary["images_with_psnr"]
+        (3.0, 30.0, 1)
+    """
+    grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
+    for row in rows:
+        grouped[row["model"]].append(row)
+    return [_summarise(name, model_rows) for name, model_rows in grouped.items()]
+
+
+def _summarise(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    done = [row for row in rows if row["status"] == "ok"]
+    di = [row["di"] for row in done]
+    psnr = {row["image"]: row["psnr"] for row in done if row["psnr"] is not None}
+    return {
+        "model": name,
+        "probes": len(rows),
+        "ok": len(done),
+        "failed": sum(row["status"] == "error" for row in rows),
+        "pending": sum(row["status"] == "pending" for row in rows),
+        "di_mean": statistics.fmean(di) if di else None,
+        "di_median": statistics.median(di) if di else None,
+        "di_std": statistics.pstdev(di) if di else None,
+        "gini_mean": statistics.fmean(row["gini"] for row in done) if done else None,
+        "psnr_mean": statistics.fmean(psnr.values()) if psnr else None,
+        "images_with_psnr": len(psnr),
+        "seconds_mean": statistics.fmean(row["seconds"] for row in done) if done else None,
+    }
+
+
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, lambda stream: stream.write(text.getvalue().encode()))
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(_finite(row), allow_nan=False) + "\n" for row in rows)
+    write_atomically(path, lambda stream: stream.write(text.encode()))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (strict JSON has no spelling for them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
