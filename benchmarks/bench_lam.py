@@ -114,7 +114,7 @@ def main() -> None:
     for rows, seconds, floor_seconds, memory in results:
         print(f"{rows:>20} {seconds:8.2f} {floor_seconds:8.2f} {seconds / demo:9.2f} {seconds / floor_seconds:10.2f} "
               f"{memory:9.0f}")
-    default = default_internal_batch_size(device)
+    default = default_internal_batch_size(device, args.size, args.size)
     seconds = timed(lambda: lam.attribute(x, window, n_steps=args.steps), device, args.repeats)
     print(f"default ({default}): {seconds:.2f} s = {seconds / demo:.2f}x the demo loop")
 

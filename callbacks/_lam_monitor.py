@@ -16,7 +16,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from PIL import Image
 from torch import Tensor
 from typing_extensions import override
 
@@ -26,7 +25,7 @@ from lam_captum.explain import LAMResult, explain
 from lam_captum.functional import path_kernels, resolve_detector
 from lam_captum.functional._blur import IntegrationMethod
 from lam_captum.functional._detectors import DetectorLike
-from lam_captum.imageio import save_png, to_pil
+from lam_captum.imageio import save_png
 
 PictureName = Literal["map", "heat_blend", "kde_blend", "sr", "window", "figure"]
 PICTURE_NAMES: tuple[str, ...] = PictureName.__args__
@@ -210,7 +209,8 @@ class LAMMonitor(Callback):
         first_time = len(self.history[probe.name]) == 1
         names = [name for name in self.images if name != "window" or first_time]
         try:
-            drawn = {name: _draw(name, result, self.alpha) for name in names}
+            # The callback's "map" is the result's heat-map picture; its tag keeps the issue's name.
+            drawn = {name: result.picture("heat" if name == "map" else name) for name in names}
         except Exception as error:  # the scalars are logged all the same
             self._warn_failure(probe, error, trainer)
             return
@@ -287,29 +287,6 @@ def _uncompiled_forward(pl_module: pl.LightningModule) -> Callable[[Tensor], Ten
 def _scalars(probe: Probe, result: LAMResult) -> dict[str, float]:
     return {f"lam/{probe.name}/di": result.di, f"lam/{probe.name}/gini": result.gini,
             f"lam/{probe.name}/delta": result.delta}
-
-
-def _draw(name: str, result: LAMResult, alpha: float) -> np.ndarray:
-    if name == "map":
-        return pictures.heat_map(result.map, result.scale)
-    if name == "heat_blend":
-        return pictures.blend(pictures.heat_map(result.map, result.scale), result.lr, alpha)
-    if name == "kde_blend":
-        return pictures.blend(pictures.kde_picture(result.map, result.scale), result.lr, alpha)
-    if name == "sr":
-        return pictures.sr_picture(result.sr)
-    if name == "window":
-        return pictures.draw_window(_window_background(result), result.window)
-    return result.pictures["figure"]
-
-
-def _window_background(result: LAMResult) -> np.ndarray:
-    """The HR image, else the bicubic-upscaled LR input: the SR output of an early epoch may show nothing."""
-    if result.hr is not None:
-        return pictures.sr_picture(result.hr)
-    height, width = result.sr.shape[-2:]
-    upscaled = to_pil(result.lr).convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
-    return np.asarray(upscaled)
 
 
 def _evenly_spaced(entries: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
 
 @dataclasses.dataclass(frozen=True)
 class LAMResult:
-    """Everything one LAM run produces; the pictures are drawn on first use.
+    """Everything one LAM run produces; each picture is drawn on first use.
 
     Attributes:
         attribution: ``(C, H, W)`` signed attribution on the CPU.
@@ -53,28 +52,44 @@ class LAMResult:
     seconds: float
     device: str
     hr: Tensor | None = None
+    _drawn: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def lr_size(self) -> tuple[int, int]:
         return (self.lr.shape[-2], self.lr.shape[-1])
 
-    @cached_property
+    @property
     def pictures(self) -> dict[str, np.ndarray]:
-        """The demo's pictures as ``(H, W, 3)`` uint8 arrays, keyed by :data:`PICTURE_NAMES`."""
+        """All the demo's pictures as ``(H, W, 3)`` uint8 arrays, keyed by :data:`PICTURE_NAMES`."""
+        return {name: self.picture(name) for name in PICTURE_NAMES}
+
+    def picture(self, name: str) -> np.ndarray:
+        """One picture, drawn on first use: ``"window"`` (on the HR image, else the bicubic-upscaled LR
+        input, since an SR output may show little), ``"heat"``, ``"heat_blend"``, ``"kde_blend"``, ``"sr"``
+        or ``"figure"`` (the five in one row, with DI and the LR size)."""
+        if name not in PICTURE_NAMES:
+            raise ValueError(f"`name` must be one of {', '.join(PICTURE_NAMES)}, got {name!r}")
+        if name not in self._drawn:
+            self._drawn[name] = self._draw(name)
+        return self._drawn[name]
+
+    def _draw(self, name: str) -> np.ndarray:
         from lam_captum import pictures
 
-        heat = pictures.heat_map(self.map, self.scale)
-        background = self.hr if self.hr is not None else self.sr
-        drawn = {
-            "window": pictures.draw_window(pictures.sr_picture(background), self.window),
-            "heat": heat,
-            "heat_blend": pictures.blend(heat, self.lr, self.alpha),
-            "kde_blend": pictures.blend(pictures.kde_picture(self.map, self.scale), self.lr, self.alpha),
-            "sr": pictures.sr_picture(self.sr),
-        }
-        panels = [drawn[name] for name in PICTURE_NAMES[:-1]]
-        drawn["figure"] = pictures.lam_figure(*panels, di=self.di, lr_size=self.lr_size)
-        return drawn
+        if name == "window":
+            if self.hr is not None:
+                return pictures.draw_window(pictures.sr_picture(self.hr), self.window)
+            return pictures.draw_window(pictures.upscale_bicubic(self.lr, self.scale), self.window)
+        if name == "heat":
+            return pictures.heat_map(self.map, self.scale)
+        if name == "heat_blend":
+            return pictures.blend(self.picture("heat"), self.lr, self.alpha)
+        if name == "kde_blend":
+            return pictures.blend(pictures.kde_picture(self.map, self.scale), self.lr, self.alpha)
+        if name == "sr":
+            return pictures.sr_picture(self.sr)
+        panels = [self.picture(panel) for panel in PICTURE_NAMES[:-1]]
+        return pictures.lam_figure(*panels, di=self.di, lr_size=self.lr_size)
 
     def summary(self) -> dict[str, object]:
         """The plain numbers of the run, as written to ``summary.json``."""

@@ -104,8 +104,20 @@ def blend(heat: np.ndarray, lr_image: Tensor | np.ndarray, alpha: float = 0.5) -
             f"`heat` ({height}x{width}) must be `lr_image` ({lr_picture.height}x{lr_picture.width}) "
             "upscaled by one integer factor"
         )
-    upscaled = np.asarray(lr_picture.convert("RGB").resize((width, height), Image.Resampling.BICUBIC))
-    return (heat * (1.0 - alpha) + upscaled * alpha).astype(np.uint8)
+    return (heat * (1.0 - alpha) + upscale_bicubic(lr_image, scale) * alpha).astype(np.uint8)
+
+
+def upscale_bicubic(lr_image: Tensor | np.ndarray, scale: int) -> np.ndarray:
+    """The LR input as a uint8 RGB picture, upscaled by ``scale`` with Pillow's bicubic filter.
+
+    Example:
+        >>> upscale_bicubic(torch.zeros(1, 2, 3), 4).shape
+        (8, 12, 3)
+    """
+    _check_scale(scale)
+    lr_picture = to_pil(_channels_first(lr_image, "lr_image")).convert("RGB")
+    size = (lr_picture.width * scale, lr_picture.height * scale)
+    return np.asarray(lr_picture.resize(size, Image.Resampling.BICUBIC))
 
 
 def draw_window(

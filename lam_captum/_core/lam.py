@@ -21,10 +21,12 @@ _NO_GRAPH_CAUSES = (
     "an integer cast, rounding or quantisation)"
 )
 
-# Path steps per model call when `internal_batch_size` is not given, measured by benchmarks/bench_lam.py:
-# on a CPU large batches stop paying off after a few images, on a GPU they fill the device.
-_DEFAULT_ROWS_CPU = 8
-_DEFAULT_ROWS_GPU = 50
+# LR pixels per model call when `internal_batch_size` is not given (memory grows with rows x pixels).
+# benchmarks/bench_lam.py on 2 CPU cores: 1-2 rows of 64x64 were fastest for EDSR-baseline and the
+# default model alike, larger chunks only cost memory (68 MiB per row). On a GPU batching is what fills
+# the device; 50 rows of 64x64 (the whole path) is the budget there.
+_DEFAULT_PIXELS_CPU = 2 * 64 * 64
+_DEFAULT_PIXELS_GPU = 50 * 64 * 64
 
 
 class LAM(GradientAttribution):
@@ -101,7 +103,8 @@ class LAM(GradientAttribution):
             detector: ``"gradient"`` (default), ``"intensity"`` or a callable
                 ``(output (B, C, sH, sW), window) -> (B,)``.
             internal_batch_size: Path steps per model call (all samples' steps are chunked together);
-                the result does not depend on it. Default: a measured value for the device.
+                the result does not depend on it. Default: a budget of LR pixels per call measured for
+                the device (2 steps of 64x64 on a CPU, 50 on a GPU), at least 1.
             return_convergence_delta: Also return Captum's convergence delta per sample,
                 ``sum(attribution) - (D(input) - D(baseline))``.
             dtype: Floating dtype to compute in. Default: the inputs' dtype, float32 for half types;
@@ -120,7 +123,7 @@ class LAM(GradientAttribution):
         x = self._prepare_inputs(inputs, dtype)
         windows = as_windows(window, x.shape[0])
         kernels = path_kernels(sigma, n_steps, kernel_size, method)
-        rows = _check_internal_batch_size(internal_batch_size, x.device)
+        rows = _check_internal_batch_size(internal_batch_size, x)
         objective = resolve_detector(detector)
         with gradient_context(self.forward_func, x.device):
             x = x.detach().clone()
@@ -289,14 +292,22 @@ def _detect(output: Tensor, chunk: list[tuple[int, list[int]]], windows: list[Wi
     return torch.cat(values)
 
 
-def default_internal_batch_size(device: torch.device) -> int:
-    """Path steps per model call when ``internal_batch_size`` is not given."""
-    return _DEFAULT_ROWS_CPU if device.type == "cpu" else _DEFAULT_ROWS_GPU
+def default_internal_batch_size(device: torch.device, height: int, width: int) -> int:
+    """Path steps per model call when ``internal_batch_size`` is not given, for ``height x width`` inputs.
+
+    Example:
+        >>> default_internal_batch_size(torch.device("cpu"), 64, 64)
+        2
+        >>> default_internal_batch_size(torch.device("cuda"), 128, 128)
+        12
+    """
+    budget = _DEFAULT_PIXELS_CPU if device.type == "cpu" else _DEFAULT_PIXELS_GPU
+    return max(1, budget // (height * width))
 
 
-def _check_internal_batch_size(internal_batch_size: int | None, device: torch.device) -> int:
+def _check_internal_batch_size(internal_batch_size: int | None, inputs: Tensor) -> int:
     if internal_batch_size is None:
-        return default_internal_batch_size(device)
+        return default_internal_batch_size(inputs.device, inputs.shape[-2], inputs.shape[-1])
     if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
         raise ValueError(f"`internal_batch_size` must be an integer >= 1 or None, got {internal_batch_size!r}")
     return internal_batch_size
