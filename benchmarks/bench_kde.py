@@ -9,14 +9,18 @@ the same numbers from one FFT convolution. Usage::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 from lam_captum.functional import kde_map
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference_lam import demo_kde_map  # noqa: E402  (the literal reference of the tests)
 
 
 def lam_like_map(size: int, seed: int = 0) -> np.ndarray:
@@ -25,15 +29,6 @@ def lam_like_map(size: int, seed: int = 0) -> np.ndarray:
     blob = np.exp(-((rows - 0.45) ** 2 / 0.004 + (columns - 0.55) ** 2 / 0.01))
     noisy = blob + 0.03 * np.random.default_rng(seed).random((size, size)) ** 4
     return noisy / noisy.max()
-
-
-def scipy_kde_map(attribution_map: np.ndarray) -> np.ndarray:
-    """The official demo's computation."""
-    height, width = attribution_map.shape
-    rows, columns = np.mgrid[0:height, 0:width]
-    points = np.vstack([columns.ravel(), rows.ravel()])
-    density = stats.gaussian_kde(points, weights=attribution_map.ravel())(points).reshape(height, width)
-    return density / density.max()
 
 
 def fastest_seconds(function: Callable[[], object], repeats: int) -> tuple[float, object]:
@@ -58,7 +53,7 @@ def main() -> None:
         weights = torch.from_numpy(attribution_map)
         kde_map(weights)  # the first call pays one-off FFT planning and allocation
         fft_seconds, density = fastest_seconds(lambda: kde_map(weights), arguments.repeats)
-        scipy_seconds, reference = fastest_seconds(lambda: scipy_kde_map(attribution_map), 1)
+        scipy_seconds, reference = fastest_seconds(lambda: demo_kde_map(attribution_map), 1)
         difference = float(np.abs(density.numpy() - reference).max())
         print(
             f"{f'{size}x{size}':>9} {scipy_seconds:>10.3f} {fft_seconds:>10.5f} "

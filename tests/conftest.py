@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,3 +36,15 @@ def photo_lr() -> torch.Tensor:
     with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
         crop = image.convert("RGB").crop((200, 120, 296, 216)).resize((24, 24), Image.BICUBIC)
     return torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1).unsqueeze(0)
+
+
+def finish_or_kill(process: subprocess.Popen, timeout: float, what: str) -> subprocess.CompletedProcess:
+    """Wait for ``process`` (started with ``start_new_session=True``); if it hangs, kill its whole process
+    group, DDP ranks included, and fail the test instead of freezing CI."""
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"{what} hung for {timeout} s:\n{output[-3000:]}")
+    return subprocess.CompletedProcess(process.args, process.returncode, output)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import ndimage
+from scipy import ndimage, stats
 
 
 def demo_kernel(size: int, sigma: float) -> np.ndarray:
@@ -50,3 +50,12 @@ def demo_lam(model, image_chw: np.ndarray, top: int, left: int, size: int, sigma
         gradient[np.isnan(gradient)] = 0.0
         total += gradient * derivative
     return total / fold
+
+
+def demo_kde_map(attribution_map: np.ndarray) -> np.ndarray:
+    """The demo's KDE picture values: scipy's weighted gaussian_kde of the pixel coordinates at every pixel."""
+    height, width = attribution_map.shape
+    rows, columns = np.mgrid[0:height, 0:width]
+    points = np.vstack([columns.ravel(), rows.ravel()])
+    density = stats.gaussian_kde(points, weights=attribution_map.ravel())(points).reshape(height, width)
+    return density / density.max()

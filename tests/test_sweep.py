@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import finish_or_kill
 from PIL import Image
 from skimage import data
 
@@ -106,20 +107,14 @@ def run_cli(args: list[str], *, interrupt_when: Path | None = None) -> subproces
     environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen([sys.executable, "-m", "lam_captum.sweep", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, env=environment, start_new_session=True)
-    try:
-        if interrupt_when is not None:
-            deadline = time.monotonic() + TIMEOUT_SECONDS
-            while process.poll() is None and time.monotonic() < deadline:
-                if interrupt_when.is_dir() and any(interrupt_when.rglob("*.json")):
-                    process.send_signal(signal.SIGINT)
-                    break
-                time.sleep(0.05)
-        output, _ = process.communicate(timeout=TIMEOUT_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"the sweep hung for {TIMEOUT_SECONDS} s:\n{output[-3000:]}")
-    return subprocess.CompletedProcess(process.args, process.returncode, output)
+    if interrupt_when is not None:
+        deadline = time.monotonic() + TIMEOUT_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            if interrupt_when.is_dir() and any(interrupt_when.rglob("*.json")):
+                process.send_signal(signal.SIGINT)
+                break
+            time.sleep(0.05)
+    return finish_or_kill(process, TIMEOUT_SECONDS, "the sweep")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -425,14 +425,25 @@ def run_sweep(
         return SweepReport(study.output, assemble(study), computed=0)
     trainer = _trainer(study, accelerator, devices, strategy, num_nodes, progress)
     data = ProbeDataModule(study, limit)
-    with warnings.catch_warnings():
-        # One probe is seconds of LAM; loading it is microseconds, so worker processes would not help.
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.predict(LAMProbeModule(study), datamodule=data, return_predictions=False)
+    try:
+        with warnings.catch_warnings():
+            # One probe is seconds of LAM; loading it is microseconds, so worker processes would not help.
+            warnings.filterwarnings("ignore", ".*does not have many workers.*")
+            trainer.predict(LAMProbeModule(study), datamodule=data, return_predictions=False)
+    finally:
+        _release_process_group()
     if not trainer.is_global_zero:
         return None
     writer = next(callback for callback in trainer.callbacks if isinstance(callback, ProbeRecordWriter))
     return SweepReport(study.output, writer.rows, computed=len(data.pending))
+
+
+def _release_process_group() -> None:
+    # Lightning leaves the process group it started alive; gloo's threads then outlive the interpreter
+    # and abort the process at exit ("terminate called without an active exception"), which turns a
+    # finished sweep into a failed exit status now and then.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _trainer(study: Study, accelerator: str, devices: Any, strategy: str, num_nodes: int, progress: bool) -> Trainer:
