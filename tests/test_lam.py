@@ -279,3 +279,19 @@ def test_no_warnings_on_a_healthy_run(photo_lr):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         LAM(tiny_sr()).attribute(photo_lr, (8, 8, 16), n_steps=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_result_equals_cpu_result_and_stays_on_the_gpu(photo_lr):
+    model = tiny_sr()
+    expected, expected_delta = LAM(model).attribute(photo_lr, (8, 8, 16), n_steps=6, return_convergence_delta=True)
+    attribution, delta = LAM(model.cuda()).attribute(photo_lr.cuda(), (8, 8, 16), n_steps=6,
+                                                     return_convergence_delta=True)
+    assert attribution.device.type == "cuda" and delta.device.type == "cuda"
+    torch.testing.assert_close(attribution.cpu(), expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(delta.cpu(), expected_delta, rtol=1e-4, atol=1e-5)
+
+
+def test_inputs_and_model_on_different_devices_is_a_clear_error(photo_lr):
+    with pytest.raises(ValueError, match=r"`inputs` are on cpu but the model is on meta"):
+        LAM(tiny_sr().to("meta")).attribute(photo_lr, (8, 8, 16), n_steps=2)
