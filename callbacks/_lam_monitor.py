@@ -20,6 +20,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lam_captum import pictures
+from lam_captum._core.lam import check_internal_batch_size
 from lam_captum.callbacks._probe import Probe
 from lam_captum.explain import LAMResult, explain
 from lam_captum.functional import path_kernels, resolve_detector
@@ -105,9 +106,9 @@ class LAMMonitor(Callback):
         resolve_detector(detector)
         self.n_steps, self.sigma, self.kernel_size, self.method = n_steps, sigma, kernel_size, method
         self.detector = detector
-        self.internal_batch_size = _check_internal_batch_size(internal_batch_size)
+        self.internal_batch_size = check_internal_batch_size(internal_batch_size)
         self.images = _check_images(images)
-        self.alpha = _check_alpha(alpha)
+        self.alpha = pictures.check_alpha(alpha)
         self.save_dir = _check_save_dir(save_dir)
         self.history: dict[str, list[dict[str, Any]]] = {probe.name: [] for probe in self.probes}
         self._last_step: int | None = None
@@ -321,14 +322,6 @@ def _check_every_n_epochs(every_n_epochs: int) -> int:
     return every_n_epochs
 
 
-def _check_internal_batch_size(internal_batch_size: int | None) -> int | None:
-    if internal_batch_size is None:
-        return None
-    if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
-        raise ValueError(f"`internal_batch_size` must be an integer >= 1 or None, got {internal_batch_size!r}")
-    return internal_batch_size
-
-
 def _check_images(images: Sequence[str]) -> tuple[str, ...]:
     if isinstance(images, str) or not isinstance(images, Sequence):
         raise ValueError(f"`images` must be a sequence of picture names from {PICTURE_NAMES}, got {images!r}")
@@ -336,13 +329,6 @@ def _check_images(images: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"`images` must name pictures from {PICTURE_NAMES}, got unknown {unknown}")
     return tuple(dict.fromkeys(images))
-
-
-def _check_alpha(alpha: float) -> float:
-    # NaN fails the range test too.
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-        raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
-    return float(alpha)
 
 
 def _check_save_dir(save_dir: str | Path | None) -> Path | None:

@@ -16,6 +16,7 @@ from lam_captum._core.lam import LAM
 from lam_captum.functional import Window, as_window, attribution_area, attribution_map, diffusion_index, gini
 from lam_captum.functional._blur import IntegrationMethod
 from lam_captum.functional._detectors import DetectorLike
+from lam_captum.pictures import check_alpha
 
 PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
 
@@ -167,8 +168,7 @@ def explain(
         >>> result.scale, result.map.shape, 0 <= result.di <= 100
         (2, torch.Size([16, 16]), True)
     """
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"`alpha` must be in [0, 1], got {alpha}")
+    check_alpha(alpha)
     if lr.dim() == 4 and lr.shape[0] == 1:
         lr = lr[0]
     if lr.dim() != 3:

@@ -93,8 +93,7 @@ def blend(heat: np.ndarray, lr_image: Tensor | np.ndarray, alpha: float = 0.5) -
         >>> int(blend(heat_map(np.zeros((2, 2)), scale=2), torch.zeros(3, 2, 2), alpha=1.0).max())
         0
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"`alpha` must be in [0, 1], got {alpha}")
+    check_alpha(alpha)
     heat = _rgb_array(heat, "heat")
     lr_picture = to_pil(_channels_first(lr_image, "lr_image"))
     height, width = heat.shape[:2]
@@ -105,6 +104,14 @@ def blend(heat: np.ndarray, lr_image: Tensor | np.ndarray, alpha: float = 0.5) -
             "upscaled by one integer factor"
         )
     return (heat * (1.0 - alpha) + upscale_bicubic(lr_image, scale) * alpha).astype(np.uint8)
+
+
+def check_alpha(alpha: float) -> float:
+    """Raise unless ``alpha`` (the LR image's share in a blend) is a number in [0, 1]; return it as a float."""
+    # NaN fails the range test too.
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
+    return float(alpha)
 
 
 def upscale_bicubic(lr_image: Tensor | np.ndarray, scale: int) -> np.ndarray:

@@ -104,9 +104,9 @@ def test_blend_grayscale_lr_is_gray(lr_photo: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize(("alpha", "message"), [
-    (-0.1, r"`alpha` must be in \[0, 1\], got -0.1"),
-    (1.5, r"`alpha` must be in \[0, 1\], got 1.5"),
-    (float("nan"), r"`alpha` must be in \[0, 1\], got nan"),
+    (-0.1, r"`alpha` must be a number in \[0, 1\], got -0.1"),
+    (1.5, r"`alpha` must be a number in \[0, 1\], got 1.5"),
+    (float("nan"), r"`alpha` must be a number in \[0, 1\], got nan"),
 ])
 def test_blend_rejects_alpha(alpha: float, message: str, lr_photo: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=message):

@@ -123,7 +123,7 @@ class LAM(GradientAttribution):
         x = self._prepare_inputs(inputs, dtype)
         windows = as_windows(window, x.shape[0])
         kernels = path_kernels(sigma, n_steps, kernel_size, method)
-        rows = _check_internal_batch_size(internal_batch_size, x)
+        rows = check_internal_batch_size(internal_batch_size) or default_internal_batch_size(x.device, *x.shape[-2:])
         objective = resolve_detector(detector)
         with gradient_context(self.forward_func, x.device):
             x = x.detach().clone()
@@ -305,9 +305,10 @@ def default_internal_batch_size(device: torch.device, height: int, width: int) -
     return max(1, budget // (height * width))
 
 
-def _check_internal_batch_size(internal_batch_size: int | None, inputs: Tensor) -> int:
+def check_internal_batch_size(internal_batch_size: int | None) -> int | None:
+    """Raise unless ``internal_batch_size`` is None or an integer >= 1; return it."""
     if internal_batch_size is None:
-        return default_internal_batch_size(inputs.device, inputs.shape[-2], inputs.shape[-1])
+        return None
     if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
         raise ValueError(f"`internal_batch_size` must be an integer >= 1 or None, got {internal_batch_size!r}")
     return internal_batch_size
