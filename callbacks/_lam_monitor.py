@@ -186,9 +186,6 @@ class LAMMonitor(Callback):
                 kernel_size=self.kernel_size, method=self.method, detector=self.detector,
                 internal_batch_size=self.internal_batch_size, alpha=self.alpha, device=device,
             )
-            if hr is not None and result.scale != probe.scale:
-                raise ValueError(f"the model upscales by {result.scale}, but the HR file was downscaled by the "
-                                 f"probe's `scale`={probe.scale}")
         except Exception as error:  # whatever fails, training must go on
             self._warn_failure(probe, error, trainer)
             return None

@@ -104,8 +104,6 @@ def _run(args: argparse.Namespace):
         method=args.method, detector=args.detector, internal_batch_size=args.internal_batch_size, alpha=args.alpha,
         device=_device(device), show_progress=not args.no_progress,
     )
-    if not args.lr and result.scale != scale:
-        raise ValueError(f"the model upscales x{result.scale} but the image was downscaled by `--scale` {scale}")
     folder = result.save(args.output)
     summary = {"image": str(image_path), "model": spec, "weights": args.weights, **result.summary()}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -160,7 +160,8 @@ def explain(
         A :class:`LAMResult`; ``result.save(folder)`` writes the files the CLI writes.
 
     Raises:
-        ValueError: As :meth:`LAM.attribute`, and for a bad ``alpha`` or image shape.
+        ValueError: As :meth:`LAM.attribute`, for a bad ``alpha`` or image shape, and for an ``hr`` that is not
+            the size of the SR output (an HR image downscaled by another factor than the model's).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2))
@@ -178,13 +179,18 @@ def explain(
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
     inputs = lr.unsqueeze(0).to(device=device, dtype=dtype or torch.float32)
+    # The SR output first: one forward pass that tells whether `hr` fits, before the whole path is paid for.
+    sr = _super_resolve(model, inputs)
+    if hr is not None and tuple(hr.shape[-2:]) != tuple(sr.shape[-2:]):
+        raise ValueError(f"the model turns the {lr.shape[-2]}x{lr.shape[-1]} input into {sr.shape[-2]}x{sr.shape[-1]}, "
+                         f"but the HR image `hr` is {hr.shape[-2]}x{hr.shape[-1]}: downscale it by the model's own "
+                         "factor")
     started = time.perf_counter()
     attribution, delta = LAM(model).attribute(
         inputs, window, n_steps=n_steps, sigma=sigma, kernel_size=kernel_size, method=method, detector=detector,
         internal_batch_size=internal_batch_size, return_convergence_delta=True, dtype=dtype, show_progress=show_progress,
     )
     seconds = time.perf_counter() - started
-    sr = _super_resolve(model, inputs)
     attribution = attribution[0].detach().cpu()
     lam_map = attribution_map(attribution)
     return LAMResult(

@@ -226,6 +226,15 @@ def test_failing_probe_warns_and_the_others_still_log(tmp_path: Path) -> None:
     assert monitor.history["gray"] == monitor.history["outside"] == []
 
 
+def test_probe_downscaled_by_another_factor_than_the_model_warns(tmp_path: Path, hr_file: Path) -> None:
+    monitor = LAMMonitor([Probe(hr_file, (0, 0, 8), "wrong", scale=2 * SCALE), probe("good")], **LAM_ARGUMENTS)
+    run = trainer(tmp_path, [monitor], max_epochs=1)
+    with pytest.warns(RuntimeWarning, match=r"skipped probe 'wrong'.*the HR image `hr` is 24x24: downscale it by"):
+        run.fit(TinySR(), loader(), loader())
+    assert run.state.finished
+    assert monitor.history["wrong"] == [] and len(monitor.history["good"]) == 1
+
+
 def test_model_that_cannot_be_differentiated_warns(tmp_path: Path) -> None:
     class Detached(TinySR):
         def forward(self, lr: torch.Tensor) -> torch.Tensor:

@@ -104,6 +104,7 @@ def _tiny_state(channels: int, scale: int) -> dict[str, torch.Tensor]:
         (["{photo}", "--output", "{file}/sub"], "cannot write|Not a directory|exists"),
         (["{photo}", "--device", "cuda:0"], "GPU|cuda"),
         (["{photo}", "--crop", "0", "0", "97", "80"], "`--crop` must lie inside the 96x80 image"),
+        (["{photo}", "--scale", "2"], r"into 192x160, but the HR image `hr` is 96x80: downscale it by the model's"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(hr_photo, tmp_path, capsys, arguments, message):
