@@ -20,12 +20,10 @@ from torch import Tensor
 from typing_extensions import override
 
 from lam_captum import pictures
-from lam_captum._core.lam import check_internal_batch_size
 from lam_captum.callbacks._probe import Probe
 from lam_captum.explain import LAMResult, explain
-from lam_captum.functional import path_kernels, resolve_detector
-from lam_captum.functional._blur import IntegrationMethod
-from lam_captum.functional._detectors import DetectorLike
+from lam_captum import LAMSettings
+from lam_captum.explain import settings_with
 from lam_captum.imageio import save_png
 
 PictureName = Literal["map", "heat_blend", "kde_blend", "sr", "window", "figure"]
@@ -60,12 +58,14 @@ class LAMMonitor(Callback):
     Args:
         probes: The probes (unique names), or one probe.
         every_n_epochs: Run in every n-th epoch of fitting.
-        n_steps, sigma, kernel_size, method, detector, internal_batch_size: As :meth:`lam_captum.LAM.attribute`.
+        settings: The path settings (default: the paper's, :class:`~lam_captum.LAMSettings`).
         images: Pictures to log, from ``"map"`` (heat map), ``"heat_blend"``, ``"kde_blend"``, ``"sr"``,
             ``"window"``, ``"figure"`` (the demo's five panels); empty for scalars only.
         alpha: Weight of the LR image in the blends.
         save_dir: Also write the pictures as PNG files, ``save_dir/<probe>/epoch<E>_step<S>/<picture>.png``
             and ``save_dir/<probe>/evolution.png``: the way to keep them when no logger can take images.
+        **setting_values: Fields of :class:`~lam_captum.LAMSettings` (``n_steps=25``, ...) that replace
+            those of ``settings``.
 
     Attributes:
         history: Per probe name, one dict per run with ``epoch``, ``step`` (the global step), ``di``,
@@ -88,25 +88,17 @@ class LAMMonitor(Callback):
         self,
         probes: Probe | Sequence[Probe],
         every_n_epochs: int = 1,
-        n_steps: int = 50,
-        sigma: float = 1.2,
-        kernel_size: int = 9,
-        method: IntegrationMethod = "official",
-        detector: DetectorLike = "gradient",
-        internal_batch_size: int | None = None,
+        settings: LAMSettings | None = None,
         images: Sequence[PictureName] = DEFAULT_PICTURES,
         alpha: float = 0.5,
         save_dir: str | Path | None = None,
+        **setting_values: Any,
     ) -> None:
         super().__init__()
         self.probes = _check_probes(probes)
         self.every_n_epochs = _check_every_n_epochs(every_n_epochs)
-        # The same checks as LAM's, now rather than after the first training epoch.
-        path_kernels(sigma, n_steps, kernel_size, method)
-        resolve_detector(detector)
-        self.n_steps, self.sigma, self.kernel_size, self.method = n_steps, sigma, kernel_size, method
-        self.detector = detector
-        self.internal_batch_size = check_internal_batch_size(internal_batch_size)
+        # Built (and so validated) now rather than after the first training epoch.
+        self.settings = settings_with(settings, setting_values)
         self.images = _check_images(images)
         self.alpha = pictures.check_alpha(alpha)
         self.save_dir = _check_save_dir(save_dir)
@@ -181,11 +173,7 @@ class LAMMonitor(Callback):
     ) -> LAMResult | None:
         try:
             lr, hr = probe.load()
-            result = explain(
-                forward, lr, probe.window, hr=hr, n_steps=self.n_steps, sigma=self.sigma,
-                kernel_size=self.kernel_size, method=self.method, detector=self.detector,
-                internal_batch_size=self.internal_batch_size, alpha=self.alpha, device=device,
-            )
+            result = explain(forward, lr, probe.window, self.settings, hr=hr, alpha=self.alpha, device=device)
         except Exception as error:  # whatever fails, training must go on
             self._warn_failure(probe, error, trainer)
             return None

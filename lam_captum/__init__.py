@@ -8,8 +8,9 @@ Example:
 """
 
 from lam_captum._core.lam import LAM
+from lam_captum._core.settings import LAMSettings, SettingsError
 from lam_captum.functional import Window
 
 __version__ = "0.1.0"
 
-__all__ = ["LAM", "Window", "__version__"]
+__all__ = ["LAM", "LAMSettings", "SettingsError", "Window", "__version__"]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from lam_captum._core.settings import LAMSettings, SettingsError, setting_fields
+
 # The built-in photo is explained on a 256x256 crop of the face (LR 64x64, the paper's usual size), with
 # the window on the rim of the spectacles, where an SR network must rebuild a sharp, curved edge.
 DEFAULT_CROP = (80, 120, 256, 256)
@@ -46,13 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--left", "--w", type=int, help="left column")
     window.add_argument("--size", "--window_size", type=int, default=16, help="window side (default: 16)")
     lam = parser.add_argument_group("LAM")
-    lam.add_argument("--steps", "--fold", type=int, default=50, help="path steps (default: 50)")
-    lam.add_argument("--sigma", type=float, default=1.2, help="baseline blur (default: 1.2)")
-    lam.add_argument("--kernel-size", "--l", type=int, default=9, help="odd Gaussian kernel size (default: 9)")
-    lam.add_argument("--method", default="official", help="official (the demo's numbers), riemann_left, "
-                     "riemann_middle, riemann_trapezoid, gausslegendre")
-    lam.add_argument("--detector", default="gradient", choices=["gradient", "intensity"])
-    lam.add_argument("--internal-batch-size", type=int, help="path steps per model call (default: measured per device)")
+    for field in setting_fields():
+        flag = field.metadata
+        lam.add_argument(flag["flag"], *flag["aliases"], dest=field.name, type=flag["type"], default=field.default,
+                         choices=flag["choices"], help=flag["help"])
     lam.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the GPU when there is one)")
     output = parser.add_argument_group("output")
     output.add_argument("--alpha", type=float, default=0.5, help="weight of the LR image in the blends (default: 0.5)")
@@ -87,6 +86,7 @@ def _run(args: argparse.Namespace):
     from lam_captum.explain import explain
     from lam_captum.imageio import default_image_path, hr_to_lr, load_image
 
+    settings = _settings(args)
     _check_numbers(args)
     image_path = _image_path(args, default_image_path())
     spec = args.model or ("edsr-baseline" if args.weights else "default")
@@ -99,25 +99,25 @@ def _run(args: argparse.Namespace):
     lr, hr = (image, None) if args.lr else hr_to_lr(image, scale)
     window = _window(args, lr, scale, builtin=builtin and args.crop is None)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    result = explain(
-        model, lr, window, hr=hr, n_steps=args.steps, sigma=args.sigma, kernel_size=args.kernel_size,
-        method=args.method, detector=args.detector, internal_batch_size=args.internal_batch_size, alpha=args.alpha,
-        device=_device(device), show_progress=not args.no_progress,
-    )
+    result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=_device(device),
+                     show_progress=not args.no_progress)
     folder = result.save(args.output)
     summary = {"image": str(image_path), "model": spec, "weights": args.weights, **result.summary()}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return result, folder
 
 
+def _settings(args: argparse.Namespace) -> LAMSettings:
+    """The LAM settings from their flags; an error names the flag instead of the setting."""
+    try:
+        return LAMSettings(**{field.name: getattr(args, field.name) for field in setting_fields()})
+    except SettingsError as error:
+        flag = next(field.metadata["flag"] for field in setting_fields() if field.name == error.field)
+        raise ValueError(str(error).replace(f"`{error.field}`", f"`{flag}`")) from None
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     """Check the numeric flags up front, naming each flag as the user typed it (or its clean name)."""
-    if args.steps < 1:
-        raise ValueError(f"`--steps` must be an integer >= 1, got {args.steps}")
-    if args.kernel_size < 1 or args.kernel_size % 2 == 0:
-        raise ValueError(f"`--kernel-size` must be a positive odd integer, got {args.kernel_size}")
-    if not args.sigma >= 0:
-        raise ValueError(f"`--sigma` must be >= 0, got {args.sigma}")
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"`--alpha` must be in [0, 1], got {args.alpha}")
     if args.size < 1:
@@ -125,8 +125,6 @@ def _check_numbers(args: argparse.Namespace) -> None:
     for flag, value in (("--top", args.top), ("--left", args.left)):
         if value is not None and value < 0:
             raise ValueError(f"`{flag}` must be >= 0, got {value}")
-    if args.internal_batch_size is not None and args.internal_batch_size < 1:
-        raise ValueError(f"`--internal-batch-size` must be >= 1, got {args.internal_batch_size}")
 
 
 def _image_path(args: argparse.Namespace, default: Path) -> Path:

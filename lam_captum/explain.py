@@ -13,9 +13,8 @@ import torch
 from torch import Tensor
 
 from lam_captum._core.lam import LAM
+from lam_captum._core.settings import LAMSettings
 from lam_captum.functional import Window, as_window, attribution_area, attribution_map, diffusion_index, gini
-from lam_captum.functional._blur import IntegrationMethod
-from lam_captum.functional._detectors import DetectorLike
 from lam_captum.pictures import check_alpha
 
 PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
@@ -33,6 +32,7 @@ class LAMResult:
         area: Fewest LR pixels that hold half of the map's total.
         delta: Captum's convergence delta, ``sum(attribution) - (D(input) - D(baseline))``.
         lr: ``(C, H, W)`` LR input; ``sr``: ``(C, sH, sW)`` SR output; ``hr``: the HR image, if known.
+        settings: The :class:`~lam_captum.LAMSettings` the attribution was computed with.
     """
 
     attribution: Tensor
@@ -45,10 +45,7 @@ class LAMResult:
     sr: Tensor
     window: Window
     scale: int
-    n_steps: int
-    sigma: float
-    kernel_size: int
-    method: str
+    settings: LAMSettings
     alpha: float
     seconds: float
     device: str
@@ -102,10 +99,7 @@ class LAMResult:
             "window": self.window._asdict(),
             "lr_size": list(self.lr_size),
             "scale": self.scale,
-            "n_steps": self.n_steps,
-            "sigma": self.sigma,
-            "kernel_size": self.kernel_size,
-            "method": self.method,
+            **self.settings.to_dict(),
             "seconds": self.seconds,
             "device": self.device,
         }
@@ -130,18 +124,14 @@ def explain(
     model: Callable[[Tensor], Tensor],
     lr: Tensor,
     window,
+    settings: LAMSettings | None = None,
     *,
     hr: Tensor | None = None,
-    n_steps: int = 50,
-    sigma: float = 1.2,
-    kernel_size: int = 9,
-    method: IntegrationMethod = "official",
-    detector: DetectorLike = "gradient",
-    internal_batch_size: int | None = None,
     alpha: float = 0.5,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     show_progress: bool = False,
+    **setting_values: object,
 ) -> LAMResult:
     """Run LAM on one LR image and summarise it: attribution, map, DI, Gini, SR output, delta, pictures.
 
@@ -149,12 +139,14 @@ def explain(
         model: The SR network (moved to ``device`` if it is a module).
         lr: ``(C, H, W)`` or ``(1, C, H, W)`` LR image in the range the model expects.
         window: ``(top, left, size)``, ``(top, left, height, width)`` or a :class:`Window`, in SR pixels.
+        settings: The path settings (default: the paper's, :class:`~lam_captum.LAMSettings`).
         hr: Optional HR image (drawn under the window instead of the SR output).
-        n_steps, sigma, kernel_size, method, detector, internal_batch_size: As :meth:`LAM.attribute`.
         alpha: Weight of the LR image in the blends.
         device: Where to compute; default the model's device (the GPU if the model is there).
         dtype: As :meth:`LAM.attribute`: default float32 (a model with bfloat16 weights needs ``torch.bfloat16``).
         show_progress: Show a progress bar over the path steps.
+        **setting_values: Fields of :class:`~lam_captum.LAMSettings` (``n_steps=25``, ...) that replace
+            those of ``settings``.
 
     Returns:
         A :class:`LAMResult`; ``result.save(folder)`` writes the files the CLI writes.
@@ -169,6 +161,7 @@ def explain(
         >>> result.scale, result.map.shape, 0 <= result.di <= 100
         (2, torch.Size([16, 16]), True)
     """
+    settings = settings_with(settings, setting_values)
     check_alpha(alpha)
     if lr.dim() == 4 and lr.shape[0] == 1:
         lr = lr[0]
@@ -187,8 +180,7 @@ def explain(
                          "factor")
     started = time.perf_counter()
     attribution, delta = LAM(model).attribute(
-        inputs, window, n_steps=n_steps, sigma=sigma, kernel_size=kernel_size, method=method, detector=detector,
-        internal_batch_size=internal_batch_size, return_convergence_delta=True, dtype=dtype, show_progress=show_progress,
+        inputs, window, **settings.as_kwargs(), return_convergence_delta=True, dtype=dtype, show_progress=show_progress,
     )
     seconds = time.perf_counter() - started
     attribution = attribution[0].detach().cpu()
@@ -196,10 +188,30 @@ def explain(
     return LAMResult(
         attribution=attribution, map=lam_map, di=float(diffusion_index(lam_map)), gini=float(gini(lam_map)),
         area=int(attribution_area(lam_map)), delta=float(delta[0]), lr=lr.detach().cpu().float(), sr=sr,
-        window=window, scale=sr.shape[-1] // lr.shape[-1], n_steps=n_steps, sigma=sigma, kernel_size=kernel_size,
-        method=method, alpha=alpha, seconds=seconds, device=str(device),
+        window=window, scale=sr.shape[-1] // lr.shape[-1], settings=settings, alpha=alpha, seconds=seconds, device=str(device),
         hr=hr.detach().cpu().float() if hr is not None else None,
     )
+
+
+def settings_with(settings: LAMSettings | None, values: dict[str, object]) -> LAMSettings:
+    """``settings`` (default :class:`~lam_captum.LAMSettings`) with the fields in ``values`` replaced.
+
+    Raises:
+        TypeError: If ``settings`` is not a LAMSettings or ``values`` names no field of it.
+
+    Example:
+        >>> settings_with(None, {"n_steps": 8}).n_steps
+        8
+    """
+    if settings is None:
+        settings = LAMSettings()
+    if not isinstance(settings, LAMSettings):
+        raise TypeError(f"`settings` must be a LAMSettings or None, got {type(settings).__name__}")
+    unknown = sorted(set(values) - {field.name for field in dataclasses.fields(LAMSettings)})
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {unknown}: LAM's settings are "
+                        f"{[field.name for field in dataclasses.fields(LAMSettings)]}")
+    return dataclasses.replace(settings, **values) if values else settings
 
 
 def _model_device(model: Callable) -> torch.device:

@@ -11,7 +11,8 @@ from captum.attr import GradientAttribution
 from torch import Tensor
 
 from lam_captum._core._context import gradient_context, owning_module
-from lam_captum.functional._blur import IntegrationMethod, PathKernels, blur, blur_baseline, path_kernels
+from lam_captum._core.settings import LAMSettings
+from lam_captum.functional._blur import IntegrationMethod, PathKernels, blur, blur_baseline
 from lam_captum.functional._detectors import Detector, DetectorLike, resolve_detector
 from lam_captum.functional._window import Window, WindowLike, as_windows
 
@@ -120,17 +121,18 @@ class LAM(GradientAttribution):
                 whose output does not depend on its input, or non-finite outputs.
             TypeError: For inputs that are not a floating tensor.
         """
+        settings = LAMSettings(n_steps, sigma, kernel_size, method, detector, internal_batch_size)
         x = self._prepare_inputs(inputs, dtype)
         windows = as_windows(window, x.shape[0])
-        kernels = path_kernels(sigma, n_steps, kernel_size, method)
-        rows = check_internal_batch_size(internal_batch_size) or default_internal_batch_size(x.device, *x.shape[-2:])
-        objective = resolve_detector(detector)
+        kernels = settings.path_kernels()
+        rows = settings.internal_batch_size or default_internal_batch_size(x.device, *x.shape[-2:])
+        objective = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device):
             x = x.detach().clone()
             attribution = self._integrate(x, windows, objective, kernels, rows, show_progress)
             if not return_convergence_delta:
                 return attribution
-            baseline = blur_baseline(x, sigma, kernel_size)
+            baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
             delta = self.compute_convergence_delta(attribution, baseline, x, window=windows, detector=objective)
         return attribution, delta
 
@@ -304,14 +306,6 @@ def default_internal_batch_size(device: torch.device, height: int, width: int) -
     budget = _DEFAULT_PIXELS_CPU if device.type == "cpu" else _DEFAULT_PIXELS_GPU
     return max(1, budget // (height * width))
 
-
-def check_internal_batch_size(internal_batch_size: int | None) -> int | None:
-    """Raise unless ``internal_batch_size`` is None or an integer >= 1; return it."""
-    if internal_batch_size is None:
-        return None
-    if isinstance(internal_batch_size, bool) or not isinstance(internal_batch_size, int) or internal_batch_size < 1:
-        raise ValueError(f"`internal_batch_size` must be an integer >= 1 or None, got {internal_batch_size!r}")
-    return internal_batch_size
 
 
 class _NoProgress:

@@ -61,6 +61,7 @@ def intensity_detector(output: Tensor, window: Window) -> Tensor:
 
 
 _DETECTORS: dict[str, Detector] = {"gradient": gradient_detector, "intensity": intensity_detector}
+DETECTOR_NAMES: tuple[str, ...] = tuple(_DETECTORS)
 
 
 def resolve_detector(detector: DetectorLike) -> Detector:
