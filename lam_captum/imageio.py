@@ -15,6 +15,8 @@ from matplotlib import cbook
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from lam_captum._atomic import write_atomically
+
 
 def load_image(path: str | Path, *, mode: Literal["RGB", "L"] | None = "RGB") -> Tensor:
     """Read an image file as a (C, H, W) float32 tensor in [0, 1].
@@ -143,8 +145,7 @@ def save_png(image: Tensor | np.ndarray, path: str | Path) -> Path:
     picture = to_pil(image)
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        picture.save(path, format="PNG")
+        write_atomically(path, lambda stream: picture.save(stream, format="PNG"))
     except OSError as error:
         raise OSError(f"cannot write `path` {str(path)!r}: {error}") from error
     return path

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from lam_captum._atomic import write_atomically
 from lam_captum.explain import PICTURE_NAMES, LAMResult, explain
 from lam_captum.sweep._quality import sr_psnr
 from lam_captum.sweep._records import (
@@ -35,7 +36,6 @@ from lam_captum.sweep._records import (
     probe_row,
     record_path,
     remove_temporary_files,
-    write_atomically,
     write_json,
 )
 from lam_captum.sweep._study import ImageEntry, ModelEntry, Probe, Study, load_study

@@ -11,7 +11,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lam_captum.sweep._records import write_atomically
+from lam_captum._atomic import write_atomically
 
 _DPI = 120
 _POINT_SPREAD = 0.3

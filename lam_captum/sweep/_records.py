@@ -12,12 +12,12 @@ import csv
 import io
 import json
 import math
-import os
 import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from lam_captum._atomic import TEMPORARY_SUFFIX, write_atomically, write_text_atomically
 from lam_captum.explain import PICTURE_NAMES
 from lam_captum.sweep._study import Probe, Study
 
@@ -31,7 +31,6 @@ MODEL_COLUMNS = (
     "images_with_psnr", "seconds_mean",
 )  # fmt: skip
 _RESULT_COLUMNS = COLUMNS[COLUMNS.index("di"):]
-_TEMPORARY_SUFFIX = ".tmp"
 
 
 def record_path(output: Path, probe_id: str) -> Path:
@@ -49,33 +48,10 @@ def pictures_folder(output: Path, probe_id: str) -> Path:
     return output / "pictures" / probe_id
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write ``path`` through ``write(stream)`` so that it is either complete or absent, never partial.
-
-    Example:
-        >>> import tempfile
-        >>> target = Path(tempfile.mkdtemp()) / "a" / "b.txt"
-        >>> write_atomically(target, lambda stream: stream.write(b"done"))
-        >>> target.read_text(), sorted(p.name for p in target.parent.iterdir())
-        ('done', ['b.txt'])
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The process id keeps two processes that race on one probe from sharing a temporary file.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}{_TEMPORARY_SUFFIX}")
-    try:
-        with temporary.open("wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def write_json(path: Path, value: Any) -> None:
     """Write ``value`` as JSON atomically (NaN and infinities as null, which every reader accepts)."""
     text = json.dumps(_finite(value), indent=1, allow_nan=False) + "\n"
-    write_atomically(path, lambda stream: stream.write(text.encode()))
+    write_text_atomically(path, text)
 
 
 def remove_temporary_files(output: Path) -> int:
@@ -84,7 +60,7 @@ def remove_temporary_files(output: Path) -> int:
     Call it only while no other process writes to ``output`` (before the work is handed out).
     """
     removed = 0
-    for path in output.rglob(f".*{_TEMPORARY_SUFFIX}") if output.is_dir() else ():
+    for path in output.rglob(f".*{TEMPORARY_SUFFIX}") if output.is_dir() else ():
         path.unlink(missing_ok=True)
         removed += 1
     return removed
@@ -208,7 +184,7 @@ def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]])
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(_finite(row), allow_nan=False) + "\n" for row in rows)
-    write_atomically(path, lambda stream: stream.write(text.encode()))
+    write_text_atomically(path, text)
 
 
 def _finite(value: Any) -> Any:
