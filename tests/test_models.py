@@ -17,7 +17,7 @@ from lam_captum.models import (
     build_model,
     builtin_model_names,
     edsr_baseline,
-    load_model_spec,
+    load_model,
     load_weights,
 )
 
@@ -280,7 +280,7 @@ def test_build_model_loads_given_weights(tmp_path):
     _assert_loaded(model, source)
 
 
-# --- load_model_spec ----------------------------------------------------------------------------
+# --- load_model ----------------------------------------------------------------------------
 
 MODEL_FILE = """
 from torch import nn
@@ -310,18 +310,18 @@ def model_file(tmp_path) -> Path:
     return tmp_path / "my_sr.py"
 
 
-def test_load_model_spec_from_a_module():
-    model = load_model_spec("lam_captum.models:EDSR", {"scale": 2, "n_resblocks": 1, "n_feats": 4})
+def test_load_model_from_a_module():
+    model = load_model("lam_captum.models:EDSR", {"scale": 2, "n_resblocks": 1, "n_feats": 4})
     assert isinstance(model, EDSR) and model.scale == 2 and not model.training
 
 
-def test_load_model_spec_from_a_file(model_file):
-    model = load_model_spec(f"{model_file}:Net", {"scale": 3})
+def test_load_model_from_a_file(model_file):
+    model = load_model(f"{model_file}:Net", {"scale": 3})
     assert model(torch.rand(1, 3, 4, 4)).shape == (1, 3, 12, 12)
 
 
-def test_load_model_spec_builtin_name():
-    assert load_model_spec("edsr-baseline", {"scale": 2, "n_resblocks": 1}).scale == 2
+def test_load_model_builtin_name():
+    assert load_model("edsr-baseline", {"scale": 2, "n_resblocks": 1}).scale == 2
 
 
 @pytest.mark.parametrize(
@@ -337,23 +337,23 @@ def test_load_model_spec_builtin_name():
         ("{file}:Net", {"scale": 2, "depth": 9}, ValueError, "`model_args` {'scale': 2, 'depth': 9} do not fit Net"),
     ],
 )
-def test_load_model_spec_errors(model_file, spec, model_args, error, message):
+def test_load_model_errors(model_file, spec, model_args, error, message):
     spec = spec.format(file=model_file, dir=model_file.parent)
     with pytest.raises(error, match=re.escape(message)) as info:
-        load_model_spec(spec, model_args)
+        load_model(spec, model_args)
     assert spec in str(info.value)
 
 
-def test_load_model_spec_rejects_model_args_that_are_not_a_mapping():
+def test_load_model_rejects_model_args_that_are_not_a_mapping():
     message = "`model_args` must be a mapping of argument names to values, got [2]"
     with pytest.raises(ValueError, match=re.escape(message)):
-        load_model_spec("edsr", [2])
+        load_model("edsr", [2])
 
 
-def test_load_model_spec_reports_a_file_that_fails_to_import(tmp_path):
+def test_load_model_reports_a_file_that_fails_to_import(tmp_path):
     (tmp_path / "broken.py").write_text("import no_such_dependency_xyz\n")
     with pytest.raises(ImportError, match="No module named 'no_such_dependency_xyz'"):
-        load_model_spec(f"{tmp_path / 'broken.py'}:Net")
+        load_model(f"{tmp_path / 'broken.py'}:Net")
 
 
 # --- the default model --------------------------------------------------------------------------
