@@ -5,7 +5,8 @@ so the low-resolution input made from an 8-bit file has the demo's exact pixels 
 1/255). Files of a higher bit depth keep it, at their true range:
 
 - 16-bit grey (Pillow's ``I;16`` modes) is divided by 65535 and downscaled by Pillow in 16 bits: the
-  same bicubic filter as the demo's, clipped and rounded to 16 bits instead of 8.
+  demo's bicubic filter with 16-bit pixels where the demo has 8-bit ones (each of Pillow's two
+  passes, across then down, is clipped to the range and rounded, as at 8 bits).
 - 32-bit integers (mode ``I``) holding values in [0, 65535] (Pillow's container for 16-bit PGM and
   older 16-bit PNG readers) are read as 16-bit; larger or negative values are divided by 2**31 - 1,
   with a warning.
