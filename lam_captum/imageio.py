@@ -322,7 +322,7 @@ def _open(path: Path) -> Image.Image:
             sixteen_bit_colour = len(image.getbands()) > 1 and any(
                 ";16" in _raw_mode(tile) for tile in image.tile)
             image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
         raise ValueError(f"cannot read `path` {str(path)!r} as an image: {error}") from error
     if frames > 1:
         warnings.warn(f"{str(path)!r} has {frames} frames; frame 0 is used", UserWarning, stacklevel=4)

@@ -330,6 +330,16 @@ def test_16_bit_colour_png_warns_that_pillow_reads_8_bits(tmp_path: Path) -> Non
     np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), pixels / 65535, rtol=0, atol=1 / 255)
 
 
+def test_an_image_too_large_to_decode_safely_is_refused(tmp_path: Path) -> None:
+    write_rgb16_png(tmp_path / "bomb.png", np.zeros((1, 1, 3), np.uint16))
+    content = bytearray((tmp_path / "bomb.png").read_bytes())
+    content[16:24] = struct.pack(">II", 40_000, 40_000)  # the header claims 1.6 gigapixels
+    content[29:33] = struct.pack(">I", zlib.crc32(bytes(content[12:29])))
+    (tmp_path / "bomb.png").write_bytes(bytes(content))
+    with pytest.raises(ValueError, match=r"cannot read `path` .*bomb\.png.* as an image: .*decompression bomb"):
+        load_image(tmp_path / "bomb.png")
+
+
 # --- load_input: the one image loader -------------------------------------------------------------
 
 
