@@ -212,6 +212,16 @@ def test_16_bit_hr_file_is_downscaled_in_16_bits(tmp_path: Path, grey16: np.ndar
     assert len(np.unique(lr.numpy())) > 256
 
 
+def test_big_endian_16_bit_tiff_reads_and_downscales_like_little_endian(tmp_path: Path, grey16: np.ndarray) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "big.tif", grey16, byteorder=">")
+    Image.fromarray(grey16).save(tmp_path / "little.tif")
+    with Image.open(tmp_path / "big.tif") as big, Image.open(tmp_path / "little.tif") as little:
+        assert (big.mode, little.mode) == ("I;16B", "I;16")
+    for big, little in zip(load_input(tmp_path / "big.tif", scale=3), load_input(tmp_path / "little.tif", scale=3)):
+        assert torch.equal(big, little)
+
+
 def test_32_bit_integer_image_in_the_16_bit_range_reads_as_16_bit(tmp_path: Path, grey16: np.ndarray) -> None:
     Image.fromarray(grey16.astype(np.int32)).save(tmp_path / "int32.tif")
     with Image.open(tmp_path / "int32.tif") as image:

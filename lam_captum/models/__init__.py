@@ -2,7 +2,7 @@
 
 :func:`load_model` turns a spec (a built-in name, ``package.module:Class`` or
 ``path/to/file.py:Class``), its arguments, a checkpoint and a scale into a model in eval mode; the
-command line, the sweep and the callback all load models through it.
+command line and the sweep load models through it.
 
 Example:
     >>> import torch
