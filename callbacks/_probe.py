@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lam_captum.functional import as_window
 from lam_captum.functional._window import WindowLike
-from lam_captum.imageio import hr_to_lr, load_image
+from lam_captum.imageio import load_input
 
 # Probe names become TensorBoard tags (`lam/<name>/map`) and folder names: a slash would nest the tag.
 _NAME_PATTERN = re.compile(r"[\w.-]+")
@@ -72,7 +72,7 @@ class Probe:
         """
         if isinstance(self.image, Tensor):
             return self.image, None
-        return hr_to_lr(load_image(self.image, mode=None), self.scale)
+        return load_input(self.image, scale=self.scale, mode=None)
 
 
 def _check_image(image: object) -> Tensor | Path:

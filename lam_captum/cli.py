@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace):
     from lam_captum.explain import explain
-    from lam_captum.imageio import default_image_path, hr_to_lr, load_image
+    from lam_captum.imageio import default_image_path
 
     settings = _settings(args)
     _check_numbers(args)
@@ -95,8 +95,7 @@ def _run(args: argparse.Namespace):
     if scale < 1:
         raise ValueError(f"`--scale` must be a positive integer, got {scale}")
     builtin = image_path == default_image_path()
-    image = _crop(load_image(image_path, mode="L" if args.grayscale else "RGB"), args.crop or (DEFAULT_CROP if builtin else None))
-    lr, hr = (image, None) if args.lr else hr_to_lr(image, scale)
+    lr, hr = _load_input(args, image_path, scale, args.crop or (DEFAULT_CROP if builtin else None))
     window = _window(args, lr, scale, builtin=builtin and args.crop is None)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=_device(device),
@@ -134,7 +133,7 @@ def _image_path(args: argparse.Namespace, default: Path) -> Path:
 
 
 def _load_model(args: argparse.Namespace, spec: str) -> torch.nn.Module:
-    from lam_captum.models import load_model_spec, load_weights
+    from lam_captum.models import load_model
 
     try:
         model_args = json.loads(args.model_args)
@@ -142,20 +141,22 @@ def _load_model(args: argparse.Namespace, spec: str) -> torch.nn.Module:
         raise ValueError(f"`--model-args` must be a JSON object, got {args.model_args!r} ({error.msg})") from None
     if not isinstance(model_args, dict):
         raise ValueError(f"`--model-args` must be a JSON object, got {args.model_args!r}")
-    if args.scale is not None and ":" not in spec and spec != "default":
-        model_args.setdefault("scale", args.scale)
-    model = load_model_spec(spec, model_args)
-    return load_weights(model, args.weights) if args.weights else model
+    # The x4 'default' model is not rebuilt for `--scale`: it downscales the image, and explain()
+    # then reports a model whose output does not fit.
+    scale = None if spec == "default" else args.scale
+    return load_model(spec, model_args, weights=args.weights, scale=scale)
 
 
-def _crop(image: torch.Tensor, crop: tuple[int, int, int, int] | None) -> torch.Tensor:
-    if crop is None:
-        return image
-    top, left, height, width = crop
-    if top < 0 or left < 0 or height < 1 or width < 1 or top + height > image.shape[-2] or left + width > image.shape[-1]:
-        raise ValueError(f"`--crop` must lie inside the {image.shape[-2]}x{image.shape[-1]} image, got top={top}, "
-                         f"left={left}, height={height}, width={width}")
-    return image[:, top : top + height, left : left + width]
+def _load_input(args: argparse.Namespace, path: Path, scale: int, crop: tuple[int, int, int, int] | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The LR input (and HR image); an error about an argument names its flag."""
+    from lam_captum.imageio import InputError, load_input
+
+    try:
+        return load_input(path, scale=scale, crop=crop, lr=args.lr, mode="L" if args.grayscale else "RGB")
+    except InputError as error:
+        flag = {"crop": "--crop", "scale": "--scale"}[error.argument]
+        raise ValueError(str(error).replace(f"`{error.argument}`", f"`{flag}`")) from None
 
 
 def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: bool) -> tuple[int, int, int]:

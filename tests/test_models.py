@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import zipfile
 from pathlib import Path
 
@@ -14,11 +15,13 @@ from torch import nn
 from lam_captum.models import (
     EDSR,
     CompactSR,
+    ModelSpec,
     build_model,
     builtin_model_names,
     edsr_baseline,
-    load_model_spec,
+    load_model,
     load_weights,
+    parse_model_spec,
 )
 
 WEIGHTS_FILE = Path(__file__).resolve().parents[1] / "lam_captum" / "models" / "weights" / "default_x4.pt"
@@ -280,7 +283,7 @@ def test_build_model_loads_given_weights(tmp_path):
     _assert_loaded(model, source)
 
 
-# --- load_model_spec ----------------------------------------------------------------------------
+# --- load_model ----------------------------------------------------------------------------
 
 MODEL_FILE = """
 from torch import nn
@@ -310,18 +313,18 @@ def model_file(tmp_path) -> Path:
     return tmp_path / "my_sr.py"
 
 
-def test_load_model_spec_from_a_module():
-    model = load_model_spec("lam_captum.models:EDSR", {"scale": 2, "n_resblocks": 1, "n_feats": 4})
+def test_load_model_from_a_module():
+    model = load_model("lam_captum.models:EDSR", {"scale": 2, "n_resblocks": 1, "n_feats": 4})
     assert isinstance(model, EDSR) and model.scale == 2 and not model.training
 
 
-def test_load_model_spec_from_a_file(model_file):
-    model = load_model_spec(f"{model_file}:Net", {"scale": 3})
+def test_load_model_from_a_file(model_file):
+    model = load_model(f"{model_file}:Net", {"scale": 3})
     assert model(torch.rand(1, 3, 4, 4)).shape == (1, 3, 12, 12)
 
 
-def test_load_model_spec_builtin_name():
-    assert load_model_spec("edsr-baseline", {"scale": 2, "n_resblocks": 1}).scale == 2
+def test_load_model_builtin_name():
+    assert load_model("edsr-baseline", {"scale": 2, "n_resblocks": 1}).scale == 2
 
 
 @pytest.mark.parametrize(
@@ -337,23 +340,23 @@ def test_load_model_spec_builtin_name():
         ("{file}:Net", {"scale": 2, "depth": 9}, ValueError, "`model_args` {'scale': 2, 'depth': 9} do not fit Net"),
     ],
 )
-def test_load_model_spec_errors(model_file, spec, model_args, error, message):
+def test_load_model_errors(model_file, spec, model_args, error, message):
     spec = spec.format(file=model_file, dir=model_file.parent)
     with pytest.raises(error, match=re.escape(message)) as info:
-        load_model_spec(spec, model_args)
+        load_model(spec, model_args)
     assert spec in str(info.value)
 
 
-def test_load_model_spec_rejects_model_args_that_are_not_a_mapping():
+def test_load_model_rejects_model_args_that_are_not_a_mapping():
     message = "`model_args` must be a mapping of argument names to values, got [2]"
     with pytest.raises(ValueError, match=re.escape(message)):
-        load_model_spec("edsr", [2])
+        load_model("edsr", [2])
 
 
-def test_load_model_spec_reports_a_file_that_fails_to_import(tmp_path):
+def test_load_model_reports_a_file_that_fails_to_import(tmp_path):
     (tmp_path / "broken.py").write_text("import no_such_dependency_xyz\n")
     with pytest.raises(ImportError, match="No module named 'no_such_dependency_xyz'"):
-        load_model_spec(f"{tmp_path / 'broken.py'}:Net")
+        load_model(f"{tmp_path / 'broken.py'}:Net")
 
 
 # --- the default model --------------------------------------------------------------------------
@@ -392,3 +395,232 @@ def test_default_model_sees_a_wide_neighbourhood():
 
 def test_edsr_baseline_preset_parameter_count():
     assert sum(p.numel() for p in edsr_baseline(4).parameters() if p.requires_grad) == 1_517_571
+
+
+# --- safetensors weights ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda sd: sd,
+        lambda sd: {f"module.{k}": v for k, v in sd.items()},
+        lambda sd: {**{f"params_ema.{k}": v for k, v in sd.items()}, **{f"params.{k}": v + 1 for k, v in sd.items()}},
+        lambda sd: {**{f"model.{k}": v for k, v in sd.items()}, "loss.weight": torch.ones(1)},
+    ],
+    ids=["plain", "ddp", "basicsr-params-ema-flat", "lightning-model-flat"],
+)
+def test_load_weights_reads_safetensors_with_the_same_key_handling(tmp_path, layout):
+    from safetensors.torch import save_file
+
+    source = _random_state_dict(tiny_edsr())
+    save_file({key: value.contiguous() for key, value in layout(source).items()}, tmp_path / "weights.safetensors")
+    _assert_loaded(load_weights(tiny_edsr(), tmp_path / "weights.safetensors"), source)
+
+
+def test_safetensors_are_recognised_by_content_and_half_precision_is_cast(tmp_path):
+    from safetensors.torch import save_file
+
+    source = {key: value.half() for key, value in _random_state_dict(tiny_edsr()).items()}
+    save_file(source, tmp_path / "exported.bin")
+    model = load_weights(tiny_edsr(), tmp_path / "exported.bin")
+    assert model.head[0].weight.dtype == torch.float32
+    _assert_loaded(model, {key: value.float() for key, value in source.items()})
+
+
+def test_a_damaged_safetensors_file_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(_random_state_dict(tiny_edsr()), tmp_path / "weights.safetensors")
+    content = (tmp_path / "weights.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(content[: len(content) // 2])
+    with pytest.raises(ValueError, match=r"cut\.safetensors' is not a readable safetensors file"):
+        load_weights(tiny_edsr(), tmp_path / "cut.safetensors")
+
+
+def test_a_file_in_no_weight_format_lists_the_accepted_formats(tmp_path):
+    (tmp_path / "weights.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    with pytest.raises(ValueError) as info:
+        load_weights(tiny_edsr(), tmp_path / "weights.onnx")
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "weights.onnx") in message
+    assert "is not a torch checkpoint nor a safetensors file" in message
+    assert "(.pt, .pth, .ckpt" in message and "(.safetensors)" in message
+
+
+def test_load_model_takes_safetensors_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    source = _random_state_dict(EDSR(scale=2, n_resblocks=1, n_feats=4))
+    save_file(source, tmp_path / "edsr.safetensors")
+    model = load_model("lam_captum.models:EDSR", {"scale": 2, "n_resblocks": 1, "n_feats": 4},
+                       weights=tmp_path / "edsr.safetensors")
+    _assert_loaded(model, source)
+    assert not model.training
+
+
+# --- load_model: spec, arguments, weights, scale --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("edsr", ModelSpec("builtin", "edsr")),
+        ("torch.nn:Conv2d", ModelSpec("module", "torch.nn", "Conv2d")),
+        ("pkg.mod:Outer.Inner", ModelSpec("module", "pkg.mod", "Outer.Inner")),
+        ("archs/rcan_arch.py:RCAN", ModelSpec("file", "archs/rcan_arch.py", "RCAN")),
+        ("C:\\sr\\net.py:Net", ModelSpec("file", "C:\\sr\\net.py", "Net")),
+    ],
+)
+def test_parse_model_spec_forms(spec, expected):
+    assert parse_model_spec(spec) == expected
+    assert str(parse_model_spec(spec)) == spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "message"),
+    [
+        ("edsr_small", ValueError, "`spec` must be a built-in model name ['default', 'edsr', 'edsr-baseline']"),
+        ("net.py:", ValueError, "`spec` must be a built-in model name"),
+        ("net.py:3Net", ValueError, "'3Net' after ':' in `spec` 'net.py:3Net' is not a class or function name"),
+        ("my-package.net:Net", ValueError, "'my-package.net' before ':' in `spec` 'my-package.net:Net' is neither"),
+        (3, TypeError, "`spec` must be a string, got int"),
+    ],
+)
+def test_parse_model_spec_rejects(spec, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        parse_model_spec(spec)
+
+
+def test_load_model_builds_a_builtin_at_the_given_scale_with_weights(tmp_path):
+    source = _random_state_dict(EDSR(scale=3, n_resblocks=1))
+    torch.save(source, tmp_path / "edsr_x3.pt")
+    model = load_model("edsr-baseline", {"n_resblocks": 1}, weights=tmp_path / "edsr_x3.pt", scale=3)
+    assert model.scale == 3 and not model.training
+    _assert_loaded(model, source)
+    assert load_model("edsr-baseline", {"n_resblocks": 1, "scale": 2}, scale=2).scale == 2
+
+
+def test_load_model_refuses_a_scale_given_twice_differently():
+    message = "`scale` is 4, but `model_args` set scale=2; give it once"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_model("edsr-baseline", {"scale": 2, "n_resblocks": 1}, scale=4)
+
+
+def test_load_model_does_not_pass_scale_to_a_class(model_file):
+    model = load_model(f"{model_file}:Net", scale=4)
+    assert model.scale == 2
+
+
+def test_load_model_reports_an_attribute_error_raised_while_importing(tmp_path, monkeypatch):
+    (tmp_path / "breaks_on_import.py").write_text("import torch\ntorch.no_such_function_xyz()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportError, match="cannot import module 'breaks_on_import'.*AttributeError.*no_such_function"):
+        load_model("breaks_on_import:Net")
+
+
+def test_load_model_resolves_a_nested_attribute():
+    assert isinstance(load_model("torch.nn:Module"), nn.Module)
+    with pytest.raises(ImportError, match=re.escape("'torch.nn' has no attribute 'Conv2d.Missing'")):
+        load_model("torch.nn:Conv2d.Missing")
+
+
+# --- model files inside a package (BasicSR's layout) ----------------------------------------------
+
+PACKAGE_NAME = "srzoo_under_test"
+PACKAGE_FILES = {
+    "__init__.py": "",
+    "utils.py": "WIDTH = 6\n",
+    "archs/__init__.py": "",
+    "archs/common.py": (
+        "from torch import nn\n"
+        "from ..utils import WIDTH\n"
+        "class Block(nn.Sequential):\n"
+        "    def __init__(self, channels=WIDTH):\n"
+        "        super().__init__(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())\n"
+    ),
+    "archs/rcan_arch.py": (
+        "from torch import nn\n"
+        f"from {PACKAGE_NAME}.utils import WIDTH\n"
+        "from .common import Block\n"
+        "from ..utils import WIDTH as SAME_WIDTH\n"
+        "class RCAN(nn.Module):\n"
+        "    def __init__(self, scale=2):\n"
+        "        super().__init__()\n"
+        "        self.scale = scale\n"
+        "        self.head = nn.Conv2d(3, WIDTH, 3, padding=1)\n"
+        "        self.body = Block(SAME_WIDTH)\n"
+        "        self.tail = nn.Sequential(nn.Conv2d(WIDTH, 3 * scale**2, 3, padding=1), nn.PixelShuffle(scale))\n"
+        "    def forward(self, x):\n"
+        "        return self.tail(self.body(self.head(x)))\n"
+    ),
+    "archs/broken_arch.py": "from .no_such_sibling import Block\n",
+}
+
+
+def _write_package(root: Path) -> Path:
+    for name, text in PACKAGE_FILES.items():
+        (root / PACKAGE_NAME / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / PACKAGE_NAME / name).write_text(text)
+    return root / PACKAGE_NAME / "archs" / "rcan_arch.py"
+
+
+@pytest.fixture
+def package_model(tmp_path):
+    """``rcan_arch.py`` inside a package tree with relative imports; the package is forgotten afterwards."""
+    yield _write_package(tmp_path / "repo")
+    for name in [name for name in sys.modules if name.partition(".")[0] == PACKAGE_NAME]:
+        del sys.modules[name]
+
+
+def test_a_file_inside_a_package_is_imported_as_part_of_it(package_model):
+    path_before = list(sys.path)
+    model = load_model(f"{package_model}:RCAN", {"scale": 3})
+    assert type(model).__module__ == f"{PACKAGE_NAME}.archs.rcan_arch"
+    assert model(torch.rand(1, 3, 5, 4)).shape == (1, 3, 15, 12)
+    assert sys.path == path_before
+    # Loading it again reuses the imported package.
+    assert type(load_model(f"{package_model}:RCAN")) is type(model)
+
+
+def test_a_relative_path_inside_a_package_works_from_its_folder(package_model, monkeypatch):
+    monkeypatch.chdir(package_model.parents[2])
+    model = load_model(f"{PACKAGE_NAME}/archs/rcan_arch.py:RCAN")
+    assert model(torch.rand(1, 3, 4, 4)).shape == (1, 3, 8, 8)
+
+
+def test_a_failing_relative_import_names_the_module_and_the_cause(package_model):
+    broken = package_model.with_name("broken_arch.py")
+    with pytest.raises(ImportError, match=rf"as module '{PACKAGE_NAME}\.archs\.broken_arch'.*no_such_sibling") as info:
+        load_model(f"{broken}:Net")
+    assert str(broken) in str(info.value)
+
+
+def test_another_package_of_the_same_name_is_refused(package_model, tmp_path):
+    load_model(f"{package_model}:RCAN")
+    other = _write_package(tmp_path / "other_checkout")
+    with pytest.raises(ImportError, match=f"another '{PACKAGE_NAME}' is already imported") as info:
+        load_model(f"{other}:RCAN")
+    assert str(package_model.parents[1]) in str(info.value)
+
+
+def test_cli_runs_a_model_file_inside_a_package(package_model, tmp_path):
+    from lam_captum.cli import main
+
+    torch.manual_seed(0)
+    torch.save(load_model(f"{package_model}:RCAN").state_dict(), tmp_path / "rcan.pth")
+    lr = tmp_path / "lr.png"
+    Image.fromarray((np.random.default_rng(0).random((12, 12, 3)) * 255).astype(np.uint8)).save(lr)
+    code = main([str(lr), "--lr", "--model", f"{package_model}:RCAN", "--weights", str(tmp_path / "rcan.pth"),
+                 "--size", "8", "--steps", "2", "--no-progress", "--output", str(tmp_path / "out")])
+    assert code == 0
+    assert np.load(tmp_path / "out" / "attribution.npy").shape == (3, 12, 12)
+
+
+def test_sweep_runs_a_model_file_inside_a_package(package_model, tmp_path):
+    from lam_captum.sweep import run_sweep
+
+    study = {"models": [{"spec": f"{package_model}:RCAN", "scale": 2}],
+             "images": [{"path": "builtin", "crop": [0, 0, 32, 32], "windows": [[8, 8, 8]]}], "lam": {"n_steps": 2}}
+    report = run_sweep(study, output=tmp_path / "sweep", accelerator="cpu", devices=1, progress=False)
+    assert [row["status"] for row in report.rows] == ["ok"], report.rows

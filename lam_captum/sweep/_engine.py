@@ -238,26 +238,16 @@ class _LastLoaded:
 
 
 def _build_model(entry: ModelEntry, device: torch.device) -> nn.Module:
-    from lam_captum.models import build_model, builtin_model_names, load_model_spec, load_weights
+    from lam_captum.models import load_model
 
-    if entry.spec in builtin_model_names():
-        model = build_model(entry.spec, scale=entry.scale, weights=entry.weights, **entry.args)
-    else:
-        model = load_model_spec(entry.spec, entry.args)
-        if entry.weights is not None:
-            load_weights(model, entry.weights)
-    return model.to(device).eval()
+    return load_model(entry.spec, entry.args, weights=entry.weights, scale=entry.scale).to(device)
 
 
 def _read_image(entry: ImageEntry, scale: int) -> tuple[Tensor, Tensor | None]:
     """The LR input and, for an HR file, the HR image cropped to a multiple of ``scale``."""
-    from lam_captum.imageio import hr_to_lr, load_image
+    from lam_captum.imageio import load_input
 
-    image = load_image(entry.path)
-    if entry.crop is not None:
-        top, left, height, width = entry.crop
-        image = image[:, top : top + height, left : left + width]
-    return (image, None) if entry.lr else hr_to_lr(image, scale)
+    return load_input(entry.path, scale=scale, crop=entry.crop, lr=entry.lr)
 
 
 def _warning_text(caught: list[warnings.WarningMessage]) -> str | None:
