@@ -193,7 +193,7 @@ def lam_figure(
     kde_blend: np.ndarray,
     sr: Tensor | np.ndarray,
     *,
-    di: float,
+    di: float | None,
     lr_size: tuple[int, int],
     title: str | None = None,
 ) -> np.ndarray:
@@ -207,7 +207,7 @@ def lam_figure(
         heat_blend: the heat map blended with the LR input (:func:`blend`).
         kde_blend: the KDE picture blended with the LR input.
         sr: the SR output, a uint8 (sH, sW, 3) picture or a (C, sH, sW) float image.
-        di: the Diffusion Index.
+        di: the Diffusion Index, or None for an all-zero map, which has none (the caption says so).
         lr_size: the LR input's ``(height, width)``; DI depends on it, so it is printed with it.
         title: an optional first line, such as the model's name.
 
@@ -229,13 +229,14 @@ def lam_figure(
     shapes = [panel.shape for panel in panels]
     if len(set(shapes)) != 1:
         raise ValueError(f"the five panels must share one SR size, got shapes {shapes}")
-    if not math.isfinite(di):
+    if di is not None and not math.isfinite(di):
         raise ValueError(f"`di` must be finite, got {di}")
     if len(lr_size) != 2:
         raise ValueError(f"`lr_size` must be (height, width), got {lr_size!r}")
     if not all(isinstance(side, Integral) and side > 0 for side in lr_size):
         raise ValueError(f"`lr_size` must hold two positive ints, got {lr_size!r}")
-    caption = f"DI {di:.2f} (LR {lr_size[0]}x{lr_size[1]})"
+    score = "no DI: the map is all zero" if di is None else f"DI {di:.2f}"
+    caption = f"{score} (LR {lr_size[0]}x{lr_size[1]})"
     figure = _figure(len(panels), caption_inches=0.8)
     for axes, panel, panel_title in zip(figure.subplots(1, len(panels)), panels, _LAM_PANEL_TITLES):
         axes.imshow(panel, interpolation="nearest")
