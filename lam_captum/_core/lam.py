@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal, overload
@@ -160,7 +161,7 @@ class LAM(GradientAttribution):
         windows = as_windows(window, x.shape[0])
         rows = settings.internal_batch_size or default_internal_batch_size(x.device, *x.shape[-2:])
         objective = settings.resolved_detector()
-        with gradient_context(self.forward_func, x.device):
+        with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
             x = x.detach().clone()
             warn_if_too_large(self.forward_func, x, rows)
             attribution = self._integrate(x, windows, objective, settings.path_schedule(), rows, show_progress)
@@ -368,12 +369,30 @@ def _unpack_inputs(inputs: Tensor | tuple[Tensor]) -> tuple[bool, Tensor]:
     return True, inputs[0]
 
 
-def _default_dtype(module: torch.nn.Module | None, inputs: Tensor) -> torch.dtype:
-    """The model's parameter dtype; for a function without parameters the inputs', float32 for half types."""
+def _parameter_dtype(module: torch.nn.Module | None) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter, None for a function without one."""
     for parameter in module.parameters() if module is not None else ():
         if parameter.is_floating_point():
             return parameter.dtype
-    return torch.float32 if inputs.dtype in _HALF_TYPES else inputs.dtype
+    return None
+
+
+def _default_dtype(module: torch.nn.Module | None, inputs: Tensor) -> torch.dtype:
+    """The model's parameter dtype; for a function without parameters the inputs', float32 for half types."""
+    return _parameter_dtype(module) or (torch.float32 if inputs.dtype in _HALF_TYPES else inputs.dtype)
+
+
+@contextlib.contextmanager
+def _naming_dtype_errors(forward_func: Callable, dtype: torch.dtype) -> Iterator[None]:
+    """Turn the model's raw error on inputs of another dtype than its parameters' into one that names `dtype`."""
+    model_dtype = _parameter_dtype(owning_module(forward_func))
+    try:
+        yield
+    except RuntimeError as error:
+        if model_dtype is None or model_dtype == dtype:
+            raise
+        raise TypeError(f"the model failed on {dtype} inputs, but its parameters are {model_dtype}: leave `dtype` "
+                        f"unset to compute in {model_dtype}, or convert the model ({error})") from error
 
 
 def default_internal_batch_size(device: torch.device, height: int, width: int) -> int:
