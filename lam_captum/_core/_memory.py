@@ -115,11 +115,11 @@ def warn_if_too_large(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, 
     per_step = needed // rows
     advice = (f"lower `internal_batch_size` to {max(1, available // per_step)} (now {rows})"
               if per_step <= available else "explain a crop of the image (even one path step does not fit)")
-    warnings.warn(f"LAM on {height}x{width} inputs needs about {_gigabytes(needed)} per model call ({rows} path "
-                  f"step(s) of about {_gigabytes(per_step)}, estimated from a probe forward pass), but only "
-                  f"{_gigabytes(available)} of {inputs.device} memory is free: the run may fail or swap; "
+    warnings.warn(f"LAM on {height}x{width} inputs needs about {_size(needed)} per model call ({rows} path "
+                  f"step(s) of about {_size(per_step)}, estimated from a probe forward pass), but only "
+                  f"{_size(available)} of {inputs.device} memory is free: the run may fail or swap; "
                   f"{advice}", RuntimeWarning, stacklevel=4)
 
 
-def _gigabytes(count: int) -> str:
-    return f"{count / 1e9:.3g} GB"
+def _size(count: int) -> str:
+    return f"{count / 1e9:.3g} GB" if count >= 1e9 else f"{count / 1e6:.3g} MB"
