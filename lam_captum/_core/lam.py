@@ -320,16 +320,17 @@ class _GradientHealth:
         return gradients
 
     def report(self) -> None:
+        # stacklevel 5: report <- _integrate <- attribute <- Captum's log_usage wrapper <- the caller.
         if self.non_finite:
             warnings.warn(f"{self.non_finite} non-finite input-gradient values were set to 0 (as the official demo "
                           "does); the model may overflow or divide by zero on blurred inputs", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=5)
         dead = [n for n, nonzero in enumerate(self.nonzero) if not nonzero]
         if dead:
             warnings.warn(f"the input gradients of sample(s) {dead} are zero at every path step, so the attribution "
                           "is all zero: the window may be flat (clamped or saturated output) all along the path, "
                           "or the model cuts the gradient (rounding, quantisation, integer casts)", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=5)
 
 
 def _chunks(n_samples: int, n_steps: int, rows: int) -> Iterator[list[tuple[int, range]]]:
