@@ -8,7 +8,7 @@ so these functions are safe in threads and on machines without a display.
 from __future__ import annotations
 
 import math
-from numbers import Integral
+from numbers import Integral, Real
 
 import matplotlib
 import numpy as np
@@ -107,9 +107,10 @@ def blend(heat: np.ndarray, lr_image: Tensor | np.ndarray, alpha: float = 0.5) -
 
 
 def check_alpha(alpha: float) -> float:
-    """Raise unless ``alpha`` (the LR image's share in a blend) is a number in [0, 1]; return it as a float."""
+    """Raise unless ``alpha`` (the LR image's share in a blend) is a number in [0, 1] (Python or numpy); return it as
+    a float."""
     # NaN fails the range test too.
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha <= 1:
         raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
     return float(alpha)
 

@@ -181,10 +181,10 @@ def test_functional_helpers_take_numpy_scalars():
     assert LF.gaussian_kernel(np.float32(0.5), np.int64(3)).shape == (3, 3)
 
 
-def test_explain_takes_a_numpy_window():
+def test_explain_takes_a_numpy_window_and_numpy_numbers():
     model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2))
-    result = explain(model, torch.rand(3, 12, 12), np.array([2, 2, 8]), n_steps=np.int64(2))
-    assert result.window == LF.Window(2, 2, 8, 8)
+    result = explain(model, torch.rand(3, 12, 12), np.array([2, 2, 8]), n_steps=np.int64(2), alpha=np.float32(0.25))
+    assert result.window == LF.Window(2, 2, 8, 8) and result.alpha == 0.25
 
 
 def test_windows_must_divide_the_samples():

@@ -37,7 +37,7 @@ class _ModeHolds:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a module's own train() override may run LAM
         self._holds: dict[nn.Module, _Hold] = {}
 
     def hold(self, module: nn.Module) -> list[nn.Module]:
