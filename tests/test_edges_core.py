@@ -112,8 +112,11 @@ def dead_model() -> nn.Module:
 
 
 def test_explain_of_an_all_zero_map_reports_no_di_and_saves_null(tmp_path):
-    with pytest.warns(RuntimeWarning, match="no Diffusion Index"):
+    with pytest.warns(RuntimeWarning) as record:
         result = explain(dead_model(), torch.rand(3, 12, 12), (2, 2, 8), n_steps=2)
+    messages = [str(warning.message) for warning in record]
+    assert any("zero at every path step" in message for message in messages)
+    assert any("no Diffusion Index (NaN)" in message for message in messages)
     assert math.isnan(result.di) and math.isnan(result.gini)
     result.save(tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
