@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +28,9 @@ class LAMResult:
     Attributes:
         attribution: ``(C, H, W)`` signed attribution on the CPU.
         map: ``(H, W)`` normalised map in [0, 1].
-        di: Diffusion Index (depends on the LR size: report ``lr_size`` with it).
-        gini: Gini coefficient of the map.
+        di: Diffusion Index (depends on the LR size: report ``lr_size`` with it); NaN for an all-zero map,
+            which has none (``summary.json`` writes null).
+        gini: Gini coefficient of the map; NaN for an all-zero map.
         area: Fewest LR pixels that hold half of the map's total.
         delta: Captum's convergence delta, ``sum(attribution) - (D(input) - D(baseline))``.
         lr: ``(C, H, W)`` LR input; ``sr``: ``(C, sH, sW)`` SR output; ``hr``: the HR image, if known.
@@ -83,17 +85,19 @@ class LAMResult:
         if name == "heat_blend":
             return pictures.blend(self.picture("heat"), self.lr, self.alpha)
         if name == "kde_blend":
-            return pictures.blend(pictures.kde_picture(self.map, self.scale), self.lr, self.alpha)
+            # A map with no weight has a density of zero everywhere, which is the heat map's colour of zero.
+            density = pictures.kde_picture(self.map, self.scale) if self.map.any() else self.picture("heat")
+            return pictures.blend(density, self.lr, self.alpha)
         if name == "sr":
             return pictures.sr_picture(self.sr)
         panels = [self.picture(panel) for panel in PICTURE_NAMES[:-1]]
-        return pictures.lam_figure(*panels, di=self.di, lr_size=self.lr_size)
+        return pictures.lam_figure(*panels, di=_score_or_none(self.di), lr_size=self.lr_size)
 
     def summary(self) -> dict[str, object]:
         """The plain numbers of the run, as written to ``summary.json``."""
         return {
-            "di": self.di,
-            "gini": self.gini,
+            "di": _score_or_none(self.di),
+            "gini": _score_or_none(self.gini),
             "area_50": self.area,
             "convergence_delta": self.delta,
             "window": self.window._asdict(),
@@ -185,8 +189,9 @@ def explain(
     seconds = time.perf_counter() - started
     attribution = attribution[0].detach().cpu()
     lam_map = attribution_map(attribution)
+    di, map_gini = _spread(lam_map)
     return LAMResult(
-        attribution=attribution, map=lam_map, di=float(diffusion_index(lam_map)), gini=float(gini(lam_map)),
+        attribution=attribution, map=lam_map, di=di, gini=map_gini,
         area=int(attribution_area(lam_map)), delta=float(delta[0]), lr=lr.detach().cpu().float(), sr=sr,
         window=window, scale=sr.shape[-1] // lr.shape[-1], settings=settings, alpha=alpha, seconds=seconds, device=str(device),
         hr=hr.detach().cpu().float() if hr is not None else None,
@@ -212,6 +217,18 @@ def settings_with(settings: LAMSettings | None, values: dict[str, object]) -> LA
         raise TypeError(f"unexpected keyword argument(s) {unknown}: LAM's settings are "
                         f"{[field.name for field in dataclasses.fields(LAMSettings)]}")
     return dataclasses.replace(settings, **values) if values else settings
+
+
+def _spread(lam_map: Tensor) -> tuple[float, float]:
+    """DI and Gini of the map; NaN for an all-zero map (``attribution_map`` has said why it is all zero)."""
+    if not lam_map.any():
+        return math.nan, math.nan
+    return float(diffusion_index(lam_map)), float(gini(lam_map))
+
+
+def _score_or_none(value: float) -> float | None:
+    # JSON has no NaN, and a figure must not print one: an undefined score is None, never a number it lacks.
+    return None if math.isnan(value) else value
 
 
 def _model_device(model: Callable) -> torch.device:

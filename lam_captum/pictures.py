@@ -8,7 +8,7 @@ so these functions are safe in threads and on machines without a display.
 from __future__ import annotations
 
 import math
-from numbers import Integral
+from numbers import Integral, Real
 
 import matplotlib
 import numpy as np
@@ -107,9 +107,10 @@ def blend(heat: np.ndarray, lr_image: Tensor | np.ndarray, alpha: float = 0.5) -
 
 
 def check_alpha(alpha: float) -> float:
-    """Raise unless ``alpha`` (the LR image's share in a blend) is a number in [0, 1]; return it as a float."""
+    """Raise unless ``alpha`` (the LR image's share in a blend) is a number in [0, 1] (Python or numpy); return it as
+    a float."""
     # NaN fails the range test too.
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+    if isinstance(alpha, bool) or not isinstance(alpha, Real) or not 0 <= alpha <= 1:
         raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
     return float(alpha)
 
@@ -193,7 +194,7 @@ def lam_figure(
     kde_blend: np.ndarray,
     sr: Tensor | np.ndarray,
     *,
-    di: float,
+    di: float | None,
     lr_size: tuple[int, int],
     title: str | None = None,
 ) -> np.ndarray:
@@ -207,7 +208,7 @@ def lam_figure(
         heat_blend: the heat map blended with the LR input (:func:`blend`).
         kde_blend: the KDE picture blended with the LR input.
         sr: the SR output, a uint8 (sH, sW, 3) picture or a (C, sH, sW) float image.
-        di: the Diffusion Index.
+        di: the Diffusion Index, or None for an all-zero map, which has none (the caption says so).
         lr_size: the LR input's ``(height, width)``; DI depends on it, so it is printed with it.
         title: an optional first line, such as the model's name.
 
@@ -229,13 +230,14 @@ def lam_figure(
     shapes = [panel.shape for panel in panels]
     if len(set(shapes)) != 1:
         raise ValueError(f"the five panels must share one SR size, got shapes {shapes}")
-    if not math.isfinite(di):
+    if di is not None and not math.isfinite(di):
         raise ValueError(f"`di` must be finite, got {di}")
     if len(lr_size) != 2:
         raise ValueError(f"`lr_size` must be (height, width), got {lr_size!r}")
     if not all(isinstance(side, Integral) and side > 0 for side in lr_size):
         raise ValueError(f"`lr_size` must hold two positive ints, got {lr_size!r}")
-    caption = f"DI {di:.2f} (LR {lr_size[0]}x{lr_size[1]})"
+    score = "no DI: the map is all zero" if di is None else f"DI {di:.2f}"
+    caption = f"{score} (LR {lr_size[0]}x{lr_size[1]})"
     figure = _figure(len(panels), caption_inches=0.8)
     for axes, panel, panel_title in zip(figure.subplots(1, len(panels)), panels, _LAM_PANEL_TITLES):
         axes.imshow(panel, interpolation="nearest")

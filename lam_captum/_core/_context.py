@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import threading
 from collections.abc import Callable, Iterator
 
 import torch
@@ -17,23 +19,72 @@ def owning_module(forward_func: Callable) -> nn.Module | None:
     return owner if isinstance(owner, nn.Module) else None
 
 
+@dataclasses.dataclass
+class _Hold:
+    """One module held in eval mode by running LAM calls."""
+
+    calls: int  # running LAM calls that hold the module in eval mode
+    training: bool  # its mode before the first of them
+
+
+class _ModeHolds:
+    """Which modules LAM holds in eval mode, how many running calls hold each, and the mode each had before.
+
+    Two threads may run LAM on one model at once (a callback beside a notebook, a server). If each call
+    saved and restored the modes on its own, the second would save the first's eval mode and restore it
+    last, leaving a training model in eval mode. Here the first call to hold a module saves its mode and
+    the last one to let go restores it; a lock makes each step atomic.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # re-entrant: a module's own train() override may run LAM
+        self._holds: dict[nn.Module, _Hold] = {}
+
+    def hold(self, module: nn.Module) -> list[nn.Module]:
+        with self._lock:
+            held = list(module.modules())
+            for submodule in held:
+                self._holds.setdefault(submodule, _Hold(0, submodule.training)).calls += 1
+            module.eval()
+        return held
+
+    def release(self, held: list[nn.Module]) -> None:
+        with self._lock:
+            for submodule in held:
+                hold = self._holds[submodule]
+                hold.calls -= 1
+                if hold.calls == 0:
+                    submodule.training = hold.training
+                    del self._holds[submodule]
+
+
+_MODE_HOLDS = _ModeHolds()
+
+
 @contextlib.contextmanager
 def eval_mode(module: nn.Module | None) -> Iterator[None]:
     """Put every submodule in eval mode and give each its own previous mode back afterwards.
 
     The demo never calls ``eval()``: BatchNorm and dropout in train mode make the samples of a batched
     path interact. Restoring per submodule keeps deliberate mixes (a frozen, always-eval part) intact.
+    Safe when several threads use the same model: the modes come back when the last of them is done.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Dropout()).train()
+        >>> with eval_mode(model):
+        ...     model.training
+        False
+        >>> model.training
+        True
     """
     if module is None:
         yield
         return
-    modes = [(submodule, submodule.training) for submodule in module.modules()]
-    module.eval()
+    held = _MODE_HOLDS.hold(module)
     try:
         yield
     finally:
-        for submodule, training in modes:
-            submodule.training = training
+        _MODE_HOLDS.release(held)
 
 
 @contextlib.contextmanager

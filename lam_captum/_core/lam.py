@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Literal, overload
 
 import torch
 from captum.attr import GradientAttribution
+from captum.log import log_usage
 from torch import Tensor
 
-from lam_captum._core._context import gradient_context, owning_module
+from lam_captum._core._context import eval_mode, gradient_context, owning_module
+from lam_captum._core._memory import warn_if_too_large
 from lam_captum._core.settings import LAMSettings
-from lam_captum.functional._blur import IntegrationMethod, PathKernels, blur, blur_baseline
+from lam_captum.functional._blur import IntegrationMethod, PathSchedule, blur, blur_baseline
 from lam_captum.functional._detectors import Detector, DetectorLike, resolve_detector
 from lam_captum.functional._window import Window, WindowLike, as_windows
+
+_HALF_TYPES = (torch.float16, torch.bfloat16)
 
 _NO_GRAPH_CAUSES = (
     "the model's output does not depend on its input through autograd; likely causes: torch.no_grad() or "
@@ -37,6 +42,10 @@ class LAM(GradientAttribution):
     magnitude) to the pixels of the LR input, integrating input gradients along a path from a blurred copy
     of the input (the baseline) to the input itself. With the default ``method="official"`` the numbers
     are those of the paper's demo; the path steps run through the model in batches.
+
+    Captum's wrappers and metrics take it as they take their own methods: ``NoiseTunnel(LAM(model))``
+    (pass ``window=`` among the keyword arguments), ``captum.metrics.sensitivity_max(lam.attribute, ...)``
+    and ``captum.metrics.infidelity(lam.objective(window), ...)``.
 
     Args:
         forward_func: The SR network, ``(N, C, H, W) -> (N, C, sH, sW)`` for an integer scale ``s``, or
@@ -70,13 +79,26 @@ class LAM(GradientAttribution):
 
     @overload
     def attribute(
+        self, inputs: tuple[Tensor], window: WindowLike | Sequence[WindowLike], *,
+        return_convergence_delta: Literal[False] = False, **kwargs,
+    ) -> tuple[Tensor]: ...
+
+    @overload
+    def attribute(
         self, inputs: Tensor, window: WindowLike | Sequence[WindowLike], *,
         return_convergence_delta: Literal[True], **kwargs,
     ) -> tuple[Tensor, Tensor]: ...
 
+    @overload
+    def attribute(
+        self, inputs: tuple[Tensor], window: WindowLike | Sequence[WindowLike], *,
+        return_convergence_delta: Literal[True], **kwargs,
+    ) -> tuple[tuple[Tensor], Tensor]: ...
+
+    @log_usage()
     def attribute(  # type: ignore[override]
         self,
-        inputs: Tensor,
+        inputs: Tensor | tuple[Tensor],
         window: WindowLike | Sequence[WindowLike],
         *,
         n_steps: int = 50,
@@ -88,13 +110,16 @@ class LAM(GradientAttribution):
         return_convergence_delta: bool = False,
         dtype: torch.dtype | None = None,
         show_progress: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]:
+    ) -> Tensor | tuple[Tensor] | tuple[Tensor | tuple[Tensor], Tensor]:
         """Attribute the detector of ``window`` of the SR output to every pixel of ``inputs``.
 
         Args:
-            inputs: ``(N, C, H, W)`` LR images, in the range the model expects; any channel count.
+            inputs: ``(N, C, H, W)`` LR images, in the range the model expects; any channel count. As in
+                Captum, a 1-tuple ``(images,)`` is accepted and the attribution is then a 1-tuple too.
             window: In SR-output pixels: ``(top, left, size)``, ``(top, left, height, width)`` or a
-                :class:`Window`, one for all samples, or a sequence of one per sample.
+                :class:`Window`, one for all samples, or a sequence of one per sample. ``M`` windows for
+                ``N = k * M`` samples give each window to ``k`` consecutive samples: Captum's ``NoiseTunnel``
+                and ``sensitivity_max`` repeat every sample ``k`` times in a row.
             n_steps: Steps along the path (the demo's ``fold``).
             sigma: Blur of the baseline (the path's largest sigma).
             kernel_size: Odd side of the Gaussian kernel (the demo's ``l``).
@@ -108,33 +133,57 @@ class LAM(GradientAttribution):
                 the device (2 steps of 64x64 on a CPU, 50 on a GPU), at least 1.
             return_convergence_delta: Also return Captum's convergence delta per sample,
                 ``sum(attribution) - (D(input) - D(baseline))``.
-            dtype: Floating dtype to compute in. Default: the inputs' dtype, float32 for half types;
-                autocast is switched off during the call either way.
+            dtype: Floating dtype to compute in (the inputs are cast to it). Default: the dtype of the
+                model's parameters (float64 images into a float32 model are computed in float32); for a
+                function without parameters, the inputs' dtype, float32 for half types. Autocast is switched
+                off during the call either way.
             show_progress: Show a progress bar over the path steps.
 
         Returns:
-            The attribution, shape and device of ``inputs``, signed and per channel; with
-            ``return_convergence_delta`` a tuple ``(attribution, delta)`` with ``delta`` of shape ``(N,)``.
+            The attribution, shape and device of ``inputs`` (a 1-tuple for a 1-tuple), in the computation
+            dtype, signed and per channel; with ``return_convergence_delta`` a tuple ``(attribution, delta)``
+            with ``delta`` of shape ``(N,)``.
+
+        Warns:
+            RuntimeWarning: Before the run, if one model call would need more memory than the device has
+                free (estimated by a probe forward pass on a crop); after it, for zeroed non-finite gradients
+                or an all-zero attribution.
 
         Raises:
             ValueError: For a bad argument, a window outside the SR output, a non-integer scale, a model
                 whose output does not depend on its input, or non-finite outputs.
-            TypeError: For inputs that are not a floating tensor.
+            TypeError: For inputs that are not a floating tensor or a 1-tuple of one, or a ``dtype`` that is
+                not a floating torch dtype.
         """
         settings = LAMSettings(n_steps, sigma, kernel_size, method, detector, internal_batch_size)
-        x = self._prepare_inputs(inputs, dtype)
+        is_tuple, x = _unpack_inputs(inputs)
+        x = self._prepare_inputs(x, dtype)
         windows = as_windows(window, x.shape[0])
-        kernels = settings.path_kernels()
         rows = settings.internal_batch_size or default_internal_batch_size(x.device, *x.shape[-2:])
         objective = settings.resolved_detector()
-        with gradient_context(self.forward_func, x.device):
+        with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
             x = x.detach().clone()
-            attribution = self._integrate(x, windows, objective, kernels, rows, show_progress)
+            warn_if_too_large(self.forward_func, x, rows)
+            attribution = self._integrate(x, windows, objective, settings.path_schedule(), rows, show_progress)
+            result = (attribution,) if is_tuple else attribution
             if not return_convergence_delta:
-                return attribution
+                return result
             baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
             delta = self.compute_convergence_delta(attribution, baseline, x, window=windows, detector=objective)
-        return attribution, delta
+        return result, delta
+
+    def objective(self, window: WindowLike | Sequence[WindowLike], detector: DetectorLike = "gradient") -> Callable:
+        """The scalar LAM attributes, ``images -> D(model(images))`` per image, as a Captum forward function.
+
+        For Captum's metrics that call the model, such as ``captum.metrics.infidelity``. The model runs in
+        eval mode as during :meth:`attribute`; ``window`` is read as there (also per run of samples).
+
+        Example:
+            >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
+            >>> LAM(model).objective((2, 2, 8))(torch.rand(3, 1, 12, 12)).shape
+            torch.Size([3])
+        """
+        return _WindowObjective(self.forward_func, window, resolve_detector(detector))
 
     def compute_convergence_delta(  # type: ignore[override]
         self,
@@ -155,9 +204,9 @@ class LAM(GradientAttribution):
         if target is not None or additional_forward_args is not None:
             raise ValueError("LAM's objective is set by `window` and `detector`; `target` and "
                              "`additional_forward_args` must be None")
-        objective = _WindowObjective(self.forward_func, as_windows(window, end_point.shape[0]),
-                                     resolve_detector(detector))
-        with gradient_context(self.forward_func, end_point.device):
+        objective = _WindowObjective(self.forward_func, window, resolve_detector(detector))
+        end = end_point[0] if isinstance(end_point, tuple) else end_point
+        with gradient_context(self.forward_func, end.device):
             return GradientAttribution(objective).compute_convergence_delta(attributions, start_point, end_point)
 
     def _prepare_inputs(self, inputs: Tensor, dtype: torch.dtype | None) -> Tensor:
@@ -168,49 +217,59 @@ class LAM(GradientAttribution):
                              "add a batch dimension with inputs.unsqueeze(0)")
         if not inputs.is_floating_point():
             raise TypeError(f"`inputs` must be a floating tensor in the range the model expects, got {inputs.dtype}")
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise TypeError(f"`dtype` must be a floating torch dtype such as torch.float32, got {dtype!r}")
         module = owning_module(self.forward_func)
         parameter = next(module.parameters(), None) if module is not None else None
         if parameter is not None and parameter.device != inputs.device:
             raise ValueError(f"`inputs` are on {inputs.device} but the model is on {parameter.device}")
-        if dtype is None:
-            dtype = torch.float32 if inputs.dtype in (torch.float16, torch.bfloat16) else inputs.dtype
-        return inputs.to(dtype)
+        return inputs.to(dtype or _default_dtype(module, inputs))
 
     def _integrate(
         self,
         x: Tensor,
         windows: list[Window],
         objective: Detector,
-        kernels: PathKernels,
+        path: PathSchedule,
         rows_per_call: int,
         show_progress: bool,
     ) -> Tensor:
-        """Sum ``weight * grad(D)(point) * derivative`` over all path steps of all samples, in chunks."""
-        n_steps = kernels.weights.shape[0]
-        weights = kernels.weights.to(dtype=x.dtype, device=x.device)
+        """Sum ``weight * grad(D)(point) * derivative`` over all path steps of all samples, in chunks.
+
+        Kernels, path points and derivatives exist for one chunk at a time, so memory is bounded by
+        ``rows_per_call`` whatever the number of steps.
+        """
         attribution = torch.zeros_like(x)
         failures = _GradientHealth(x.shape[0])
-        progress = _progress_bar(x.shape[0] * n_steps, show_progress)
-        for chunk in _chunks(x.shape[0], n_steps, rows_per_call):
-            points = torch.cat([blur(x[n : n + 1], kernels.points[steps])[0] for n, steps in chunk])
-            points.requires_grad_(True)
-            output = self.forward_func(points)
-            self._check_output(output, points, windows)
-            detected = _detect(output, chunk, windows, objective)
-            (gradients,) = torch.autograd.grad(detected.sum(), points, allow_unused=True)
-            if gradients is None:
-                raise ValueError(_NO_GRAPH_CAUSES)
+        progress = _progress_bar(x.shape[0] * path.n_steps, show_progress)
+        for chunk in _chunks(x.shape[0], path.n_steps, rows_per_call):
+            kernels = [path.kernels(steps.start, steps.stop) for _, steps in chunk]
+            points = torch.cat([blur(x[n : n + 1], step_kernels.points)[0]
+                                for (n, _), step_kernels in zip(chunk, kernels)])
+            gradients = self._input_gradients(points, chunk, windows, objective)
             start = 0
-            for n, steps in chunk:
-                block = gradients[start : start + len(steps)]
-                block = failures.clean(n, block)
-                derivatives = blur(x[n : n + 1], kernels.derivatives[steps])[0]
-                attribution[n] += torch.einsum("s,schw->chw", weights[steps], block * derivatives)
+            for (n, steps), step_kernels in zip(chunk, kernels):
+                block = failures.clean(n, gradients[start : start + len(steps)])
+                derivatives = blur(x[n : n + 1], step_kernels.derivatives)[0]
+                weights = step_kernels.weights.to(dtype=x.dtype, device=x.device)
+                attribution[n] += torch.einsum("s,schw->chw", weights, block * derivatives)
                 start += len(steps)
             progress.update(points.shape[0])
         progress.close()
         failures.report()
         return attribution
+
+    def _input_gradients(self, points: Tensor, chunk: list[tuple[int, range]], windows: list[Window],
+                         objective: Detector) -> Tensor:
+        """``dD/dpoint`` for every path point of one chunk, in one forward and one backward pass."""
+        points.requires_grad_(True)
+        output = self.forward_func(points)
+        self._check_output(output, points, windows)
+        detected = _detect(output, chunk, windows, objective)
+        (gradients,) = torch.autograd.grad(detected.sum(), points, allow_unused=True)
+        if gradients is None:
+            raise ValueError(_NO_GRAPH_CAUSES)
+        return gradients
 
     @staticmethod
     def _check_output(output: Tensor, points: Tensor, windows: list[Window]) -> None:
@@ -230,16 +289,19 @@ class LAM(GradientAttribution):
 
 
 class _WindowObjective:
-    """``x -> D(model(x))`` per sample: the scalar function whose completeness Captum checks."""
+    """``x -> D(model(x))`` per sample, in eval mode: the scalar function whose completeness Captum checks."""
 
-    def __init__(self, forward_func: Callable[[Tensor], Tensor], windows: list[Window], detector: Detector) -> None:
+    def __init__(self, forward_func: Callable[[Tensor], Tensor], window: WindowLike | Sequence[WindowLike],
+                 detector: Detector) -> None:
         self.forward_func = forward_func
-        self.windows = windows
+        self.window = window
         self.detector = detector
 
     def __call__(self, x: Tensor) -> Tensor:
-        output = self.forward_func(x)
-        return torch.cat([self.detector(output[n : n + 1], window) for n, window in enumerate(self.windows)])
+        windows = as_windows(self.window, x.shape[0])
+        with eval_mode(owning_module(self.forward_func)):
+            output = self.forward_func(x)
+        return torch.cat([self.detector(output[n : n + 1], window) for n, window in enumerate(windows)])
 
 
 class _GradientHealth:
@@ -258,31 +320,35 @@ class _GradientHealth:
         return gradients
 
     def report(self) -> None:
+        # stacklevel 5: report <- _integrate <- attribute <- Captum's log_usage wrapper <- the caller.
         if self.non_finite:
             warnings.warn(f"{self.non_finite} non-finite input-gradient values were set to 0 (as the official demo "
                           "does); the model may overflow or divide by zero on blurred inputs", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=5)
         dead = [n for n, nonzero in enumerate(self.nonzero) if not nonzero]
         if dead:
             warnings.warn(f"the input gradients of sample(s) {dead} are zero at every path step, so the attribution "
                           "is all zero: the window may be flat (clamped or saturated output) all along the path, "
                           "or the model cuts the gradient (rounding, quantisation, integer casts)", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=5)
 
 
-def _chunks(n_samples: int, n_steps: int, rows: int) -> list[list[tuple[int, list[int]]]]:
-    """Split all (sample, step) rows into model calls of at most ``rows``, grouped by sample."""
-    flat = [(n, step) for n in range(n_samples) for step in range(n_steps)]
-    chunks = []
-    for start in range(0, len(flat), rows):
-        groups: dict[int, list[int]] = {}
-        for n, step in flat[start : start + rows]:
-            groups.setdefault(n, []).append(step)
-        chunks.append(list(groups.items()))
-    return chunks
+def _chunks(n_samples: int, n_steps: int, rows: int) -> Iterator[list[tuple[int, range]]]:
+    """Split all (sample, step) rows, sample by sample, into model calls of at most ``rows``; each call is a
+    list of ``(sample, run of steps)``."""
+    total = n_samples * n_steps
+    for start in range(0, total, rows):
+        stop = min(start + rows, total)
+        chunk = []
+        while start < stop:
+            sample, step = divmod(start, n_steps)
+            end = min(stop, (sample + 1) * n_steps)
+            chunk.append((sample, range(step, step + end - start)))
+            start = end
+        yield chunk
 
 
-def _detect(output: Tensor, chunk: list[tuple[int, list[int]]], windows: list[Window], objective: Detector) -> Tensor:
+def _detect(output: Tensor, chunk: list[tuple[int, range]], windows: list[Window], objective: Detector) -> Tensor:
     values, start = [], 0
     for n, steps in chunk:
         value = objective(output[start : start + len(steps)], windows[n])
@@ -292,6 +358,42 @@ def _detect(output: Tensor, chunk: list[tuple[int, list[int]]], windows: list[Wi
         values.append(value)
         start += len(steps)
     return torch.cat(values)
+
+
+def _unpack_inputs(inputs: Tensor | tuple[Tensor]) -> tuple[bool, Tensor]:
+    """``(was a tuple, images)``: Captum's methods take a tuple of input tensors; LAM has one input."""
+    if not isinstance(inputs, tuple):
+        return False, inputs
+    if len(inputs) != 1:
+        raise ValueError(f"`inputs` must be a tensor or a tuple of one tensor (LAM explains one input), got a tuple "
+                         f"of {len(inputs)}")
+    return True, inputs[0]
+
+
+def _parameter_dtype(module: torch.nn.Module | None) -> torch.dtype | None:
+    """The dtype of the model's first floating parameter, None for a function without one."""
+    for parameter in module.parameters() if module is not None else ():
+        if parameter.is_floating_point():
+            return parameter.dtype
+    return None
+
+
+def _default_dtype(module: torch.nn.Module | None, inputs: Tensor) -> torch.dtype:
+    """The model's parameter dtype; for a function without parameters the inputs', float32 for half types."""
+    return _parameter_dtype(module) or (torch.float32 if inputs.dtype in _HALF_TYPES else inputs.dtype)
+
+
+@contextlib.contextmanager
+def _naming_dtype_errors(forward_func: Callable, dtype: torch.dtype) -> Iterator[None]:
+    """Turn the model's raw error on inputs of another dtype than its parameters' into one that names `dtype`."""
+    model_dtype = _parameter_dtype(owning_module(forward_func))
+    try:
+        yield
+    except RuntimeError as error:
+        if model_dtype is None or model_dtype == dtype:
+            raise
+        raise TypeError(f"the model failed on {dtype} inputs, but its parameters are {model_dtype}: leave `dtype` "
+                        f"unset to compute in {model_dtype}, or convert the model ({error})") from error
 
 
 def default_internal_batch_size(device: torch.device, height: int, width: int) -> int:
@@ -305,7 +407,6 @@ def default_internal_batch_size(device: torch.device, height: int, width: int) -
     """
     budget = _DEFAULT_PIXELS_CPU if device.type == "cpu" else _DEFAULT_PIXELS_GPU
     return max(1, budget // (height * width))
-
 
 
 class _NoProgress:

@@ -13,7 +13,14 @@ import math
 import numbers
 from typing import Any
 
-from lam_captum.functional._blur import INTEGRATION_METHODS, IntegrationMethod, PathKernels, path_kernels
+from lam_captum.functional._blur import (
+    INTEGRATION_METHODS,
+    IntegrationMethod,
+    PathKernels,
+    PathSchedule,
+    path_kernels,
+    path_schedule,
+)
 from lam_captum.functional._detectors import DETECTOR_NAMES, Detector, DetectorLike, resolve_detector
 
 # A path of more steps than this is refused up front: the cost is one forward and one backward pass of
@@ -114,6 +121,15 @@ class LAMSettings:
     def path_kernels(self) -> PathKernels:
         """The path's kernels, derivative kernels and weights (see :func:`lam_captum.functional.path_kernels`)."""
         return path_kernels(self.sigma, self.n_steps, self.kernel_size, self.method)
+
+    def path_schedule(self) -> PathSchedule:
+        """The path's steps, whose kernels are built per run of steps (see :func:`lam_captum.functional.path_schedule`).
+
+        Example:
+            >>> LAMSettings(n_steps=8).path_schedule().kernels(0, 2).points.shape
+            torch.Size([2, 9, 9])
+        """
+        return path_schedule(self.sigma, self.n_steps, self.kernel_size, self.method)
 
     def resolved_detector(self) -> Detector:
         """The detector as a function ``(output, window) -> (B,)``."""

@@ -3,12 +3,14 @@
 from lam_captum.functional._blur import (
     INTEGRATION_METHODS,
     PathKernels,
+    PathSchedule,
     blur,
     blur_baseline,
     blur_path,
     gaussian_kernel,
     gaussian_kernel_derivative,
     path_kernels,
+    path_schedule,
 )
 from lam_captum.functional._detectors import gradient_detector, intensity_detector, resolve_detector
 from lam_captum.functional._kde import kde_map
@@ -18,6 +20,7 @@ from lam_captum.functional._window import Window, as_window, as_windows
 __all__ = [
     "INTEGRATION_METHODS",
     "PathKernels",
+    "PathSchedule",
     "Window",
     "as_window",
     "as_windows",
@@ -34,5 +37,6 @@ __all__ = [
     "intensity_detector",
     "kde_map",
     "path_kernels",
+    "path_schedule",
     "resolve_detector",
 ]

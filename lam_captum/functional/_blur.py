@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import numbers
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -18,20 +20,24 @@ INTEGRATION_METHODS: tuple[str, ...] = IntegrationMethod.__args__
 _SIGMA_EPS = 1e-5
 
 
-def check_kernel_size(kernel_size: int) -> None:
-    """Raise unless ``kernel_size`` is a positive odd integer (an even one gives a lopsided kernel)."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int):
+def check_kernel_size(kernel_size: int) -> int:
+    """``kernel_size`` as an ``int``; raise unless it is a positive odd integer (an even one gives a lopsided
+    kernel). Python and numpy integers are accepted."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral):
         raise TypeError(f"`kernel_size` must be an int, got {kernel_size!r}")
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"`kernel_size` must be a positive odd integer, got {kernel_size}")
+    return int(kernel_size)
 
 
-def check_path_arguments(sigma: float, n_steps: int) -> None:
-    """Raise unless ``sigma`` is a finite number >= 0 and ``n_steps`` an integer >= 1."""
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not np.isfinite(sigma) or sigma < 0:
+def check_path_arguments(sigma: float, n_steps: int) -> tuple[float, int]:
+    """``(sigma, n_steps)`` as Python numbers; raise unless ``sigma`` is a finite number >= 0 and ``n_steps`` an
+    integer >= 1. Python and numpy scalars are accepted."""
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not np.isfinite(sigma) or sigma < 0:
         raise ValueError(f"`sigma` must be a finite number >= 0, got {sigma!r}")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+    if isinstance(n_steps, bool) or not isinstance(n_steps, numbers.Integral) or n_steps < 1:
         raise ValueError(f"`n_steps` must be an integer >= 1, got {n_steps!r}")
+    return float(sigma), int(n_steps)
 
 
 def _squared_radius(kernel_size: int, dtype: torch.dtype, device: torch.device | None) -> Tensor:
@@ -63,7 +69,7 @@ def gaussian_kernel(
         >>> k.shape, round(float(k.sum()), 6)
         (torch.Size([9, 9]), 1.0)
     """
-    check_kernel_size(kernel_size)
+    kernel_size = check_kernel_size(kernel_size)
     sigmas = torch.as_tensor(sigma, dtype=dtype, device=device)
     if (sigmas < 0).any():
         raise ValueError(f"`sigma` must be >= 0, got {sigma}")
@@ -152,6 +158,53 @@ class PathKernels(NamedTuple):
     weights: Tensor
 
 
+@dataclasses.dataclass(frozen=True)
+class PathSchedule:
+    """The progressive-blur path as one sigma and one weight per step; its kernels are built on demand.
+
+    The per-step numbers cost 8 bytes a step, the ``(l, l)`` kernels 162 times that at ``l = 9``: a caller
+    that walks the path in chunks asks :meth:`kernels` for one chunk at a time, so kernel memory is bounded
+    by the chunk, not by ``n_steps``. Build one with :func:`path_schedule`.
+
+    Attributes:
+        sigmas: ``"official"``: the ``n_steps + 1`` interval ends ``linspace(sigma, 0, n_steps + 1)``;
+            the other rules: the ``n_steps`` nodes ``sigma * (1 - alpha)``.
+        weights: ``(n_steps,)`` weights of the steps.
+        sigma: Blur of the baseline.
+        kernel_size: Odd side of the kernels.
+        method: The integration rule.
+    """
+
+    sigmas: Tensor
+    weights: Tensor
+    sigma: float
+    kernel_size: int
+    method: IntegrationMethod
+
+    @property
+    def n_steps(self) -> int:
+        return self.weights.shape[0]
+
+    def kernels(self, start: int = 0, stop: int | None = None) -> PathKernels:
+        """The kernels of steps ``start`` to ``stop - 1`` (default: all), the same numbers as the whole path's.
+
+        Example:
+            >>> schedule = path_schedule(1.2, 50, 9)
+            >>> torch.equal(schedule.kernels(10, 12).points, schedule.kernels().points[10:12])
+            True
+        """
+        stop = self.n_steps if stop is None else stop
+        if not 0 <= start <= stop <= self.n_steps:
+            raise ValueError(f"steps {start} to {stop} are not a run of the path's {self.n_steps} steps")
+        if self.method == "official":
+            # The demo's finite difference of kernels: step i needs the kernels at both ends of its interval.
+            ends = gaussian_kernel(self.sigmas[start : stop + 1], self.kernel_size)
+            return PathKernels(ends[1:], (ends[1:] - ends[:-1]) * self.n_steps, self.weights[start:stop])
+        sigmas = self.sigmas[start:stop]
+        derivatives = -self.sigma * gaussian_kernel_derivative(sigmas, self.kernel_size)
+        return PathKernels(gaussian_kernel(sigmas, self.kernel_size), derivatives, self.weights[start:stop])
+
+
 def _quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Nodes alpha in [0, 1] (0 = baseline, 1 = input) and weights of Captum's integration rules."""
     if method == "gausslegendre":
@@ -168,34 +221,52 @@ def _quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.arange(n_steps) + offset) * step, np.full(n_steps, step)
 
 
-def path_kernels(
+def path_schedule(
     sigma: float = 1.2, n_steps: int = 50, kernel_size: int = 9, method: IntegrationMethod = "official"
-) -> PathKernels:
-    """Kernels, derivative kernels and weights of the progressive-blur path from ``blur(x, sigma)`` to ``x``.
+) -> PathSchedule:
+    """The steps of the progressive-blur path from ``blur(x, sigma)`` to ``x``, without their kernels.
 
     ``"official"`` is the demo's scheme: sigmas ``linspace(sigma, 0, n_steps + 1)``, points at the right
     end of each interval, derivatives as finite differences of kernels times ``n_steps`` and equal weights
     ``1 / n_steps``. The other methods integrate the path ``blur(x, sigma * (1 - alpha))`` with Captum's rule
     of that name and the analytic derivative ``-sigma * dk/ds``.
 
+    Raises:
+        ValueError: For a negative or non-finite ``sigma``, ``n_steps < 1``, an unknown ``method``.
+        TypeError: For a ``kernel_size`` that is not an integer.
+
+    Example:
+        >>> schedule = path_schedule(1.2, 4, 9)
+        >>> [round(s, 6) for s in schedule.sigmas.tolist()], schedule.weights.tolist()
+        ([1.2, 0.9, 0.6, 0.3, 0.0], [0.25, 0.25, 0.25, 0.25])
+    """
+    kernel_size = check_kernel_size(kernel_size)
+    sigma, n_steps = check_path_arguments(sigma, n_steps)
+    if method not in INTEGRATION_METHODS:
+        raise ValueError(f"`method` must be one of {', '.join(INTEGRATION_METHODS)}, got {method!r}")
+    if method == "official":
+        sigmas = torch.linspace(sigma, 0, n_steps + 1, dtype=torch.float64)
+        return PathSchedule(sigmas, torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64), sigma,
+                            kernel_size, method)
+    alphas, weights = _quadrature(method, n_steps)
+    sigmas = torch.as_tensor(sigma * (1 - alphas), dtype=torch.float64).clamp_min(0)
+    return PathSchedule(sigmas, torch.as_tensor(weights), sigma, kernel_size, method)
+
+
+def path_kernels(
+    sigma: float = 1.2, n_steps: int = 50, kernel_size: int = 9, method: IntegrationMethod = "official"
+) -> PathKernels:
+    """Kernels, derivative kernels and weights of the whole path (see :func:`path_schedule`).
+
+    They take ``2 * kernel_size**2 * 8`` bytes a step; :meth:`PathSchedule.kernels` builds any run of steps
+    alone, with the same numbers.
+
     Example:
         >>> kernels = path_kernels(1.2, 50, 9)
         >>> kernels.points.shape, float(kernels.weights.sum())
         (torch.Size([50, 9, 9]), 1.0)
     """
-    check_kernel_size(kernel_size)
-    check_path_arguments(sigma, n_steps)
-    if method not in INTEGRATION_METHODS:
-        raise ValueError(f"`method` must be one of {', '.join(INTEGRATION_METHODS)}, got {method!r}")
-    if method == "official":
-        sigmas = torch.linspace(sigma, 0, n_steps + 1, dtype=torch.float64)
-        kernels = gaussian_kernel(sigmas, kernel_size)
-        derivatives = (kernels[1:] - kernels[:-1]) * n_steps
-        return PathKernels(kernels[1:], derivatives, torch.full((n_steps,), 1.0 / n_steps, dtype=torch.float64))
-    alphas, weights = _quadrature(method, n_steps)
-    sigmas = torch.as_tensor(sigma * (1 - alphas), dtype=torch.float64).clamp_min(0)
-    derivatives = -sigma * gaussian_kernel_derivative(sigmas, kernel_size)
-    return PathKernels(gaussian_kernel(sigmas, kernel_size), derivatives, torch.as_tensor(weights))
+    return path_schedule(sigma, n_steps, kernel_size, method).kernels()
 
 
 def blur_path(
@@ -219,4 +290,3 @@ def blur_path(
     """
     kernels = path_kernels(sigma, n_steps, kernel_size, method)
     return blur(images, kernels.points), blur(images, kernels.derivatives)
-

@@ -32,8 +32,8 @@ def attribution_map(attribution: Tensor) -> Tensor:
         raise ValueError("the attribution holds NaN or infinite values; the map would be meaningless")
     if (peak == 0).any():
         warnings.warn(
-            "an attribution is all zero, so its map is all zero: the window may be flat in every path step or "
-            "the model may not depend on the input (see LAM's diagnosis messages)",
+            "an attribution is all zero, so its map is all zero and has no Diffusion Index (NaN): the window may "
+            "be flat in every path step or the model may not depend on the input (see LAM's diagnosis messages)",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -43,38 +43,61 @@ def attribution_map(attribution: Tensor) -> Tensor:
 def gini(values: Tensor) -> Tensor:
     """Gini coefficient of each map, as LAM computes it (shift to >= 0, add 1e-7, sorted formula).
 
+    An all-zero map (a dead attribution) has no Gini coefficient: it is NaN, with a warning. The formula
+    would give 0 there (its 1e-7 offset makes the map uniform), which reads as DI 100, "perfectly diffuse",
+    for a map with no information at all.
+
     Args:
         values: ``(H, W)`` or ``(N, H, W)`` maps (any trailing shape is flattened per sample).
 
     Returns:
-        A scalar for one map, ``(N,)`` for a batch.
+        A scalar for one map, ``(N,)`` for a batch; NaN for an all-zero map.
 
     Example:
         >>> round(float(gini(torch.tensor([[0.0, 0.0], [0.0, 1.0]]))), 4)
         0.75
     """
+    coefficient, all_zero = _gini(values)
+    _warn_if_all_zero(all_zero, values.dim() >= 3, "Gini coefficient")
+    return coefficient
+
+
+def _gini(values: Tensor) -> tuple[Tensor, Tensor]:
+    """The Gini coefficients (NaN for all-zero maps) and which maps are all zero, ``(N,)``."""
     batched = values.dim() >= 3
     flat = (values if batched else values.unsqueeze(0)).flatten(1).to(torch.float64)
+    all_zero = (flat == 0).all(dim=1)
     low = flat.amin(dim=1, keepdim=True)
     flat = torch.where(low < 0, flat - low, flat) + 1e-7
     flat, _ = flat.sort(dim=1)
     n = flat.shape[1]
     rank = torch.arange(1, n + 1, dtype=flat.dtype, device=flat.device)
     coefficient = ((2 * rank - n - 1) * flat).sum(dim=1) / (n * flat.sum(dim=1))
-    return (coefficient if batched else coefficient[0]).to(values.dtype if values.is_floating_point() else torch.float64)
+    coefficient = torch.where(all_zero, torch.nan, coefficient)
+    dtype = values.dtype if values.is_floating_point() else torch.float64
+    return (coefficient if batched else coefficient[0]).to(dtype), all_zero
+
+
+def _warn_if_all_zero(all_zero: Tensor, batched: bool, name: str) -> None:
+    if all_zero.any():
+        which = f"map(s) {all_zero.nonzero().flatten().tolist()} are" if batched else "the map is"
+        warnings.warn(f"{which} all zero, so the {name} is undefined and reported as NaN: a dead attribution "
+                      "is not a perfectly diffuse one", RuntimeWarning, stacklevel=3)
 
 
 def diffusion_index(values: Tensor) -> Tensor:
     """Diffusion Index ``DI = (1 - Gini) * 100``: how widely the network draws information.
 
     DI depends strongly on the LR image size (the same blob scores lower on a larger image), so always
-    report the size with it.
+    report the size with it. An all-zero map has no DI: NaN with a warning, never 100.
 
     Example:
         >>> round(float(diffusion_index(torch.ones(4, 4))), 3)
         100.0
     """
-    return (1 - gini(values)) * 100
+    coefficient, all_zero = _gini(values)
+    _warn_if_all_zero(all_zero, values.dim() >= 3, "Diffusion Index")
+    return (1 - coefficient) * 100
 
 
 def attribution_area(values: Tensor, fraction: float = 0.5) -> Tensor:

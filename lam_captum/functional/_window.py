@@ -6,6 +6,7 @@ import numbers
 from collections.abc import Sequence
 from typing import NamedTuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -32,7 +33,7 @@ class Window(NamedTuple):
         return f"top={self.top}, left={self.left}, height={self.height}, width={self.width}"
 
 
-WindowLike = Union[Window, Sequence[int], Tensor]
+WindowLike = Union[Window, Sequence[int], Tensor, np.ndarray]
 
 
 def _is_int(value: object) -> bool:
@@ -42,11 +43,13 @@ def _is_int(value: object) -> bool:
 
 
 def _is_window_like(value: object) -> bool:
-    return isinstance(value, Sequence) or (isinstance(value, Tensor) and value.dim() == 1)
+    return isinstance(value, Sequence) or (isinstance(value, (Tensor, np.ndarray)) and value.ndim == 1)
 
 
 def as_window(window: WindowLike) -> Window:
     """Turn ``(top, left, size)``, ``(top, left, height, width)`` or a :class:`Window` into a :class:`Window`.
+
+    The numbers may be Python, numpy or 0-d tensor integers; a 1-D integer tensor or numpy array works too.
 
     Raises:
         ValueError: If it has the wrong length, non-integer entries, negative corners or an empty size.
@@ -55,7 +58,9 @@ def as_window(window: WindowLike) -> Window:
         >>> as_window((8, 4, 16))
         Window(top=8, left=4, height=16, width=16)
     """
-    values = window.tolist() if isinstance(window, Tensor) else list(window) if isinstance(window, Sequence) else None
+    values = window.tolist() if isinstance(window, Tensor) else None
+    if isinstance(window, (Sequence, np.ndarray)):
+        values = list(window)
     if values is None or len(values) not in (3, 4) or not all(_is_int(v) for v in values):
         raise ValueError(f"`window` must be (top, left, size) or (top, left, height, width) integers, got {window!r}")
     values = [int(v) for v in values]
@@ -66,20 +71,31 @@ def as_window(window: WindowLike) -> Window:
 
 
 def as_windows(window: WindowLike | Sequence[WindowLike], n_samples: int) -> list[Window]:
-    """One :class:`Window` per sample, from one window for all or a sequence of ``n_samples`` windows.
+    """One :class:`Window` per sample, from one window for all or a sequence of windows.
+
+    ``M`` windows for ``N = k * M`` samples give each window to ``k`` consecutive samples, the order in
+    which Captum's ``NoiseTunnel`` and ``sensitivity_max`` repeat every sample of a batch (as Captum
+    expands a per-sample ``target``). A 2-D integer tensor or numpy array holds one window per row.
+
+    Raises:
+        ValueError: For a bad window, or a number of windows that does not divide ``n_samples``.
 
     Example:
         >>> as_windows((0, 0, 8), 2)
         [Window(top=0, left=0, height=8, width=8), Window(top=0, left=0, height=8, width=8)]
+        >>> [w.top for w in as_windows([(0, 0, 8), (4, 4, 8)], 6)]
+        [0, 0, 0, 4, 4, 4]
     """
-    if isinstance(window, Tensor) and window.dim() == 2:
+    if isinstance(window, (Tensor, np.ndarray)) and window.ndim == 2:
         window = list(window)
     per_sample = isinstance(window, Sequence) and len(window) > 0 and _is_window_like(window[0])
     if not per_sample:
         return [as_window(window)] * n_samples
-    if len(window) != n_samples:
-        raise ValueError(f"`window` holds {len(window)} windows for {n_samples} samples; give one or one per sample")
-    return [as_window(w) for w in window]
+    if n_samples % len(window):
+        raise ValueError(f"`window` holds {len(window)} windows for {n_samples} samples; give one, one per sample, "
+                         "or one per run of consecutive samples (as Captum's NoiseTunnel repeats each sample)")
+    copies = n_samples // len(window)
+    return [parsed for w in window for parsed in [as_window(w)] * copies]
 
 
 def check_window_inside(window: Window, height: int, width: int, *, margin: int = 0, what: str = "SR output") -> None:

@@ -1,0 +1,125 @@
+"""How much memory a LAM run needs, measured before it starts, and how much the device has free.
+
+A path step is one forward and one backward pass of the model, and what dominates its memory is what
+autograd keeps from the forward pass for the backward one. A probe forward pass on a small crop of the
+input counts those saved activations per input pixel; a model call of ``rows`` steps of ``H x W`` images
+needs about ``rows * H * W`` times that. A 4000x4000 HR image (1000x1000 LR at x4) is the case this
+guards: it took 10 GB and minutes for 2 steps, and a run that does not fit fails only after that.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from lam_captum._core._context import owning_module
+
+# The probe runs on a crop of at most this many LR pixels a side: cheap next to a path step, and large
+# enough that border effects do not dominate the count.
+_PROBE_SIDE = 32
+# The backward pass briefly holds gradients of the largest activations beside the saved ones.
+# benchmarks/bench_memory_estimate.py: with 2.0 the estimate was 0.95-1.07x the measured peak of real
+# steps of EDSR-baseline and the default model (128 to 256 px LR, 1 to 4 rows) on a CPU.
+_BACKWARD_HEADROOM = 2.0
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on ``device``, or None where that cannot be told cheaply.
+
+    CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else ``os.sysconf``; CUDA: the driver's free memory.
+
+    Example:
+        >>> available_memory(torch.device("cpu")) > 0
+        True
+    """
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    meminfo = Path("/proc/meminfo")
+    if meminfo.is_file():
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def bytes_per_pixel(forward_func: Callable[[Tensor], Tensor], inputs: Tensor) -> float | None:
+    """Bytes that one forward pass keeps for the backward pass, per LR pixel of one image.
+
+    Measured on a crop of at most 32x32 pixels of the first image, under the caller's autograd state
+    (call it with gradients on). Model weights saved for the backward pass do not grow with the image and
+    are not counted. None if the probe fails: the real run then reports the model's own error.
+    """
+    crop = inputs[:1, :, :_PROBE_SIDE, :_PROBE_SIDE].detach().clone().requires_grad_(True)
+    module = owning_module(forward_func)
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()} if module is not None else set()
+    saved: dict[int, int] = {}
+
+    def count(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+            output = forward_func(crop)
+        output_bytes = output.numel() * output.element_size()
+    # Any failure of the probe (a model that needs other sizes, returns a tuple, or wraps its tensors)
+    # only means there is no estimate; the run itself diagnoses the model.
+    except Exception:  # noqa: BLE001
+        return None
+    return (sum(saved.values()) + output_bytes) / (crop.shape[-2] * crop.shape[-1])
+
+
+def estimate_call_memory(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, rows: int) -> int | None:
+    """Estimated peak bytes of one model call of ``rows`` path steps of ``inputs``-sized images, or None.
+
+    Example:
+        >>> model = torch.nn.Conv2d(1, 8, 3, padding=1)
+        >>> with torch.enable_grad():
+        ...     one, two = (estimate_call_memory(model, torch.rand(1, 1, 16, 16), rows) for rows in (1, 2))
+        >>> two == 2 * one
+        True
+    """
+    per_pixel = bytes_per_pixel(forward_func, inputs)
+    if per_pixel is None:
+        return None
+    image_bytes = inputs[0].numel() * inputs.element_size()
+    # Beside the activations: the path points, their gradients and the path derivatives of the chunk.
+    per_step = per_pixel * _BACKWARD_HEADROOM * inputs.shape[-2] * inputs.shape[-1] + 3 * image_bytes
+    return int(rows * per_step)
+
+
+def warn_if_too_large(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, rows: int) -> None:
+    """Warn before the run when one model call of ``rows`` steps would need more memory than is free.
+
+    Call it where gradients are on (inside :func:`~lam_captum._core._context.gradient_context`).
+    """
+    available = available_memory(inputs.device)
+    if available is None:
+        return
+    needed = estimate_call_memory(forward_func, inputs, rows)
+    if needed is None or needed <= available:
+        return
+    height, width = inputs.shape[-2:]
+    per_step = needed // rows
+    advice = (f"lower `internal_batch_size` to {max(1, available // per_step)} (now {rows})"
+              if per_step <= available else "explain a crop of the image (even one path step does not fit)")
+    warnings.warn(f"LAM on {height}x{width} inputs needs about {_size(needed)} per model call ({rows} path "
+                  f"step(s) of about {_size(per_step)}, estimated from a probe forward pass), but only "
+                  f"{_size(available)} of {inputs.device} memory is free: the run may fail or swap; "
+                  f"{advice}", RuntimeWarning, stacklevel=4)
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.3g} GB" if count >= 1e9 else f"{count / 1e6:.3g} MB"

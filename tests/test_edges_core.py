@@ -1,0 +1,352 @@
+"""The core at the edges: bounded memory, degenerate maps, dtypes, numpy scalars, threads, huge inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_sr
+from torch import nn
+
+from lam_captum import LAM, LAMSettings, SettingsError
+from lam_captum import functional as LF
+from lam_captum._core import _memory
+from lam_captum._core._context import eval_mode
+from lam_captum._core.lam import _chunks
+from lam_captum.explain import explain
+from lam_captum.functional import PathSchedule
+
+STEPS = 4
+
+
+@pytest.fixture
+def model() -> nn.Module:
+    return tiny_sr(channels=1, scale=2, width=8)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    torch.manual_seed(2)
+    return torch.rand(2, 1, 12, 12)
+
+
+# Memory bounded by internal_batch_size, not n_steps
+
+
+@pytest.mark.parametrize("method", LF.INTEGRATION_METHODS)
+def test_any_run_of_path_steps_has_the_whole_paths_kernels_bit_for_bit(method):
+    schedule = LF.path_schedule(1.2, 13, 9, method)
+    whole = LF.path_kernels(1.2, 13, 9, method)
+    for start, stop in [(0, 1), (0, 5), (5, 13), (12, 13), (0, 13)]:
+        part = schedule.kernels(start, stop)
+        for ours, reference in zip(part, whole):
+            assert torch.equal(ours, reference[start:stop])
+
+
+def test_a_run_outside_the_path_is_refused():
+    with pytest.raises(ValueError, match="steps 3 to 9 are not a run of the path's 8 steps"):
+        LF.path_schedule(1.2, 8).kernels(3, 9)
+
+
+def test_kernels_are_built_per_chunk_never_for_the_whole_path(monkeypatch, model, images):
+    built = []
+    build = PathSchedule.kernels
+
+    def spy(self, start=0, stop=None):
+        kernels = build(self, start, stop)
+        built.append(kernels.points.shape[0])
+        return kernels
+
+    monkeypatch.setattr(PathSchedule, "kernels", spy)
+    LAM(model).attribute(images, (2, 2, 8), n_steps=200, internal_batch_size=3)
+    assert max(built) <= 3
+    assert sum(built) == 2 * 200
+
+
+@pytest.mark.parametrize(("samples", "steps", "rows"), [(1, 7, 3), (3, 5, 4), (2, 6, 6), (2, 3, 100), (4, 1, 3)])
+def test_chunks_cover_every_sample_step_once_within_the_row_budget(samples, steps, rows):
+    seen = []
+    for chunk in _chunks(samples, steps, rows):
+        assert sum(len(run) for _, run in chunk) <= rows
+        seen += [(sample, step) for sample, run in chunk for step in run]
+    assert seen == [(sample, step) for sample in range(samples) for step in range(steps)]
+
+
+def test_huge_step_counts_are_refused_before_any_work():
+    with pytest.raises(SettingsError, match=r"`n_steps` must be at most 10000, got 100000000"):
+        LAM(nn.Identity()).attribute(torch.rand(1, 1, 8, 8), (0, 0, 4), n_steps=100_000_000)
+
+
+def test_sigma_zero_is_refused_with_a_clear_error(model, images):
+    with pytest.raises(SettingsError, match=r"`sigma` must be > 0: at sigma 0 the baseline is the input itself"):
+        LAM(model).attribute(images, (2, 2, 8), sigma=0)
+
+
+# An all-zero map has no Diffusion Index
+
+
+def test_all_zero_map_has_nan_gini_and_di_with_a_warning():
+    maps = torch.stack([torch.zeros(6, 6), torch.rand(6, 6)])
+    with pytest.warns(RuntimeWarning, match=r"map\(s\) \[0\] are all zero, so the Diffusion Index is undefined"):
+        index = LF.diffusion_index(maps)
+    with pytest.warns(RuntimeWarning, match=r"the map is all zero, so the Gini coefficient is undefined"):
+        coefficient = LF.gini(torch.zeros(6, 6))
+    assert math.isnan(float(index[0])) and math.isnan(float(coefficient))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert float(index[1]) == pytest.approx(float(LF.diffusion_index(maps[1])))
+
+
+def test_a_uniform_nonzero_map_is_still_perfectly_diffuse():
+    assert float(LF.diffusion_index(torch.full((5, 5), 0.3))) == pytest.approx(100.0)
+
+
+def dead_model() -> nn.Module:
+    """A model whose output is flat in every window: LAM's attribution is all zero."""
+    return nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2), nn.Hardtanh(-1e-3, 0.0), nn.ReLU())
+
+
+def test_explain_of_an_all_zero_map_reports_no_di_and_saves_null(tmp_path):
+    with pytest.warns(RuntimeWarning) as record:
+        result = explain(dead_model(), torch.rand(3, 12, 12), (2, 2, 8), n_steps=2)
+    messages = [str(warning.message) for warning in record]
+    assert any("zero at every path step" in message for message in messages)
+    assert any("no Diffusion Index (NaN)" in message for message in messages)
+    assert math.isnan(result.di) and math.isnan(result.gini)
+    result.save(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["di"] is None and summary["gini"] is None
+    assert (tmp_path / "figure.png").is_file() and (tmp_path / "kde_blend.png").is_file()
+
+
+# Dtypes
+
+
+def test_float64_inputs_are_computed_in_the_models_float32(model, images):
+    attribution, delta = LAM(model).attribute(images.double(), (2, 2, 8), n_steps=STEPS, return_convergence_delta=True)
+    expected, expected_delta = LAM(model).attribute(images, (2, 2, 8), n_steps=STEPS, return_convergence_delta=True)
+    assert attribution.dtype == torch.float32
+    torch.testing.assert_close(attribution, expected, rtol=0, atol=0)
+    torch.testing.assert_close(delta, expected_delta, rtol=0, atol=0)
+
+
+def test_float32_inputs_to_a_float64_model_are_computed_in_float64(model, images):
+    attribution = LAM(model.double()).attribute(images, (2, 2, 8), n_steps=STEPS)
+    assert attribution.dtype == torch.float64
+
+
+def test_a_function_without_parameters_computes_in_the_inputs_dtype(model, images):
+    double = model.double()
+    attribution = LAM(lambda x: double(x)).attribute(images.double(), (2, 2, 8), n_steps=STEPS)
+    assert attribution.dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, "float32", np.float32])
+def test_a_dtype_that_is_not_a_floating_torch_dtype_is_a_clear_error(model, images, dtype):
+    with pytest.raises(TypeError, match=r"`dtype` must be a floating torch dtype such as torch.float32, got"):
+        LAM(model).attribute(images, (2, 2, 8), n_steps=STEPS, dtype=dtype)
+
+
+def test_a_dtype_the_model_cannot_take_is_named(model, images):
+    with pytest.raises(TypeError, match=r"the model failed on torch.float64 inputs, but its parameters are "
+                                        r"torch.float32: leave `dtype` unset"):
+        LAM(model).attribute(images, (2, 2, 8), n_steps=STEPS, dtype=torch.float64)
+
+
+# numpy scalars wherever Python numbers are accepted
+
+
+def test_numpy_scalars_and_arrays_give_the_same_attribution_as_python_numbers(model, images):
+    expected = LAM(model).attribute(images, [(2, 2, 8), (4, 0, 6)], n_steps=STEPS, sigma=1.5, kernel_size=5,
+                                    internal_batch_size=3)
+    attribution = LAM(model).attribute(images, np.array([[2, 2, 8], [4, 0, 6]], dtype=np.int32),
+                                       n_steps=np.int64(STEPS), sigma=np.float64(1.5), kernel_size=np.int16(5),
+                                       internal_batch_size=np.uint8(3))
+    torch.testing.assert_close(attribution, expected, rtol=0, atol=0)
+    single = LAM(model).attribute(images, (np.int64(2), np.int32(2), np.int64(8)), n_steps=STEPS)
+    torch.testing.assert_close(single, LAM(model).attribute(images, (2, 2, 8), n_steps=STEPS), rtol=0, atol=0)
+
+
+def test_numpy_float32_sigma_is_accepted():
+    assert LAMSettings(sigma=np.float32(1.5)).sigma == 1.5
+
+
+def test_functional_helpers_take_numpy_scalars():
+    image = torch.rand(1, 1, 10, 10, dtype=torch.float64)
+    torch.testing.assert_close(LF.blur_baseline(image, np.float32(1.0), np.int64(5)), LF.blur_baseline(image, 1.0, 5))
+    for ours, reference in zip(LF.path_kernels(np.float64(1.2), np.int64(6), np.int32(7)), LF.path_kernels(1.2, 6, 7)):
+        assert torch.equal(ours, reference)
+    assert LF.gaussian_kernel(np.float32(0.5), np.int64(3)).shape == (3, 3)
+
+
+def test_explain_takes_a_numpy_window_and_numpy_numbers():
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2))
+    result = explain(model, torch.rand(3, 12, 12), np.array([2, 2, 8]), n_steps=np.int64(2), alpha=np.float32(0.25))
+    assert result.window == LF.Window(2, 2, 8, 8) and result.alpha == 0.25
+
+
+def test_windows_must_divide_the_samples():
+    assert [w.top for w in LF.as_windows([(0, 0, 4), (1, 0, 4)], 4)] == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match=r"`window` holds 2 windows for 3 samples; give one, one per sample, or one "
+                                         r"per run of consecutive samples"):
+        LF.as_windows([(0, 0, 4), (1, 0, 4)], 3)
+
+
+# Threads
+
+
+class Rendezvous(nn.Module):
+    """A model whose first forward pass in each thread waits for a scripted order of events."""
+
+    def __init__(self, script: dict[str, tuple[threading.Event, threading.Event | None]]) -> None:
+        super().__init__()
+        self.body = tiny_sr(channels=1, scale=2, width=8)
+        self.dropout = nn.Dropout(0.5)
+        self.script = script
+        self.arrived: set[str] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        name = threading.current_thread().name
+        if name in self.script and name not in self.arrived:
+            self.arrived.add(name)
+            inside, wait_for = self.script[name]
+            inside.set()
+            if wait_for is not None:
+                assert wait_for.wait(timeout=60)
+        return self.dropout(self.body(x))
+
+
+def test_two_threads_on_one_train_mode_model_leave_it_in_train_mode(images):
+    # The first thread enters, the second enters while the first holds the model, the first leaves while the
+    # second still runs: exactly the order in which saving and restoring modes per call ends in eval mode.
+    first_inside, second_inside, first_done = threading.Event(), threading.Event(), threading.Event()
+    model = Rendezvous({"first": (first_inside, second_inside), "second": (second_inside, first_done)}).train()
+    model.body[2].eval()
+    modes = {name: module.training for name, module in model.named_modules()}
+    results, errors = {}, []
+
+    def run(name: str, done: threading.Event | None) -> None:
+        try:
+            results[name] = LAM(model).attribute(images, (2, 2, 8), n_steps=STEPS)
+        except Exception as error:  # noqa: BLE001  (reported by the main thread)
+            errors.append(error)
+        finally:
+            if done is not None:
+                done.set()
+
+    first = threading.Thread(target=run, args=("first", first_done), name="first")
+    second = threading.Thread(target=run, args=("second", None), name="second")
+    first.start()
+    assert first_inside.wait(timeout=60)
+    second.start()
+    first.join(timeout=120)
+    second.join(timeout=120)
+    assert not errors
+    assert {name: module.training for name, module in model.named_modules()} == modes
+    torch.testing.assert_close(results["first"], results["second"])
+
+
+def test_many_threads_give_the_sequential_result_and_the_models_modes_back(images):
+    model = nn.Sequential(tiny_sr(channels=1, scale=2, width=8), nn.Dropout(0.5)).train()
+    expected = LAM(model).attribute(images, (2, 2, 8), n_steps=STEPS)
+    results = [None] * 4
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, LAM(model).attribute(
+        images, (2, 2, 8), n_steps=STEPS, internal_batch_size=i + 1))) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(module.training for module in model.modules())
+    for result in results:
+        torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_holding_a_submodule_while_another_call_holds_the_whole_model_restores_both():
+    model = nn.Sequential(nn.Sequential(nn.Dropout()), nn.Dropout()).train()
+    outer = eval_mode(model)
+    inner = eval_mode(model[0])
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)
+    assert not model[0].training and model[1].training  # the submodule is still held
+    inner.__exit__(None, None, None)
+    assert all(module.training for module in model.modules())
+
+
+# Inputs too large for the memory that is free
+
+
+def test_an_input_too_large_for_free_memory_warns_with_the_estimate_before_the_run(monkeypatch, images):
+    calls = []
+    body = tiny_sr(channels=1, scale=2, width=8)
+
+    class FailsAfterTheProbe(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = body
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.shape[0])
+            if len(calls) > 1:
+                raise MemoryError("the run itself")
+            return self.body(x)
+
+    with torch.enable_grad():
+        one_step = _memory.estimate_call_memory(body, images, 1)
+    monkeypatch.setattr(_memory, "available_memory", lambda device: int(1.5 * one_step))
+    with pytest.warns(RuntimeWarning, match=r"LAM on 12x12 inputs needs about .* MB per model call \(3 path step\(s\) "
+                                            r"of about .* MB, .*\), but only .* MB of cpu memory is free.*"
+                                            r"lower `internal_batch_size` to 1 \(now 3\)"):
+        with pytest.raises(MemoryError, match="the run itself"):
+            LAM(FailsAfterTheProbe()).attribute(images, (2, 2, 8), n_steps=STEPS, internal_batch_size=3)
+
+
+def test_an_input_where_even_one_step_does_not_fit_advises_a_crop(monkeypatch, model, images):
+    monkeypatch.setattr(_memory, "available_memory", lambda device: 1_000)
+    with pytest.warns(RuntimeWarning, match=r"explain a crop of the image \(even one path step does not fit\)"):
+        LAM(model).attribute(images, (2, 2, 8), n_steps=1)
+
+
+def test_the_memory_estimate_scales_with_rows_and_pixels(model):
+    with torch.enable_grad():
+        one = _memory.estimate_call_memory(model, torch.rand(1, 1, 32, 32), 1)
+        assert _memory.estimate_call_memory(model, torch.rand(1, 1, 32, 32), 3) == 3 * one
+        assert _memory.estimate_call_memory(model, torch.rand(1, 1, 64, 64), 1) == pytest.approx(4 * one, rel=1e-6)
+
+
+def test_the_estimate_counts_activations_not_weights():
+    big_weights = nn.Conv2d(1, 1, 31, padding=15)  # 961 weights saved for the backward pass, one activation
+    with torch.enable_grad():
+        per_pixel = _memory.bytes_per_pixel(big_weights, torch.rand(1, 1, 32, 32))
+    assert per_pixel == pytest.approx(2 * 4)  # the saved input and the output, 4 bytes each per pixel
+
+
+def test_a_model_the_probe_cannot_run_gives_no_estimate_and_no_warning(monkeypatch, images):
+    monkeypatch.setattr(_memory, "available_memory", lambda device: 1)
+    with torch.enable_grad():
+        assert _memory.estimate_call_memory(lambda x: (x, x), images, 2) is None
+
+
+def test_free_memory_is_known_on_this_machines_cpu():
+    assert _memory.available_memory(torch.device("cpu")) > 0
+    assert _memory.available_memory(torch.device("meta")) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_estimate_is_near_the_real_peak_on_a_gpu():
+    model = tiny_sr(channels=3, scale=4, width=32).cuda()
+    inputs = torch.rand(1, 3, 128, 128, device="cuda")
+    LAM(model).attribute(inputs[..., :16, :16], (0, 0, 8), n_steps=1)
+    with torch.enable_grad():
+        estimate = _memory.estimate_call_memory(model, inputs, 2)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    LAM(model).attribute(inputs, (0, 0, 8), n_steps=2, internal_batch_size=2)
+    peak = torch.cuda.max_memory_allocated() - before
+    assert 0.5 * peak <= estimate <= 2 * peak
