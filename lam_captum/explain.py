@@ -147,7 +147,7 @@ def explain(
         hr: Optional HR image (drawn under the window instead of the SR output).
         alpha: Weight of the LR image in the blends.
         device: Where to compute; default the model's device (the GPU if the model is there).
-        dtype: As :meth:`LAM.attribute`: default float32 (a model with bfloat16 weights needs ``torch.bfloat16``).
+        dtype: As :meth:`LAM.attribute`: default the model's parameter dtype (float32 for a function).
         show_progress: Show a progress bar over the path steps.
         **setting_values: Fields of :class:`~lam_captum.LAMSettings` (``n_steps=25``, ...) that replace
             those of ``settings``.
@@ -175,7 +175,7 @@ def explain(
     device = torch.device(device) if device is not None else _model_device(model)
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
-    inputs = lr.unsqueeze(0).to(device=device, dtype=dtype or torch.float32)
+    inputs = lr.unsqueeze(0).to(device=device, dtype=dtype or _model_dtype(model))
     # The SR output first: one forward pass that tells whether `hr` fits, before the whole path is paid for.
     sr = _super_resolve(model, inputs)
     if hr is not None and tuple(hr.shape[-2:]) != tuple(sr.shape[-2:]):
@@ -229,6 +229,14 @@ def _spread(lam_map: Tensor) -> tuple[float, float]:
 def _score_or_none(value: float) -> float | None:
     # JSON has no NaN, and a figure must not print one: an undefined score is None, never a number it lacks.
     return None if math.isnan(value) else value
+
+
+def _model_dtype(model: Callable) -> torch.dtype:
+    from lam_captum._core._context import owning_module
+
+    module = owning_module(model)
+    floating = [p.dtype for p in module.parameters() if p.is_floating_point()] if module is not None else []
+    return floating[0] if floating else torch.float32
 
 
 def _model_device(model: Callable) -> torch.device:
