@@ -141,7 +141,7 @@ class Comparison:
     def _draw_image(self, axes: Axes) -> None:
         first = self.results[0][0]
         image = sr_picture(first.hr) if first.hr is not None else upscale_bicubic(first.lr, first.scale)
-        axes.imshow(image, interpolation="nearest")
+        axes.imshow(image, interpolation="none")
         axes.set_axis_off()
         axes.set_title("HR image" if first.hr is not None else "LR image, bicubic-upscaled")
         for row, window in enumerate(self.windows):
@@ -153,7 +153,8 @@ class Comparison:
                       fontweight="bold", va="top")
 
     def _draw_cell(self, axes: Axes, row: int, column: int) -> None:
-        axes.imshow(self.results[row][column].picture(f"{self.blend}_blend"), interpolation="nearest")
+        # "none": PDF and SVG embed each map at its own resolution instead of resampling it.
+        axes.imshow(self.results[row][column].picture(f"{self.blend}_blend"), interpolation="none")
         # Hide the ticks but keep the axes, so that the labels show beside and under the map.
         axes.set_xticks([])
         axes.set_yticks([])

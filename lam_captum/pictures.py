@@ -296,7 +296,8 @@ def draw_lam_figure(
     figure = _panel_figure(len(panels))
     all_axes = figure.subplots(1, len(panels))
     for axes, panel, panel_title in zip(all_axes, panels, titles):
-        axes.imshow(panel, interpolation="nearest")
+        # "none": PDF and SVG embed each panel at its own resolution instead of resampling it.
+        axes.imshow(panel, interpolation="none")
         axes.set_title(panel_title)
         axes.set_axis_off()
     if zoom_box is not None:
