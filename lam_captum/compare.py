@@ -31,10 +31,12 @@ from lam_captum.pictures import (
     FIGURE_FORMATS,
     FigureFormat,
     add_colour_bar,
+    focus_box,
     render_figure,
     save_figure,
     sr_picture,
     upscale_bicubic,
+    zoom as zoom_picture,
 )
 
 ComparisonBlend = Literal["heat", "kde"]
@@ -56,12 +58,15 @@ class Comparison:
         windows: The windows in SR pixels, one per row.
         results: ``results[row][column]``, the :class:`~lam_captum.explain.LAMResult` of that window and model.
         blend: ``"heat"`` (the heat map on the LR image) or ``"kde"`` (the KDE picture on it) in the cells.
+        zoom: Whether the cells of a row show only the part of the image that holds 99% of every model's
+            attribution and the window (:meth:`zoom_box`), upscaled; the image marks that part.
     """
 
     models: tuple[str, ...]
     windows: tuple[Window, ...]
     results: tuple[tuple[LAMResult, ...], ...]
     blend: ComparisonBlend = "heat"
+    zoom: bool = False
 
     @property
     def figure(self) -> np.ndarray:
@@ -77,16 +82,26 @@ class Comparison:
         result = self.results[row][column]
         return f"{self.models[column]}\nDI {result.di:.2f} (LR {result.lr_size[0]}x{result.lr_size[1]})"
 
+    def zoom_box(self, row: int) -> Window:
+        """The part of the SR image a row's cells show when zoomed: the smallest box around every model's
+        :func:`~lam_captum.pictures.focus_box` (99% of its attribution and the window), the same for the row."""
+        boxes = [focus_box(result.map, result.window, result.scale) for result in self.results[row]]
+        top, left = min(box.top for box in boxes), min(box.left for box in boxes)
+        bottom, right = max(box.top + box.height for box in boxes), max(box.left + box.width for box in boxes)
+        return Window(top, left, bottom - top, right - left)
+
     def summary(self) -> dict[str, object]:
-        """The numbers of every cell, row by row, with its label and its pixel box in the PNG figure."""
+        """The numbers of every cell, row by row, with its label, its pixel box in the PNG figure and, when
+        zoomed, the part of the SR image it shows."""
         boxes = self._rendered[1]
         cells = [
             {"row": row, "column": column, "model": self.models[column], "label": self.cell_label(row, column),
-             "pixel_box": boxes[row][column], **self.results[row][column].summary()}
+             "pixel_box": boxes[row][column], "zoom_box": list(self.zoom_box(row)) if self.zoom else None,
+             **self.results[row][column].summary()}
             for row in range(len(self.windows)) for column in range(len(self.models))
         ]
         return {"models": list(self.models), "windows": [window._asdict() for window in self.windows],
-                "blend": self.blend, "cells": cells}
+                "blend": self.blend, "zoom": self.zoom, "cells": cells}
 
     def save(
         self,
@@ -151,10 +166,17 @@ class Comparison:
                                      fill=False, edgecolor=colour, linewidth=1.5))
             axes.text(window.left + window.width + 1, window.top, str(row + 1), color=colour, fontsize=9,
                       fontweight="bold", va="top")
+            if self.zoom:
+                box = self.zoom_box(row)
+                axes.add_patch(Rectangle((box.left - 0.5, box.top - 0.5), box.width, box.height, fill=False,
+                                         edgecolor=colour, linewidth=1.0, linestyle="--"))
 
     def _draw_cell(self, axes: Axes, row: int, column: int) -> None:
+        picture = self.results[row][column].picture(f"{self.blend}_blend")
+        if self.zoom:
+            picture = zoom_picture(picture, self.zoom_box(row))
         # "none": PDF and SVG embed each map at its own resolution instead of resampling it.
-        axes.imshow(self.results[row][column].picture(f"{self.blend}_blend"), interpolation="none")
+        axes.imshow(picture, interpolation="none")
         # Hide the ticks but keep the axes, so that the labels show beside and under the map.
         axes.set_xticks([])
         axes.set_yticks([])
@@ -174,6 +196,7 @@ def compare(
     *,
     hr: Tensor | None = None,
     blend: ComparisonBlend = "heat",
+    zoom: bool = False,
     alpha: float = 0.5,
     device: str | torch.device | None = None,
     output: str | Path | None = None,
@@ -191,6 +214,8 @@ def compare(
         settings: The path settings (default: the paper's, :class:`~lam_captum.LAMSettings`).
         hr: Optional HR image, drawn with the windows (else the bicubic-upscaled LR image).
         blend: ``"heat"`` (the heat map on the LR image) or ``"kde"`` (the KDE picture on it) in the cells.
+        zoom: Show in each row only the part of the image that holds 99% of every model's attribution and
+            the window, upscaled (see :meth:`Comparison.zoom_box`).
         alpha: Weight of the LR image in the blends.
         device: Where to compute; default each model's device.
         output: A folder to write the figure and ``summary.json`` to (see :meth:`Comparison.save`).
@@ -227,7 +252,7 @@ def compare(
                       show_progress=show_progress) for name in names)
         for window in checked_windows
     )
-    comparison = Comparison(models=names, windows=checked_windows, results=results, blend=blend)
+    comparison = Comparison(models=names, windows=checked_windows, results=results, blend=blend, zoom=zoom)
     if output is not None:
         comparison.save(output, formats)
     return comparison

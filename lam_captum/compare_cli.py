@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     lam.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the GPU when there is one)")
     output = parser.add_argument_group("output")
     output.add_argument("--kde", action="store_true", help="show the KDE blend in the cells instead of the heat blend")
+    output.add_argument("--zoom", action="store_true", help="show in each row only the part of the image that "
+                        "holds 99%% of every model's attribution and the window, upscaled")
     output.add_argument("--alpha", type=float, default=0.5, help="weight of the LR image in the blends (default: 0.5)")
     output.add_argument("--output", default="lam_compare", metavar="DIR", help="folder (default: lam_compare)")
     output.add_argument("--format", dest="formats", nargs="+", choices=("png", "pdf", "svg"), default=["png"],
@@ -122,7 +124,7 @@ def _run(args: argparse.Namespace):
     lr, hr = (image, None) if args.lr else hr_to_lr(image, scale)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     comparison = compare(models, lr, [tuple(window) for window in args.windows], settings, hr=hr,
-                         blend="kde" if args.kde else "heat", alpha=args.alpha, device=device,
+                         blend="kde" if args.kde else "heat", zoom=args.zoom, alpha=args.alpha, device=device,
                          show_progress=not args.no_progress)
     metadata = {"image": str(image_path), "crop": crop, "specs": {name: entry for name, entry in zip(models, args.models)}}
     return comparison, comparison.save(args.output, args.formats, metadata=metadata)

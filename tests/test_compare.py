@@ -15,8 +15,10 @@ from lam_captum.cli import main
 from lam_captum.compare import compare
 from lam_captum.compare_cli import build_parser
 from lam_captum.explain import explain
+from lam_captum.functional import Window
 from lam_captum.imageio import default_image_path, load_image, save_png
 from lam_captum.models import build_model, load_model_spec
+from lam_captum.pictures import focus_box, zoom
 
 WINDOWS = [(8, 8, 16), (56, 64, 16)]
 STEPS = 4
@@ -218,3 +220,22 @@ def test_command_writes_the_figure_and_summary_of_each_model_with_its_weights(
     assert di[0, "default"] != di[0, "perturbed"], "the weights went to the model they follow"
     printed = capsys.readouterr().out
     assert f"window 2 (top=40, left=24, height=8, width=8), bicubic: DI {di[1, 'bicubic']:.2f} (LR 16x16)" in printed
+
+
+def test_zoomed_rows_show_where_every_model_holds_99_percent(models: dict[str, torch.nn.Module], lr: torch.Tensor,
+                                                             tmp_path: Path) -> None:
+    comparison = compare(models, lr, WINDOWS, n_steps=STEPS, zoom=True, output=tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    figure = comparison.draw()
+    cells = [axes for axes in figure.axes if axes.get_xlabel()]
+    for cell, axes in zip(summary["cells"], cells):
+        box = Window(*cell["zoom_box"])
+        assert box == comparison.zoom_box(cell["row"])
+        for result in comparison.results[cell["row"]]:
+            held = focus_box(result.map, result.window, result.scale)
+            assert box.top <= held.top and box.left <= held.left
+            assert box.top + box.height >= held.top + held.height and box.left + box.width >= held.left + held.width
+        blend = comparison.results[cell["row"]][cell["column"]].picture("heat_blend")
+        np.testing.assert_array_equal(axes.get_images()[0].get_array(), zoom(blend, box))
+    assert summary["zoom"] is True
+    assert not np.array_equal(comparison.figure, compare(models, lr, WINDOWS, n_steps=STEPS).figure)
