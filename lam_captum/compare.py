@@ -227,7 +227,8 @@ def compare(
         The :class:`Comparison`; ``.figure`` is the figure as a uint8 ``(H, W, 3)`` array.
 
     Raises:
-        ValueError: If ``models`` or ``windows`` is empty, ``blend`` or a format is unknown, and as
+        ValueError: If ``models`` or ``windows`` is empty, the models' scales differ, ``blend`` or a format is
+            unknown, and as
             :func:`~lam_captum.explain.explain` for a window, image or model that does not fit.
         TypeError: If ``models`` is not a mapping of names to models.
 
@@ -247,12 +248,12 @@ def compare(
     if output is not None:
         _check_formats(formats)
     settings = settings_with(settings, setting_values)
-    results = tuple(
-        tuple(explain(models[name], lr, window, settings, hr=hr, alpha=alpha, device=device,
-                      show_progress=show_progress) for name in names)
-        for window in checked_windows
-    )
-    comparison = Comparison(models=names, windows=checked_windows, results=results, blend=blend, zoom=zoom)
+    results = []
+    for window in checked_windows:
+        results.append(tuple(explain(models[name], lr, window, settings, hr=hr, alpha=alpha, device=device,
+                                     show_progress=show_progress) for name in names))
+        _check_one_scale(names, results[0])
+    comparison = Comparison(models=names, windows=checked_windows, results=tuple(results), blend=blend, zoom=zoom)
     if output is not None:
         comparison.save(output, formats)
     return comparison
@@ -278,6 +279,13 @@ def _check_windows(windows: Sequence[Window | Sequence[int]]) -> tuple[Window, .
     if not isinstance(windows[0], (Sequence, Tensor)):
         raise ValueError(f"`windows` must be a sequence of windows, such as [(top, left, size)], got {windows!r}")
     return tuple(as_window(window) for window in windows)
+
+
+def _check_one_scale(names: tuple[str, ...], row: tuple[LAMResult, ...]) -> None:
+    """A window means the same part of the image for every model only if they all upscale by one factor."""
+    scales = {name: result.scale for name, result in zip(names, row)}
+    if len(set(scales.values())) > 1:
+        raise ValueError(f"`models` must share one scale (windows are in SR pixels), got scales {scales}")
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:

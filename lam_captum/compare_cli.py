@@ -12,11 +12,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from lam_captum._core.settings import LAMSettings, SettingsError, setting_fields
 from lam_captum.cli import DEFAULT_CROP
+
+if TYPE_CHECKING:
+    from lam_captum.compare import Comparison
 
 _MODEL_OPTIONS = {"--weights": "weights", "--model-args": "model_args", "--name": "name"}
 
@@ -24,7 +28,8 @@ _MODEL_OPTIONS = {"--weights": "weights", "--model-args": "model_args", "--name"
 class ModelAction(argparse.Action):
     """``--model SPEC`` starts a new model entry in ``namespace.models``."""
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: str,
+                 option_string: str | None = None) -> None:
         models = list(getattr(namespace, self.dest) or [])
         models.append({"spec": values, "weights": None, "model_args": None, "name": None})
         setattr(namespace, self.dest, models)
@@ -33,7 +38,8 @@ class ModelAction(argparse.Action):
 class ModelOptionAction(argparse.Action):
     """``--weights``, ``--model-args`` and ``--name`` set an option of the latest ``--model``."""
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: str,
+                 option_string: str | None = None) -> None:
         models = getattr(namespace, "models", None)
         if not models:
             parser.error(f"`{option_string}` must follow the `--model` it belongs to, got {values!r} before any `--model`")
@@ -104,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace):
+def _run(args: argparse.Namespace) -> tuple[Comparison, list[Path]]:
     from lam_captum.compare import compare
     from lam_captum.imageio import default_image_path, hr_to_lr, load_image
 

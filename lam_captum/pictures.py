@@ -17,6 +17,7 @@ from typing import Literal
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, Normalize
@@ -409,7 +410,7 @@ def zoom(picture: Tensor | np.ndarray, box: Window | tuple[int, int, int, int]) 
     return np.repeat(np.repeat(crop, factor, axis=0), factor, axis=1)
 
 
-def add_colour_bar(figure: Figure, axes: list, *, label: str = "map (0 none, 1 its max)") -> None:
+def add_colour_bar(figure: Figure, axes: list[Axes], *, label: str = "map (0 none, 1 its max)") -> None:
     """Add the heat maps' colour bar (white 0 to dark red 1, as :func:`heat_map` colours) beside ``axes``.
 
     Example:

@@ -239,3 +239,9 @@ def test_zoomed_rows_show_where_every_model_holds_99_percent(models: dict[str, t
         np.testing.assert_array_equal(axes.get_images()[0].get_array(), zoom(blend, box))
     assert summary["zoom"] is True
     assert not np.array_equal(comparison.figure, compare(models, lr, WINDOWS, n_steps=STEPS).figure)
+
+
+def test_compare_rejects_models_of_different_scales(lr: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match=r"`models` must share one scale \(windows are in SR pixels\), "
+                       r"got scales \{'x4': 4, 'x2': 2\}"):
+        compare({"x4": tiny_sr(scale=4), "x2": tiny_sr(scale=2)}, lr, [(8, 8, 8)], n_steps=2)
