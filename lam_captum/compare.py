@@ -68,6 +68,14 @@ class Comparison:
     blend: ComparisonBlend = "heat"
     zoom: bool = False
 
+    def __post_init__(self) -> None:
+        shape = [len(row) for row in self.results]
+        if shape != [len(self.models)] * len(self.windows):
+            raise ValueError(f"`results` must hold one row per window ({len(self.windows)}) and one column per model "
+                             f"({len(self.models)}), got rows of lengths {shape}")
+        if self.blend not in BLENDS:
+            raise ValueError(f"`blend` must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+
     @property
     def figure(self) -> np.ndarray:
         """The figure as a uint8 ``(H, W, 3)`` array, as :meth:`save` writes it to PNG."""
@@ -243,6 +251,7 @@ def compare(
     """
     names = _check_models(models)
     checked_windows = _check_windows(windows)
+    # Checked before the runs too, so that a typo costs no computation.
     if blend not in BLENDS:
         raise ValueError(f"`blend` must be one of {', '.join(BLENDS)}, got {blend!r}")
     if output is not None:

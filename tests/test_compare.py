@@ -12,7 +12,7 @@ from PIL import Image
 from pypdf import PdfReader
 
 from lam_captum.cli import main
-from lam_captum.compare import compare
+from lam_captum.compare import Comparison, compare
 from lam_captum.compare_cli import build_parser
 from lam_captum.explain import explain
 from lam_captum.functional import Window
@@ -245,3 +245,12 @@ def test_compare_rejects_models_of_different_scales(lr: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"`models` must share one scale \(windows are in SR pixels\), "
                        r"got scales \{'x4': 4, 'x2': 2\}"):
         compare({"x4": tiny_sr(scale=4), "x2": tiny_sr(scale=2)}, lr, [(8, 8, 8)], n_steps=2)
+
+
+def test_comparison_of_existing_results_must_fill_its_grid(saved) -> None:
+    comparison = saved[0]
+    rebuilt = Comparison(models=comparison.models, windows=comparison.windows, results=comparison.results)
+    np.testing.assert_array_equal(rebuilt.figure, comparison.figure)
+    with pytest.raises(ValueError, match=r"one row per window \(2\) and one column per model \(2\), "
+                       r"got rows of lengths \[3, 3\]"):
+        Comparison(models=comparison.models[:2], windows=comparison.windows, results=comparison.results)
