@@ -443,6 +443,8 @@ def save_figure(figure: Figure, path: str | Path, format: FigureFormat = "png") 
 
     PDF fonts are embedded as TrueType (``pdf.fonttype`` 42) and SVG text is written as ``<text>``,
     so labels can be searched, selected and edited in a paper's figure. The file is written atomically.
+    Those two settings are matplotlib's global ``rcParams``, set only while the file is written: unlike
+    the drawing functions, do not call this from several threads at once.
 
     Args:
         figure: a matplotlib figure, such as :func:`draw_lam_figure`'s.
