@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         from lam_captum.sweep.cli import main as sweep_main
 
         return sweep_main(argv[1:])
+    if argv[:1] == ["compare"]:
+        from lam_captum.compare_cli import main as compare_main
+
+        return compare_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from lam_captum._core.lam import LAM
@@ -66,7 +67,7 @@ class LAMResult:
     def picture(self, name: str) -> np.ndarray:
         """One picture, drawn on first use: ``"window"`` (on the HR image, else the bicubic-upscaled LR
         input, since an SR output may show little), ``"heat"``, ``"heat_blend"``, ``"kde_blend"``, ``"sr"``
-        or ``"figure"`` (the five in one row, with DI and the LR size)."""
+        or ``"figure"`` (the five in one row, with DI and the LR size, a zoom and a colour bar)."""
         if name not in PICTURE_NAMES:
             raise ValueError(f"`name` must be one of {', '.join(PICTURE_NAMES)}, got {name!r}")
         if name not in self._drawn:
@@ -90,8 +91,20 @@ class LAMResult:
             return pictures.blend(density, self.lr, self.alpha)
         if name == "sr":
             return pictures.sr_picture(self.sr)
+        return pictures.render_figure(self.draw_figure())
+
+    def draw_figure(self) -> Figure:
+        """The ``"figure"`` picture as a matplotlib figure: the five panels, a zoom into where the map holds 99%
+        of the attribution, a colour bar and the map's normalisation; :func:`~lam_captum.pictures.save_figure`
+        writes it as PNG, PDF or SVG."""
+        from lam_captum import pictures
+
         panels = [self.picture(panel) for panel in PICTURE_NAMES[:-1]]
-        return pictures.lam_figure(*panels, di=_score_or_none(self.di), lr_size=self.lr_size)
+        return pictures.draw_lam_figure(
+            *panels, di=_score_or_none(self.di), lr_size=self.lr_size,
+            zoom_box=pictures.focus_box(self.map, self.window, self.scale),
+            map_max=float(self.attribution.sum(dim=0).abs().max()),
+        )
 
     def summary(self) -> dict[str, object]:
         """The plain numbers of the run, as written to ``summary.json``."""

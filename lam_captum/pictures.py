@@ -1,29 +1,45 @@
-"""The pictures of the official LAM demo, as uint8 RGB arrays (H, W, 3).
+"""The pictures of the official LAM demo, as uint8 RGB arrays (H, W, 3), and figures that read at a glance.
 
 Colours come from matplotlib's "seismic" colormap at ``0.5 + 0.5 * m`` (0 white, 1 dark red),
 resizing from Pillow, and figures from matplotlib's object API on the Agg canvas: no pyplot state,
-so these functions are safe in threads and on machines without a display.
+so these functions are safe in threads and on machines without a display. Figures are matplotlib
+:class:`~matplotlib.figure.Figure` objects until :func:`render_figure` turns them into pixels, so
+:func:`save_figure` can also write them as vector PDF and SVG.
 """
 
 from __future__ import annotations
 
 import math
 from numbers import Integral, Real
+from pathlib import Path
+from typing import Literal
 
 import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-from lam_captum.functional import kde_map
+from lam_captum._atomic import write_atomically
+from lam_captum.functional import Window, as_window, attribution_area, kde_map
 from lam_captum.imageio import _check_scale, to_pil
 
 _PANEL_INCHES = 3.0
+# A figure of many panels shrinks them so that it stays within this width.
+_MAX_FIGURE_INCHES = 18.0
+_COLOUR_BAR_INCHES = 0.8
 _FIGURE_DPI = 100
 _LAM_PANEL_TITLES = ("window", "LAM heat map", "heat blend", "KDE blend", "SR output")
+FIGURE_FORMATS = ("png", "pdf", "svg")
+FigureFormat = Literal["png", "pdf", "svg"]
+# The half of "seismic" that the pictures use (0.5 + 0.5 * m), as its own colormap for the colour bars.
+HEAT_COLOURS = ListedColormap(matplotlib.colormaps["seismic"](np.linspace(0.5, 1.0, 256)), name="lam_heat")
 
 
 def heat_map(attribution_map: Tensor | np.ndarray, scale: int) -> np.ndarray:
@@ -197,10 +213,45 @@ def lam_figure(
     di: float | None,
     lr_size: tuple[int, int],
     title: str | None = None,
+    zoom_box: Window | tuple[int, int, int, int] | None = None,
+    map_max: float | None = None,
 ) -> np.ndarray:
-    """Render the demo's five panels in one row, with the Diffusion Index and the LR size.
+    """The demo's five panels in one row, with DI and the LR size, rendered to pixels.
 
-    Save it with :func:`lam_captum.imageio.save_png`.
+    The pixels of :func:`draw_lam_figure` (see there for the arguments); save them with
+    :func:`lam_captum.imageio.save_png`, or save the figure itself with :func:`save_figure`.
+
+    Returns:
+        The rendered figure as a uint8 (H, W, 3) RGB array.
+
+    Example:
+        >>> panel = np.zeros((8, 8, 3), np.uint8)
+        >>> lam_figure(panel, panel, panel, panel, panel, di=1.5, lr_size=(2, 2)).shape[2]
+        3
+    """
+    return render_figure(draw_lam_figure(
+        window_image, heat, heat_blend, kde_blend, sr, di=di, lr_size=lr_size, title=title, zoom_box=zoom_box,
+        map_max=map_max,
+    ))
+
+
+def draw_lam_figure(
+    window_image: np.ndarray,
+    heat: np.ndarray,
+    heat_blend: np.ndarray,
+    kde_blend: np.ndarray,
+    sr: Tensor | np.ndarray,
+    *,
+    di: float | None,
+    lr_size: tuple[int, int],
+    title: str | None = None,
+    zoom_box: Window | tuple[int, int, int, int] | None = None,
+    map_max: float | None = None,
+) -> Figure:
+    """Draw the demo's five panels in one row, with the Diffusion Index, the LR size and a colour bar.
+
+    With ``zoom_box`` (such as :func:`focus_box`'s) the heat map and the heat blend are shown a second
+    time, cropped to the box and upscaled, right after the full views; the box is outlined on the blend.
 
     Args:
         window_image: the SR-size image with the window drawn (:func:`draw_window`).
@@ -211,18 +262,22 @@ def lam_figure(
         di: the Diffusion Index, or None for an all-zero map, which has none (the caption says so).
         lr_size: the LR input's ``(height, width)``; DI depends on it, so it is printed with it.
         title: an optional first line, such as the model's name.
+        zoom_box: ``(top, left, height, width)`` in SR pixels to zoom into, or None for no zoom.
+        map_max: the map's normalisation, the largest ``|channel sum of the attribution|``, printed
+            with the caption when given.
 
     Returns:
-        The rendered figure as a uint8 (H, W, 3) RGB array.
+        A matplotlib figure (no pyplot state); see :func:`render_figure` and :func:`save_figure`.
 
     Raises:
-        ValueError: if a panel is not an RGB image, the panels differ in size, ``di`` is not
-            finite or ``lr_size`` is not two positive ints.
+        ValueError: if a panel is not an RGB image, the panels differ in size, ``di`` or ``map_max`` is
+            not finite, ``lr_size`` is not two positive ints or ``zoom_box`` is not inside the panels.
 
     Example:
         >>> panel = np.zeros((8, 8, 3), np.uint8)
-        >>> lam_figure(panel, panel, panel, panel, panel, di=1.5, lr_size=(2, 2)).shape[2]
-        3
+        >>> figure = draw_lam_figure(panel, panel, panel, panel, panel, di=1.5, lr_size=(2, 2), zoom_box=(2, 2, 4, 4))
+        >>> [axes.get_title() for axes in figure.axes][3:5]
+        ['heat map, zoom x2', 'heat blend, zoom x2']
     """
     names = ("window_image", "heat", "heat_blend", "kde_blend", "sr")
     images = (window_image, heat, heat_blend, kde_blend, sr)
@@ -232,19 +287,194 @@ def lam_figure(
         raise ValueError(f"the five panels must share one SR size, got shapes {shapes}")
     if di is not None and not math.isfinite(di):
         raise ValueError(f"`di` must be finite, got {di}")
-    if len(lr_size) != 2:
-        raise ValueError(f"`lr_size` must be (height, width), got {lr_size!r}")
-    if not all(isinstance(side, Integral) and side > 0 for side in lr_size):
-        raise ValueError(f"`lr_size` must hold two positive ints, got {lr_size!r}")
-    score = "no DI: the map is all zero" if di is None else f"DI {di:.2f}"
-    caption = f"{score} (LR {lr_size[0]}x{lr_size[1]})"
-    figure = _figure(len(panels), caption_inches=0.8)
-    for axes, panel, panel_title in zip(figure.subplots(1, len(panels)), panels, _LAM_PANEL_TITLES):
-        axes.imshow(panel, interpolation="nearest")
+    _check_lr_size(lr_size)
+    titles = list(_LAM_PANEL_TITLES)
+    if zoom_box is not None:
+        zoom_box = Window(*_check_window(tuple(zoom_box), shapes[0][:2]))
+        zoomed = [zoom(panels[1], zoom_box), zoom(panels[2], zoom_box)]
+        factor = zoomed[0].shape[1] // zoom_box.width
+        panels[3:3] = zoomed
+        titles[3:3] = [f"heat map, zoom x{factor}", f"heat blend, zoom x{factor}"]
+    figure = _panel_figure(len(panels))
+    all_axes = figure.subplots(1, len(panels))
+    for axes, panel, panel_title in zip(all_axes, panels, titles):
+        # "none": PDF and SVG embed each panel at its own resolution instead of resampling it.
+        axes.imshow(panel, interpolation="none")
         axes.set_title(panel_title)
         axes.set_axis_off()
-    figure.suptitle(caption if title is None else f"{title}\n{caption}")
-    return _render(figure)
+    if zoom_box is not None:
+        all_axes[2].add_patch(_outline(zoom_box, colour="black", linestyle="--"))
+    add_colour_bar(figure, list(all_axes))
+    figure.suptitle(_lam_caption(di, lr_size, title, map_max))
+    return figure
+
+
+def channels_last(attribution: Tensor | np.ndarray) -> np.ndarray:
+    """LAM's ``(C, H, W)`` or ``(1, C, H, W)`` attribution as a channels-last ``(H, W, C)`` numpy array.
+
+    That is the layout of Captum's ``captum.attr.visualization.visualize_image_attr``.
+
+    Raises:
+        ValueError: if ``attribution`` is not one (C, H, W) image.
+
+    Example:
+        >>> channels_last(torch.zeros(1, 3, 4, 5)).shape
+        (4, 5, 3)
+    """
+    values = _as_numpy(attribution)
+    if values.ndim == 4 and values.shape[0] == 1:
+        values = values[0]
+    if values.ndim != 3:
+        raise ValueError(f"`attribution` must be one (C, H, W) or (1, C, H, W) attribution, got shape {values.shape}")
+    return np.ascontiguousarray(values.transpose(1, 2, 0))
+
+
+def focus_box(
+    attribution_map: Tensor | np.ndarray,
+    window: Window | tuple[int, ...],
+    scale: int,
+    *,
+    fraction: float = 0.99,
+    padding: int = 2,
+) -> Window:
+    """The part of the SR image worth zooming into: where the attribution is, and the window.
+
+    The box holds the fewest LR pixels that carry ``fraction`` of the map's total and the window's
+    LR footprint, padded by ``padding`` LR pixels, widened to a square where the image allows.
+
+    Args:
+        attribution_map: the (h, w) map in [0, 1].
+        window: the LAM window in SR pixels, ``(top, left, size)`` or ``(top, left, height, width)``.
+        scale: the super-resolution factor, an int >= 1.
+        fraction: the share of the attribution the box must hold, in (0, 1].
+        padding: LR pixels added on every side, an int >= 0.
+
+    Returns:
+        The box as a :class:`~lam_captum.Window` in SR pixels, inside the SR image.
+
+    Raises:
+        TypeError: if ``scale`` is not an int.
+        ValueError: if the map is invalid (see :func:`heat_map`), the window is outside the SR image,
+            ``fraction`` is outside (0, 1] or ``padding`` is not an int >= 0.
+
+    Example:
+        >>> attribution_map = np.zeros((16, 16))
+        >>> attribution_map[4, 10] = 1.0
+        >>> focus_box(attribution_map, (16, 16, 8), scale=4, padding=1)  # LR rows 4-5, columns 4-10, padded
+        Window(top=0, left=12, height=36, width=36)
+    """
+    _check_scale(scale)
+    values = _attribution_array(attribution_map)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"`fraction` must be a number in (0, 1], got {fraction!r}")
+    if isinstance(padding, bool) or not isinstance(padding, Integral) or padding < 0:
+        raise ValueError(f"`padding` must be an int >= 0, got {padding!r}")
+    height, width = values.shape
+    window = Window(*_check_window(as_window(window), (height * scale, width * scale)))
+    rows = (window.top // scale, -(-(window.top + window.height) // scale))
+    columns = (window.left // scale, -(-(window.left + window.width) // scale))
+    held = _pixels_holding(values, fraction)
+    if held.any():
+        held_rows, held_columns = np.flatnonzero(held.any(axis=1)), np.flatnonzero(held.any(axis=0))
+        rows = (min(rows[0], int(held_rows[0])), max(rows[1], int(held_rows[-1]) + 1))
+        columns = (min(columns[0], int(held_columns[0])), max(columns[1], int(held_columns[-1]) + 1))
+    side = max(rows[1] - rows[0], columns[1] - columns[0]) + 2 * padding
+    top, bottom = _centred_span(rows, side, height)
+    left, right = _centred_span(columns, side, width)
+    return Window(top * scale, left * scale, (bottom - top) * scale, (right - left) * scale)
+
+
+def zoom(picture: Tensor | np.ndarray, box: Window | tuple[int, int, int, int]) -> np.ndarray:
+    """Crop a picture to ``box`` and upscale the crop with nearest neighbour.
+
+    The factor is the largest integer that keeps the crop within the picture's own size, so every
+    pixel becomes an equal square.
+
+    Args:
+        picture: a uint8 (H, W, 3) picture, or a (C, H, W) float image in [0, 1].
+        box: ``(top, left, height, width)`` in the picture's pixels, inside it.
+
+    Returns:
+        The uint8 (k * height, k * width, 3) zoomed crop, k >= 1.
+
+    Raises:
+        ValueError: if the picture is not an image or ``box`` is not inside it.
+
+    Example:
+        >>> zoom(np.zeros((16, 16, 3), np.uint8), (4, 4, 4, 8)).shape
+        (8, 16, 3)
+    """
+    picture = _rgb_array(picture, "picture")
+    top, left, height, width = _check_window(tuple(box), picture.shape[:2])
+    factor = max(1, min(picture.shape[0] // height, picture.shape[1] // width))
+    crop = picture[top : top + height, left : left + width]
+    return np.repeat(np.repeat(crop, factor, axis=0), factor, axis=1)
+
+
+def add_colour_bar(figure: Figure, axes: list[Axes], *, label: str = "map (0 none, 1 its max)") -> None:
+    """Add the heat maps' colour bar (white 0 to dark red 1, as :func:`heat_map` colours) beside ``axes``.
+
+    Example:
+        >>> figure = Figure()
+        >>> add_colour_bar(figure, [figure.add_subplot()])
+        >>> len(figure.axes)
+        2
+    """
+    bar = figure.colorbar(ScalarMappable(Normalize(0.0, 1.0), HEAT_COLOURS), ax=axes, shrink=0.8, aspect=15)
+    bar.set_label(label)
+
+
+def render_figure(figure: Figure) -> np.ndarray:
+    """Draw a matplotlib figure on the Agg canvas and return its pixels.
+
+    Returns:
+        A uint8 (H, W, 3) RGB array.
+
+    Example:
+        >>> render_figure(Figure(figsize=(2, 1), dpi=50)).shape
+        (50, 100, 3)
+    """
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_figure(figure: Figure, path: str | Path, format: FigureFormat = "png") -> Path:
+    """Write a figure as PNG (pixels), PDF or SVG (vector: text stays text, images stay embedded images).
+
+    PDF fonts are embedded as TrueType (``pdf.fonttype`` 42) and SVG text is written as ``<text>``,
+    so labels can be searched, selected and edited in a paper's figure. The file is written atomically.
+    Those two settings are matplotlib's global ``rcParams``, set only while the file is written: unlike
+    the drawing functions, do not call this from several threads at once.
+
+    Args:
+        figure: a matplotlib figure, such as :func:`draw_lam_figure`'s.
+        path: the file to write; its suffix is not changed.
+        format: ``"png"``, ``"pdf"`` or ``"svg"``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: if ``format`` is not one of :data:`FIGURE_FORMATS`.
+        OSError: if the file cannot be written.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> save_figure(Figure(figsize=(1, 1)), folder / "empty.pdf", "pdf").read_bytes()[:5]
+        b'%PDF-'
+    """
+    if format not in FIGURE_FORMATS:
+        raise ValueError(f"`format` must be one of {', '.join(FIGURE_FORMATS)}, got {format!r}")
+    path = Path(path)
+    # rcParams are read while the file is written; the context restores them afterwards.
+    with matplotlib.rc_context({"pdf.fonttype": 42, "svg.fonttype": "none"}):
+        try:
+            write_atomically(path, lambda stream: figure.savefig(stream, format=format, dpi=figure.dpi))
+        except OSError as error:
+            raise OSError(f"cannot write `path` {str(path)!r}: {error}") from error
+    return path
 
 
 def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.ndarray:
@@ -276,7 +506,7 @@ def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.n
         axes.set_xticks([])
         axes.set_yticks([])
         axes.set_xlabel(label)
-    return _render(figure)
+    return render_figure(figure)
 
 
 def _attribution_array(attribution_map: Tensor | np.ndarray) -> np.ndarray:
@@ -341,12 +571,53 @@ def _upscale(picture: np.ndarray, scale: int, resample: Image.Resampling) -> np.
     return np.asarray(Image.fromarray(picture).resize((width * scale, height * scale), resample))
 
 
+def _pixels_holding(values: np.ndarray, fraction: float) -> np.ndarray:
+    """The mask of the fewest pixels that hold ``fraction`` of the total (all-False for an all-zero map)."""
+    if not values.any():
+        return np.zeros(values.shape, bool)
+    count = int(attribution_area(torch.from_numpy(values), fraction))
+    threshold = np.sort(values, axis=None)[::-1][count - 1]
+    return (values >= threshold) & (values > 0)
+
+
+def _centred_span(span: tuple[int, int], side: int, limit: int) -> tuple[int, int]:
+    """A run of ``side`` pixels (at most ``limit``) centred on ``span``, shifted to lie within [0, limit)."""
+    side = min(side, limit)
+    start = min(max((span[0] + span[1] - side) // 2, 0), limit - side)
+    return start, start + side
+
+
+def _check_lr_size(lr_size: tuple[int, int]) -> None:
+    if len(lr_size) != 2:
+        raise ValueError(f"`lr_size` must be (height, width), got {lr_size!r}")
+    if not all(isinstance(side, Integral) and side > 0 for side in lr_size):
+        raise ValueError(f"`lr_size` must hold two positive ints, got {lr_size!r}")
+
+
+def _lam_caption(di: float | None, lr_size: tuple[int, int], title: str | None, map_max: float | None) -> str:
+    score = "no DI: the map is all zero" if di is None else f"DI {di:.2f}"
+    caption = f"{score} (LR {lr_size[0]}x{lr_size[1]})"
+    if map_max is not None:
+        if not math.isfinite(map_max):
+            raise ValueError(f"`map_max` must be finite, got {map_max}")
+        caption += f"; map = |channel sum of the attribution| / {map_max:.3g}"
+    return caption if title is None else f"{title}\n{caption}"
+
+
+def _outline(box: Window, *, colour: str, linestyle: str = "-") -> Rectangle:
+    # Pixel centres sit on integer coordinates in imshow, so a pixel's outer edge is half a pixel off.
+    corner = (box.left - 0.5, box.top - 0.5)
+    return Rectangle(corner, box.width, box.height, fill=False, edgecolor=colour, linestyle=linestyle, linewidth=1.5)
+
+
+def _panel_figure(panel_count: int) -> Figure:
+    panel_inches = min(_PANEL_INCHES, _MAX_FIGURE_INCHES / panel_count)
+    size = (panel_inches * panel_count + _COLOUR_BAR_INCHES, panel_inches + 0.8)
+    return Figure(figsize=size, dpi=_FIGURE_DPI, layout="constrained")
+
+
 def _figure(panel_count: int, caption_inches: float) -> Figure:
     size = (_PANEL_INCHES * panel_count, _PANEL_INCHES + caption_inches)
     return Figure(figsize=size, dpi=_FIGURE_DPI, layout="constrained")
 
 
-def _render(figure: Figure) -> np.ndarray:
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -6,18 +6,25 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 from skimage import data
 
-from lam_captum.functional import kde_map
+from lam_captum.functional import Window, kde_map
 from lam_captum.pictures import (
     blend,
+    channels_last,
+    draw_lam_figure,
     draw_window,
     evolution_figure,
+    focus_box,
     heat_map,
     kde_picture,
     lam_figure,
+    render_figure,
+    save_figure,
     sr_picture,
+    zoom,
 )
 
 SEISMIC = matplotlib.colormaps["seismic"]
@@ -278,3 +285,137 @@ def test_evolution_figure_rejects() -> None:
         evolution_figure([np.eye(3), np.eye(3)], ["epoch 1"])
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
         evolution_figure([2 * np.eye(3)], ["epoch 1"])
+
+
+def test_channels_last_feeds_captums_visualize_image_attr(lr_photo: torch.Tensor) -> None:
+    from captum.attr import visualization
+
+    matplotlib.use("Agg")
+    attribution = torch.randn(1, 3, 12, 10)
+    values = channels_last(attribution)
+    assert values.shape == (12, 10, 3)
+    np.testing.assert_array_equal(values[4, 7], attribution[0, :, 4, 7].numpy())
+    figure, axes = visualization.visualize_image_attr(
+        values, channels_last(lr_photo), method="blended_heat_map", sign="absolute_value", use_pyplot=False,
+    )
+    shown = axes.get_images()[-1].get_array()
+    assert shown.shape == (12, 10)
+    expected = np.abs(values.sum(axis=2))
+    assert np.unravel_index(np.argmax(shown), shown.shape) == np.unravel_index(np.argmax(expected), expected.shape)
+    assert channels_last(attribution[0].requires_grad_()).shape == (12, 10, 3)
+    with pytest.raises(ValueError, match=r"`attribution` must be one \(C, H, W\) or \(1, C, H, W\) attribution, "
+                       r"got shape \(2, 3, 12, 10\)"):
+        channels_last(torch.zeros(2, 3, 12, 10))
+
+
+def share_inside(attribution_map: np.ndarray, box: Window, scale: int) -> float:
+    rows = slice(box.top // scale, (box.top + box.height) // scale)
+    columns = slice(box.left // scale, (box.left + box.width) // scale)
+    return attribution_map[rows, columns].sum() / attribution_map.sum()
+
+
+def test_focus_box_holds_99_percent_of_the_attribution_and_the_window() -> None:
+    attribution_map = np.zeros((40, 40))
+    attribution_map[20:24, 25:31] = blob_map(4, 6)
+    attribution_map[2, 2] = 0.001  # a speck of the last percent: left out of the zoom
+    box = focus_box(attribution_map, (84, 100, 8), scale=4, padding=2)
+    assert share_inside(attribution_map, box, 4) >= 0.99
+    assert box.top <= 84 and box.left <= 100 and box.top + box.height >= 92 and box.left + box.width >= 108
+    assert box.height == box.width, "square where the image has room"
+    assert all(value % 4 == 0 for value in box), "whole LR pixels"
+    assert box.top >= 4 * (20 - 2) - 4 * 2 and box.height <= 4 * (8 + 2 * 2), "tight around the blob, padded"
+
+
+def test_focus_box_at_the_edge_stays_inside_the_image() -> None:
+    attribution_map = np.zeros((10, 30))
+    attribution_map[0:3, 25:30] = 1.0
+    box = focus_box(attribution_map, (0, 112, 8), scale=4, padding=3)
+    assert box.top == 0 and box.left + box.width == 120
+    assert (box.height, box.width) == (4 * 10, 4 * 11), "5 columns + 2 x 3 padding; the 10 rows are all there is"
+    assert share_inside(attribution_map, box, 4) == 1.0
+
+
+def test_focus_box_of_an_empty_map_is_the_padded_window() -> None:
+    box = focus_box(np.zeros((16, 16)), (20, 24, 8, 12), scale=4, padding=1)
+    assert box == Window(12, 20, 20, 20), "LR rows 5-6 and columns 6-8, padded by 1 to a 5x5 square"
+
+
+@pytest.mark.parametrize(("arguments", "error", "message"), [
+    ({"fraction": 0.0}, ValueError, r"`fraction` must be a number in \(0, 1\], got 0.0"),
+    ({"fraction": 1.5}, ValueError, r"`fraction` must be a number in \(0, 1\], got 1.5"),
+    ({"padding": -1}, ValueError, "`padding` must be an int >= 0, got -1"),
+    ({"window": (60, 0, 8)}, ValueError, "`window` must lie inside the 64x64 image, got top=60"),
+    ({"scale": 2.0}, TypeError, "`scale` must be an int"),
+])
+def test_focus_box_rejects(arguments: dict, error: type[Exception], message: str) -> None:
+    call = {"window": (8, 8, 8), "scale": 4, **arguments}
+    with pytest.raises(error, match=message):
+        focus_box(np.zeros((16, 16)), call.pop("window"), call.pop("scale"), **call)
+
+
+def test_zoom_crops_and_upscales_every_pixel_to_an_equal_square() -> None:
+    picture = np.random.default_rng(0).integers(0, 255, (64, 48, 3), dtype=np.uint8)
+    zoomed = zoom(picture, Window(8, 4, 16, 10))
+    assert zoomed.shape == (64, 40, 3), "factor 4: the most that fits 64x48"
+    np.testing.assert_array_equal(zoomed, np.kron(picture[8:24, 4:14], np.ones((4, 4, 1), np.uint8)))
+    with pytest.raises(ValueError, match="`window` must lie inside the 64x48 image"):
+        zoom(picture, (60, 0, 8, 8))
+
+
+def test_lam_figure_zoom_panels_colour_bar_and_normalisation(panels: dict[str, np.ndarray]) -> None:
+    box = Window(8, 8, 24, 24)
+    figure = draw_lam_figure(**panels, di=12.34, lr_size=(12, 10), zoom_box=box, map_max=0.0123)
+    image_axes = [axes for axes in figure.axes if axes.get_images() and axes.get_title()]
+    assert [axes.get_title() for axes in image_axes] == [
+        "window", "LAM heat map", "heat blend", "heat map, zoom x1", "heat blend, zoom x1", "KDE blend", "SR output"]
+    np.testing.assert_array_equal(image_axes[3].get_images()[0].get_array(), panels["heat"][8:32, 8:32])
+    bar = [axes for axes in figure.axes if axes not in image_axes]
+    assert len(bar) == 1 and bar[0].get_ylabel() == "map (0 none, 1 its max)"
+    assert "map = |channel sum of the attribution| / 0.0123" in figure.get_suptitle()
+    assert "DI 12.34 (LR 12x10)" in figure.get_suptitle()
+    pixels = lam_figure(**panels, di=12.34, lr_size=(12, 10), zoom_box=box)
+    assert pixels.shape[1] <= 2000 and pixels.shape[1] > 4 * pixels.shape[0], "seven panels in one readable row"
+    with pytest.raises(ValueError, match="`window` must lie inside the 48x40 image"):
+        lam_figure(**panels, di=1.0, lr_size=(12, 10), zoom_box=(40, 0, 16, 16))
+    with pytest.raises(ValueError, match="`map_max` must be finite, got inf"):
+        lam_figure(**panels, di=1.0, lr_size=(12, 10), map_max=float("inf"))
+
+
+@pytest.mark.parametrize("file_format", ["png", "pdf", "svg"])
+def test_save_figure_writes_each_format(file_format: str, panels: dict[str, np.ndarray], tmp_path) -> None:
+    figure = draw_lam_figure(**panels, di=12.34, lr_size=(12, 10))
+    path = save_figure(figure, tmp_path / f"figure.{file_format}", file_format)
+    assert sorted(tmp_path.iterdir()) == [path]
+    if file_format == "png":
+        np.testing.assert_array_equal(np.asarray(Image.open(path).convert("RGB")),
+                                      lam_figure(**panels, di=12.34, lr_size=(12, 10)))
+    elif file_format == "pdf":
+        from pypdf import PdfReader
+
+        page = PdfReader(path).pages[0]
+        assert "DI 12.34 (LR 12x10)" in page.extract_text()
+        assert [(image.image.width, image.image.height) for image in page.images][:5] == [(40, 48)] * 5
+    else:
+        assert "DI 12.34 (LR 12x10)" in path.read_text() and path.read_text().count("<image ") >= 5
+    assert matplotlib.rcParams["pdf.fonttype"] == 3, "the global settings are left as they were"
+
+
+def test_save_figure_rejects_format(tmp_path) -> None:
+    with pytest.raises(ValueError, match="`format` must be one of png, pdf, svg, got 'jpg'"):
+        save_figure(Figure(), tmp_path / "figure.jpg", "jpg")
+
+
+def test_lam_result_figure_zooms_into_its_map(lr_photo: torch.Tensor) -> None:
+    from conftest import tiny_sr
+
+    from lam_captum.explain import explain
+
+    result = explain(tiny_sr(), lr_photo, (16, 12, 8), n_steps=4)
+    figure = result.draw_figure()
+    titles = [axes.get_title() for axes in figure.axes]
+    box = focus_box(result.map, result.window, result.scale)
+    assert any(title.startswith("heat map, zoom") for title in titles)
+    map_max = float(result.attribution.sum(dim=0).abs().max())
+    assert f"/ {map_max:.3g}" in figure.get_suptitle()
+    assert share_inside(result.map.numpy(), box, 4) >= 0.99
+    np.testing.assert_array_equal(result.picture("figure"), render_figure(result.draw_figure()))
