@@ -58,6 +58,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, object], Path]:
     from lam_captum.imageio import save_png
     from lam_captum.pictures import erf_picture
 
+    _check_numbers(args)
     images = [path for source in args.images for path in (image_files(source) if Path(source).is_dir() else [Path(source)])]
     model = load_model(args.model, args.model_args, args.weights)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -81,6 +82,14 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, object], Path]:
         raise OSError(f"cannot write the results to `--output` {str(folder)!r}: {error.strerror}") from error
     save_png(erf_picture(erf, scale=max(1, math.ceil(_PICTURE_PIXELS / max(args.size)))), folder / "erf.png")
     return summary, folder
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Check the numeric flags up front, naming each flag as the user typed it."""
+    if min(args.size) < 1:
+        raise ValueError(f"`--size` must be two positive integers, got {args.size[0]} {args.size[1]}")
+    if args.batch_size < 1:
+        raise ValueError(f"`--batch-size` must be a positive integer, got {args.batch_size}")
 
 
 def load_model(spec: str, model_args: str, weights: str | None) -> torch.nn.Module:

@@ -271,3 +271,5 @@ def test_cli_reports_bad_input_on_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("lam-captum erf: error: ")
     assert main(["erf", str(default_image_path()), "--model-args", "[1]"]) == 2
     assert "`--model-args` must be a JSON object" in capsys.readouterr().err
+    assert main(["erf", str(default_image_path()), "--size", "0", "12"]) == 2
+    assert "`--size` must be two positive integers, got 0 12" in capsys.readouterr().err
