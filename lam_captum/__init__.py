@@ -7,10 +7,11 @@ Example:
     torch.Size([1, 3, 16, 16])
 """
 
+from lam_captum._core.erf import ERF
 from lam_captum._core.lam import LAM
 from lam_captum._core.settings import LAMSettings, SettingsError
 from lam_captum.functional import Window
 
 __version__ = "0.1.0"
 
-__all__ = ["LAM", "LAMSettings", "SettingsError", "Window", "__version__"]
+__all__ = ["ERF", "LAM", "LAMSettings", "SettingsError", "Window", "__version__"]

@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         from lam_captum.compare_cli import main as compare_main
 
         return compare_main(argv[1:])
+    if argv[:1] == ["erf"]:
+        from lam_captum._erf_cli import main as erf_main
+
+        return erf_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -621,3 +621,79 @@ def _figure(panel_count: int, caption_inches: float) -> Figure:
     return Figure(figsize=size, dpi=_FIGURE_DPI, layout="constrained")
 
 
+
+
+def _render(figure: Figure) -> np.ndarray:
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def signed_map_picture(attribution: Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
+    """Draw the signed attribution: the channel sum on "seismic", centred at zero, upscaled with nearest.
+
+    LAM's map is ``|sum over channels|``; this picture keeps the sign. The channel sum is divided by its
+    largest magnitude and drawn at ``0.5 + 0.5 * value``: zero is white, positive red (the heat map's
+    colours), negative blue. An all-zero attribution is drawn white.
+
+    Args:
+        attribution: a ``(C, h, w)`` signed attribution (summed over channels here) or an ``(h, w)`` map
+            already summed.
+        scale: the super-resolution factor, an int >= 1.
+
+    Returns:
+        A uint8 (scale * h, scale * w, 3) RGB array.
+
+    Raises:
+        TypeError: if ``scale`` is not an int.
+        ValueError: if the attribution is not 2-D or 3-D or holds NaN or inf.
+
+    Example:
+        >>> picture = signed_map_picture(np.array([[[1.0, 0.0, -1.0]]]), scale=1)
+        >>> picture[0].tolist()
+        [[127, 0, 0], [255, 253, 253], [0, 0, 76]]
+    """
+    _check_scale(scale)
+    values = _as_numpy(attribution).astype(np.float64)
+    if values.ndim not in (2, 3):
+        raise ValueError(f"`attribution` must be (C, h, w) or (h, w), got shape {values.shape}")
+    signed = values.sum(axis=0) if values.ndim == 3 else values
+    if not np.isfinite(signed).all():
+        raise ValueError(f"`attribution` must be finite, got {np.count_nonzero(~np.isfinite(signed))} NaN or inf values")
+    peak = np.abs(signed).max()
+    return _upscale(_seismic(signed / peak if peak > 0 else signed), scale, Image.Resampling.NEAREST)
+
+
+def erf_picture(erf: Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
+    """Draw an effective receptive field as RepLKNet and MambaIR publish it.
+
+    ``erf ** 0.25`` divided by its maximum, on matplotlib's diverging "RdYlGn" centred at zero (at
+    ``0.5 + 0.5 * value``: 0 is the middle yellow, the maximum dark green), as seaborn's
+    ``heatmap(center=0)`` draws values in [0, 1]; upscaled with nearest neighbour.
+
+    Args:
+        erf: an (h, w) map >= 0, such as :func:`lam_captum.erf.dataset_erf`'s.
+        scale: the upscaling factor, an int >= 1 (a 120x120 ERF is small on screen).
+
+    Returns:
+        A uint8 (scale * h, scale * w, 3) RGB array.
+
+    Raises:
+        TypeError: if ``scale`` is not an int.
+        ValueError: if the map is not 2-D, not finite, negative somewhere or all zero.
+
+    Example:
+        >>> erf_picture(np.array([[0.0, 1.0]]), scale=2).shape
+        (2, 4, 3)
+    """
+    _check_scale(scale)
+    values = _as_numpy(erf).astype(np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"`erf` must be a 2-D (h, w) map, got shape {values.shape}")
+    if not np.isfinite(values).all() or values.min() < 0:
+        raise ValueError("`erf` must be finite and >= 0 (a clamped gradient map)")
+    if values.max() == 0:
+        raise ValueError("`erf` is all zero: there is nothing to draw")
+    rooted = values**0.25
+    colours = matplotlib.colormaps["RdYlGn"](0.5 + 0.5 * rooted / rooted.max())
+    return _upscale((255 * colours[..., :3]).astype(np.uint8), scale, Image.Resampling.NEAREST)

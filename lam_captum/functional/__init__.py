@@ -14,7 +14,7 @@ from lam_captum.functional._blur import (
 )
 from lam_captum.functional._detectors import gradient_detector, intensity_detector, resolve_detector
 from lam_captum.functional._kde import kde_map
-from lam_captum.functional._metrics import attribution_area, attribution_map, diffusion_index, gini
+from lam_captum.functional._metrics import attribution_area, attribution_map, diffusion_index, gini, negative_share
 from lam_captum.functional._window import Window, as_window, as_windows
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "gradient_detector",
     "intensity_detector",
     "kde_map",
+    "negative_share",
     "path_kernels",
     "path_schedule",
     "resolve_detector",

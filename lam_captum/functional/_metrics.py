@@ -116,3 +116,35 @@ def attribution_area(values: Tensor, fraction: float = 0.5) -> Tensor:
     # Count the pixels before the running share reaches the target, then the one that reaches it.
     area = ((share < fraction - 1e-12).sum(dim=1) + 1).clamp_max(flat.shape[1])
     return area if batched else area[0]
+
+
+def negative_share(attribution: Tensor) -> Tensor:
+    """The fraction of LAM's map that comes from pixels with a negative contribution.
+
+    With ``s`` the signed channel sum of the attribution (the quantity whose ``abs`` is LAM's map),
+    ``negative_share = sum(max(-s, 0)) / sum(|s|)`` over the pixels: 0 when every pixel pushes the
+    detector up, 1 when every pixel pushes it down, independent of the map's normalisation. It reads
+    beside DI: DI says how widely the map spreads, this says how much of it works against the window's
+    detector. An all-zero attribution has share 0 (nothing is negative).
+
+    Args:
+        attribution: ``(C, H, W)`` or ``(N, C, H, W)`` signed attribution.
+
+    Returns:
+        A scalar for one attribution, ``(N,)`` for a batch, in [0, 1], in the attribution's dtype.
+
+    Raises:
+        ValueError: If the shape is not 3-D or 4-D or the attribution holds NaN or inf.
+
+    Example:
+        >>> negative_share(torch.tensor([[[1.0, -3.0]], [[1.0, 0.0]]]))
+        tensor(0.6000)
+    """
+    if attribution.dim() not in (3, 4):
+        raise ValueError(f"expected a (C, H, W) or (N, C, H, W) attribution, got shape {tuple(attribution.shape)}")
+    if not torch.isfinite(attribution).all():
+        raise ValueError("the attribution holds NaN or infinite values; its negative share would be meaningless")
+    signed = attribution.sum(dim=-3).flatten(-2)
+    total = signed.abs().sum(dim=-1)
+    negative = (-signed).clamp_min(0).sum(dim=-1)
+    return negative / torch.where(total == 0, torch.ones_like(total), total)
