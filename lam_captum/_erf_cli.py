@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lam_captum._flags import model_from_flags
+
 # A 120x120 ERF is drawn 480 pixels wide: large enough to read, nearest so every pixel stays a square.
 _PICTURE_PIXELS = 480
 
@@ -60,7 +62,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, object], Path]:
 
     _check_numbers(args)
     images = [path for source in args.images for path in (image_files(source) if Path(source).is_dir() else [Path(source)])]
-    model = load_model(args.model, args.model_args, args.weights)
+    model = model_from_flags(args.model, args.model_args, args.weights, None)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
     erf = dataset_erf(model, images, size=tuple(args.size), batch_size=args.batch_size,
@@ -90,17 +92,3 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise ValueError(f"`--size` must be two positive integers, got {args.size[0]} {args.size[1]}")
     if args.batch_size < 1:
         raise ValueError(f"`--batch-size` must be a positive integer, got {args.batch_size}")
-
-
-def load_model(spec: str, model_args: str, weights: str | None) -> torch.nn.Module:
-    """The model named on the command line, with its weights (the one place that loads models here)."""
-    from lam_captum.models import load_model_spec, load_weights
-
-    try:
-        arguments = json.loads(model_args)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"`--model-args` must be a JSON object, got {model_args!r} ({error.msg})") from None
-    if not isinstance(arguments, dict):
-        raise ValueError(f"`--model-args` must be a JSON object, got {model_args!r}")
-    model = load_model_spec(spec, arguments)
-    return load_weights(model, weights) if weights else model

@@ -8,7 +8,6 @@ The ``--weights``, ``--model-args`` and ``--name`` that follow a ``--model`` bel
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lam_captum._core.settings import LAMSettings, SettingsError, setting_fields
+from lam_captum._flags import add_setting_flags, input_from_flags, model_from_flags, settings_from_flags
 from lam_captum.cli import DEFAULT_CROP
 
 if TYPE_CHECKING:
@@ -77,10 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     windows.add_argument("--window", dest="windows", type=int, nargs=3, action="append", required=True,
                          metavar=("TOP", "LEFT", "SIZE"), help="a window; repeat for each window")
     lam = parser.add_argument_group("LAM")
-    for field in setting_fields():
-        flag = field.metadata
-        lam.add_argument(flag["flag"], *flag["aliases"], dest=field.name, type=flag["type"], default=field.default,
-                         choices=flag["choices"], help=flag["help"])
+    add_setting_flags(lam)
     lam.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the GPU when there is one)")
     output = parser.add_argument_group("output")
     output.add_argument("--kde", action="store_true", help="show the KDE blend in the cells instead of the heat blend")
@@ -112,9 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> tuple[Comparison, list[Path]]:
     from lam_captum.compare import compare
-    from lam_captum.imageio import default_image_path, hr_to_lr, load_image
+    from lam_captum.imageio import default_image_path
 
-    settings = _settings(args)
+    settings = settings_from_flags(args)
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"`--alpha` must be in [0, 1], got {args.alpha}")
     models = {}
@@ -122,12 +118,12 @@ def _run(args: argparse.Namespace) -> tuple[Comparison, list[Path]]:
         name = entry["name"] or entry["spec"]
         if name in models:
             raise ValueError(f"two models are named {name!r}: give each a `--name`")
-        models[name] = load_model(entry["spec"], entry["weights"], entry["model_args"], args.scale)
+        models[name] = model_from_flags(entry["spec"], entry["model_args"], entry["weights"], args.scale,
+                                        owner=entry["spec"])
     scale = args.scale if args.scale is not None else int(getattr(next(iter(models.values())), "scale", 4))
     image_path = Path(args.image) if args.image else default_image_path()
     crop = args.crop or (DEFAULT_CROP if args.image is None else None)
-    image = _crop(load_image(image_path, mode="L" if args.grayscale else "RGB"), crop)
-    lr, hr = (image, None) if args.lr else hr_to_lr(image, scale)
+    lr, hr = input_from_flags(image_path, scale=scale, crop=crop, lr=args.lr, grayscale=args.grayscale)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     comparison = compare(models, lr, [tuple(window) for window in args.windows], settings, hr=hr,
                          blend="kde" if args.kde else "heat", zoom=args.zoom, alpha=args.alpha, device=device,
@@ -136,49 +132,7 @@ def _run(args: argparse.Namespace) -> tuple[Comparison, list[Path]]:
     return comparison, comparison.save(args.output, args.formats, metadata=metadata)
 
 
-def load_model(spec: str, weights: str | None, model_args: str | None, scale: int | None) -> torch.nn.Module:
-    """Build one ``--model`` with its ``--model-args`` (JSON) and ``--weights``, in eval mode.
 
-    Raises:
-        ValueError: If ``model_args`` is not a JSON object, or as :func:`lam_captum.models.load_model_spec`.
-
-    Example:
-        >>> load_model("torch.nn:Upsample", None, '{"scale_factor": 2}', None)
-        Upsample(scale_factor=2.0, mode='nearest')
-    """
-    from lam_captum.models import load_model_spec, load_weights
-
-    try:
-        arguments = json.loads(model_args or "{}")
-    except json.JSONDecodeError as error:
-        raise ValueError(f"`--model-args` of `--model` {spec!r} must be a JSON object, got {model_args!r} "
-                         f"({error.msg})") from None
-    if not isinstance(arguments, dict):
-        raise ValueError(f"`--model-args` of `--model` {spec!r} must be a JSON object, got {model_args!r}")
-    # A built-in EDSR is built for the requested scale; the default model and user classes decide their own.
-    if scale is not None and ":" not in spec and spec != "default":
-        arguments.setdefault("scale", scale)
-    model = load_model_spec(spec, arguments)
-    return load_weights(model, weights) if weights else model
-
-
-def _settings(args: argparse.Namespace) -> LAMSettings:
-    """The LAM settings from their flags; an error names the flag instead of the setting."""
-    try:
-        return LAMSettings(**{field.name: getattr(args, field.name) for field in setting_fields()})
-    except SettingsError as error:
-        flag = next(field.metadata["flag"] for field in setting_fields() if field.name == error.field)
-        raise ValueError(str(error).replace(f"`{error.field}`", f"`{flag}`")) from None
-
-
-def _crop(image: torch.Tensor, crop: Sequence[int] | None) -> torch.Tensor:
-    if crop is None:
-        return image
-    top, left, height, width = crop
-    if top < 0 or left < 0 or height < 1 or width < 1 or top + height > image.shape[-2] or left + width > image.shape[-1]:
-        raise ValueError(f"`--crop` must lie inside the {image.shape[-2]}x{image.shape[-1]} image, got top={top}, "
-                         f"left={left}, height={height}, width={width}")
-    return image[:, top : top + height, left : left + width]
 
 
 if __name__ == "__main__":

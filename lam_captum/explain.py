@@ -16,7 +16,15 @@ from torch import Tensor
 
 from lam_captum._core.lam import LAM
 from lam_captum._core.settings import LAMSettings
-from lam_captum.functional import Window, as_window, attribution_area, attribution_map, diffusion_index, gini
+from lam_captum.functional import (
+    Window,
+    as_window,
+    attribution_area,
+    attribution_map,
+    diffusion_index,
+    gini,
+    negative_share,
+)
 from lam_captum.pictures import check_alpha
 
 PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
@@ -42,6 +50,7 @@ class LAMResult:
     map: Tensor
     di: float
     gini: float
+    negative_share: float
     area: int
     delta: float
     lr: Tensor
@@ -204,9 +213,10 @@ def explain(
     lam_map = attribution_map(attribution)
     di, map_gini = _spread(lam_map)
     return LAMResult(
-        attribution=attribution, map=lam_map, di=di, gini=map_gini,
+        attribution=attribution, map=lam_map, di=di, gini=map_gini, negative_share=float(negative_share(attribution)),
         area=int(attribution_area(lam_map)), delta=float(delta[0]), lr=lr.detach().cpu().float(), sr=sr,
-        window=window, scale=sr.shape[-1] // lr.shape[-1], settings=settings, alpha=alpha, seconds=seconds, device=str(device),
+        window=window, scale=sr.shape[-1] // lr.shape[-1], settings=settings, alpha=alpha, seconds=seconds,
+        device=str(device),
         hr=hr.detach().cpu().float() if hr is not None else None,
     )
 

@@ -17,7 +17,7 @@ from lam_captum.compare_cli import build_parser
 from lam_captum.explain import explain
 from lam_captum.functional import Window
 from lam_captum.imageio import default_image_path, load_image, save_png
-from lam_captum.models import build_model, load_model_spec
+from lam_captum.models import build_model, load_model
 from lam_captum.pictures import focus_box, zoom
 
 WINDOWS = [(8, 8, 16), (56, 64, 16)]
@@ -210,7 +210,7 @@ def test_command_writes_the_figure_and_summary_of_each_model_with_its_weights(
     assert summary["specs"]["perturbed"]["weights"] == str(tmp_path / "perturbed.pt")
     lr = torch.from_numpy(np.asarray(Image.open(hr_path).resize((16, 16), Image.Resampling.BICUBIC), np.float32) / 255)
     references = {"default": build_model("default"), "perturbed": perturbed,
-                  "bicubic": load_model_spec(BICUBIC_SPEC[0], json.loads(BICUBIC_SPEC[1]))}
+                  "bicubic": load_model(BICUBIC_SPEC[0], json.loads(BICUBIC_SPEC[1]))}
     for cell in summary["cells"]:
         window = (cell["window"]["top"], cell["window"]["left"], cell["window"]["height"])
         alone = explain(references[cell["model"]], lr.permute(2, 0, 1), window, n_steps=2)
