@@ -216,6 +216,22 @@ def test_output_folder_is_checked_before_the_model_is_loaded(hr_photo, tmp_path,
                                        f"'{tmp_path}/notes.txt/out': '{tmp_path}/notes.txt' is a file, not a folder\n")
 
 
+def test_output_folder_refusing_writes_is_reported_before_the_model_is_loaded(hr_photo, tmp_path, capsys,
+                                                                            monkeypatch):
+    import tempfile
+
+    import lam_captum.cli
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(lam_captum.cli, "_load_model", lambda *args: pytest.fail("the model was loaded"))
+    assert main([str(hr_photo), *FAST, "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"lam-captum: error: cannot write the results to `--output` '{tmp_path}/out': "
+                                       "Permission denied\n")
+
+
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes in any folder")
 def test_read_only_output_folder_is_refused_before_the_model_is_loaded(hr_photo, tmp_path, capsys, monkeypatch):
     import lam_captum.cli
