@@ -8,22 +8,35 @@ aliases (``--imgpath``, ``--modelpath``, ``--w``, ``--h``, ``--window_size``, ``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-from lam_captum._core.settings import LAMSettings, SettingsError, setting_fields
+from lam_captum._atomic import check_writable_folder
+from lam_captum._flags import add_setting_flags, input_from_flags, model_from_flags, settings_from_flags
 
 # The built-in photo is explained on a 256x256 crop of the face (LR 64x64, the paper's usual size), with
 # the window on the rim of the spectacles, where an SR network must rebuild a sharp, curved edge.
 DEFAULT_CROP = (80, 120, 256, 256)
 DEFAULT_WINDOW = (106, 96, 16)
+# What a bad input raises: exit status 2 and its message. Anything else is unexpected: status 1.
+BAD_INPUT = (ValueError, TypeError, OSError, ImportError, torch.OutOfMemoryError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the full usage is many lines; ``--help`` shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lam-captum",
         description="Local Attribution Map of one window of a super-resolution network's output. "
         "With no arguments: the built-in x4 model on the built-in photo. `lam-captum sweep --help` runs studies.",
@@ -48,22 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     window.add_argument("--left", "--w", type=int, help="left column")
     window.add_argument("--size", "--window_size", type=int, default=16, help="window side (default: 16)")
     lam = parser.add_argument_group("LAM")
-    for field in setting_fields():
-        flag = field.metadata
-        lam.add_argument(flag["flag"], *flag["aliases"], dest=field.name, type=flag["type"], default=field.default,
-                         choices=flag["choices"], help=flag["help"])
+    add_setting_flags(lam)
     lam.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the GPU when there is one)")
     output = parser.add_argument_group("output")
     output.add_argument("--alpha", type=float, default=0.5, help="weight of the LR image in the blends (default: 0.5)")
     output.add_argument("--output", "--output_dir", default="lam_output", metavar="DIR", help="folder (default: lam_output)")
-    output.add_argument("--kde", nargs="?", const="true", help="accepted for the unofficial tool's users; the KDE "
-                        "blend is always drawn (it is fast here)")
+    output.add_argument("--kde", nargs="?", const="true", type=str.lower, choices=("true", "false"),
+                        help="accepted for the unofficial tool's users; the KDE blend is always drawn (it is fast here)")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 success, 2 bad input)."""
+    """Run the command line; returns the exit status.
+
+    Every failure is one line on stderr, never a traceback: 2 for bad input (a flag, the image, the model,
+    the device, the output folder), 1 for an unexpected error (named by its type), 130 for Ctrl-C.
+    """
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sweep"]:
         from lam_captum.sweep.cli import main as sweep_main
@@ -77,16 +91,27 @@ def main(argv: list[str] | None = None) -> int:
         from lam_captum._erf_cli import main as erf_main
 
         return erf_main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        result, folder = _run(args)
-    except (ValueError, TypeError, OSError, ImportError, torch.OutOfMemoryError) as error:
-        print(f"lam-captum: error: {error}", file=sys.stderr)
+        outcome = _run(args)
+    except KeyboardInterrupt:
+        outcome = None
+    except BAD_INPUT as error:
+        print(f"lam-captum: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except Exception as error:
+        print(f"lam-captum: error: unexpected {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+        return 1
+    if outcome is None:
+        # Said once the interrupted frames are gone, so that a progress bar they held has closed its line.
+        print("lam-captum: interrupted", file=sys.stderr)
+        return 130
+    result, folder = outcome
+    from lam_captum.explain import SAVED_FILES
+
     print(f"DI {result.di:.2f} (LR {result.lr_size[0]}x{result.lr_size[1]}, x{result.scale}), Gini {result.gini:.4f}, "
           f"convergence delta {result.delta:.4g}, {result.seconds:.1f} s on {result.device}")
-    print(f"results in {folder}/: {', '.join(sorted(path.name for path in folder.iterdir()))}")
+    print(f"results in {folder}/: {', '.join(sorted(SAVED_FILES))}")
     return 0
 
 
@@ -94,33 +119,52 @@ def _run(args: argparse.Namespace):
     from lam_captum.explain import explain
     from lam_captum.imageio import default_image_path
 
-    settings = _settings(args)
+    settings = settings_from_flags(args)
     _check_numbers(args)
+    check_writable_folder(args.output, "--output")
     image_path = _image_path(args, default_image_path())
     spec = args.model or ("edsr-baseline" if args.weights else "default")
-    model = _load_model(args, spec)
+    with _flags_named(_model_flags(args)):
+        model = model_from_flags(spec, args.model_args, args.weights, args.scale)
     scale = args.scale if args.scale is not None else int(getattr(model, "scale", 4))
     if scale < 1:
         raise ValueError(f"`--scale` must be a positive integer, got {scale}")
-    builtin = image_path == default_image_path()
-    lr, hr = _load_input(args, image_path, scale, args.crop or (DEFAULT_CROP if builtin else None))
+    # The default crop and window belong to the built-in photo as the default, not to its file named by hand.
+    builtin = args.image is None and args.image_option is None
+    crop = args.crop or (DEFAULT_CROP if builtin else None)
+    with _flags_named({"`path`": "`--imgpath`" if args.image_option else "the image argument"}):
+        lr, hr = input_from_flags(image_path, scale=scale, crop=crop, lr=args.lr, grayscale=args.grayscale)
     window = _window(args, lr, scale, builtin=builtin and args.crop is None)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=_device(device),
+    device = _device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_model_runs(model, spec, lr, device, grayscale=args.grayscale)
+    result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=device,
                      show_progress=not args.no_progress)
-    folder = result.save(args.output)
-    summary = {"image": str(image_path), "model": spec, "weights": args.weights, **result.summary()}
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return result, folder
+    metadata = {"image": str(image_path), "crop": list(crop) if crop else None, "model": spec,
+                "model_args": json.loads(args.model_args), "weights": args.weights}
+    return result, result.save(args.output, metadata=metadata)
 
 
-def _settings(args: argparse.Namespace) -> LAMSettings:
-    """The LAM settings from their flags; an error names the flag instead of the setting."""
+@contextlib.contextmanager
+def _flags_named(flags: dict[str, str]) -> Iterator[None]:
+    """In a bad-input error of the library, name what the user typed (`` `--model` ``) instead of the
+    library's parameter (`` `spec` ``); ``flags`` maps the one to the other."""
     try:
-        return LAMSettings(**{field.name: getattr(args, field.name) for field in setting_fields()})
-    except SettingsError as error:
-        flag = next(field.metadata["flag"] for field in setting_fields() if field.name == error.field)
-        raise ValueError(str(error).replace(f"`{error.field}`", f"`{flag}`")) from None
+        yield
+    except (ValueError, OSError, ImportError) as error:
+        message = str(error)
+        for name, flag in flags.items():
+            message = message.replace(name, flag)
+        if message == str(error):
+            raise
+        raise ValueError(message) from None
+
+
+def _model_flags(args: argparse.Namespace) -> dict[str, str]:
+    """The model loader's parameters, as the flags that gave them."""
+    flags = {"`spec`": "`--model`", "`model_args`": "`--model-args`", "`path`": "`--weights`"}
+    if args.scale is not None:
+        flags["`scale`"] = "`--scale`"
+    return flags
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -137,34 +181,13 @@ def _check_numbers(args: argparse.Namespace) -> None:
 def _image_path(args: argparse.Namespace, default: Path) -> Path:
     if args.image and args.image_option:
         raise ValueError("give the image once: as the argument or as `--imgpath`, not both")
-    return Path(args.image or args.image_option or default)
-
-
-def _load_model(args: argparse.Namespace, spec: str) -> torch.nn.Module:
-    from lam_captum.models import load_model
-
-    try:
-        model_args = json.loads(args.model_args)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"`--model-args` must be a JSON object, got {args.model_args!r} ({error.msg})") from None
-    if not isinstance(model_args, dict):
-        raise ValueError(f"`--model-args` must be a JSON object, got {args.model_args!r}")
-    # The x4 'default' model is not rebuilt for `--scale`: it downscales the image, and explain()
-    # then reports a model whose output does not fit.
-    scale = None if spec == "default" else args.scale
-    return load_model(spec, model_args, weights=args.weights, scale=scale)
-
-
-def _load_input(args: argparse.Namespace, path: Path, scale: int, crop: tuple[int, int, int, int] | None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The LR input (and HR image); an error about an argument names its flag."""
-    from lam_captum.imageio import InputError, load_input
-
-    try:
-        return load_input(path, scale=scale, crop=crop, lr=args.lr, mode="L" if args.grayscale else "RGB")
-    except InputError as error:
-        flag = {"crop": "--crop", "scale": "--scale"}[error.argument]
-        raise ValueError(str(error).replace(f"`{error.argument}`", f"`{flag}`")) from None
+    if not (args.image or args.image_option):
+        return default
+    path = Path(args.image or args.image_option)
+    if not path.is_file():
+        given = "the image argument" if args.image else "`--imgpath`"
+        raise FileNotFoundError(f"{given} {str(path)!r} is not an existing file")
+    return path
 
 
 def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: bool) -> tuple[int, int, int]:
@@ -181,9 +204,62 @@ def _device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"`--device` must be a torch device such as cpu or cuda:0, got {name!r}") from None
+    if device.type == "meta":
+        raise ValueError(f"`--device` {name!r} holds shapes only, no values, so nothing can be computed there: "
+                         "use cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"`--device` {name!r} asks for a GPU, but torch sees none")
     return device
+
+
+def _check_model_runs(model: torch.nn.Module, spec: str, lr: torch.Tensor, device: torch.device, *,
+                      grayscale: bool) -> None:
+    """Run the model once on the LR image, on ``device``, before the path: a model that cannot run there
+    or cannot take the image fails now, in one line, instead of inside the path (one forward pass is a small
+    part of a run that makes two per step)."""
+    try:
+        model.to(device).eval()
+    except Exception as error:
+        raise ValueError(f"`--device` {str(device)!r} cannot run the model {spec!r}: "
+                         f"{type(error).__name__}: {_one_line(error)}") from None
+    fed: list[tuple[int, int]] = []
+
+    def record_first_convolution(convolution: torch.nn.Conv2d, inputs: tuple) -> None:
+        if not fed and inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() == 4:
+            fed.append((convolution.in_channels, inputs[0].shape[1]))
+
+    hooks = [module.register_forward_pre_hook(record_first_convolution)
+             for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            model(lr.unsqueeze(0).to(device))
+    except Exception as error:
+        raise ValueError(_forward_failure(spec, lr, device, error, fed[0] if fed else None, grayscale)) from None
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _forward_failure(spec: str, lr: torch.Tensor, device: torch.device, error: Exception,
+                     first_convolution: tuple[int, int] | None, grayscale: bool) -> str:
+    """Say why the model failed on the image: the channels when its first convolution got the wrong number."""
+    if first_convolution is not None and first_convolution[0] != first_convolution[1]:
+        wanted, given = first_convolution
+        advice = ": leave out `--grayscale`" if grayscale else ": add `--grayscale`" if wanted == 1 else ""
+        return (f"the model {spec!r} does not take {lr.shape[0]}-channel images (its first convolution wants "
+                f"{_channels(wanted)}, got {given}){advice}")
+    shape = "x".join(map(str, (1, *lr.shape)))
+    return (f"the model {spec!r} raised {type(error).__name__} in forward on the {shape} LR image on {device}: "
+            f"{_one_line(error)}")
+
+
+def _channels(count: int) -> str:
+    return f"{count} channel" if count == 1 else f"{count} channels"
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (PyTorch's often span several)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
 
 
 if __name__ == "__main__":

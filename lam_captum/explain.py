@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from lam_captum._atomic import check_writable_folder, write_files_atomically
 from lam_captum._core.lam import LAM
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional import (
@@ -28,6 +31,7 @@ from lam_captum.functional import (
 from lam_captum.pictures import check_alpha
 
 PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
+SAVED_FILES = (*(f"{name}.png" for name in PICTURE_NAMES), "attribution.npy", "summary.json")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,20 +134,46 @@ class LAMResult:
             "device": self.device,
         }
 
-    def save(self, folder: str | Path) -> Path:
-        """Write the pictures (PNG), the raw attribution (``attribution.npy``) and ``summary.json``."""
-        from lam_captum.imageio import save_png
+    def save(self, folder: str | Path, *, metadata: Mapping[str, object] | None = None) -> Path:
+        """Write :data:`SAVED_FILES` into ``folder``: the pictures (PNG), the raw attribution
+        (``attribution.npy``) and ``summary.json``, as one set.
 
-        folder = Path(folder)
+        The folder is checked first and every picture is drawn before a file is touched; the files then
+        replace the previous ones all together (see :func:`lam_captum._atomic.write_files_atomically`).
+        A failure (a folder that cannot be written, a picture that cannot be drawn, a full disk, Ctrl-C)
+        leaves the previous results untouched. Other files in ``folder`` are kept.
+
+        Args:
+            folder: Where to write; created with its parents if needed.
+            metadata: JSON-ready entries written first in ``summary.json``, before :meth:`summary`'s
+                (the CLI records the image, its crop, the model and its weights).
+
+        Returns:
+            ``folder`` as a :class:`~pathlib.Path`.
+
+        Raises:
+            OSError: Naming ``folder``, if it cannot be written.
+            TypeError: If ``metadata`` holds a value JSON cannot write.
+
+        Example:
+            >>> import tempfile
+            >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2))
+            >>> result = explain(model, torch.rand(3, 8, 8), (4, 4, 4), n_steps=2)
+            >>> folder = result.save(Path(tempfile.mkdtemp()) / "lam", metadata={"model": "two layers"})
+            >>> sorted(path.name for path in folder.iterdir()) == sorted(SAVED_FILES)
+            True
+            >>> json.loads((folder / "summary.json").read_text())["model"]
+            'two layers'
+        """
+        folder = check_writable_folder(folder, "folder")
+        summary = json.dumps({**(metadata or {}), **self.summary()}, indent=2) + "\n"
+        files = {f"{name}.png": functools.partial(_write_png, picture) for name, picture in self.pictures.items()}
+        files["attribution.npy"] = functools.partial(np.save, arr=self.attribution.numpy())
+        files["summary.json"] = lambda stream: stream.write(summary.encode())
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            np.save(folder / "attribution.npy", self.attribution.numpy())
-            (folder / "summary.json").write_text(json.dumps(self.summary(), indent=2) + "\n")
+            return write_files_atomically(folder, files)
         except OSError as error:
-            raise OSError(f"cannot write the results to `output_dir` {str(folder)!r}: {error.strerror}") from error
-        for name in PICTURE_NAMES:
-            save_png(self.pictures[name], folder / f"{name}.png")
-        return folder
+            raise OSError(f"cannot write the results to `folder` {str(folder)!r}: {error.strerror or error}") from error
 
 
 def explain(
@@ -265,6 +295,12 @@ def _model_dtype(model: Callable) -> torch.dtype:
 def _model_device(model: Callable) -> torch.device:
     parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _write_png(picture: np.ndarray, stream: BinaryIO) -> None:
+    from lam_captum.imageio import to_pil
+
+    to_pil(picture).save(stream, format="PNG")
 
 
 def _super_resolve(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:

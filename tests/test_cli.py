@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from lam_captum.cli import main
+from lam_captum.cli import DEFAULT_CROP, main
 
 FAST = ["--steps", "3", "--no-progress"]
 
@@ -37,6 +41,7 @@ def test_python_dash_m_runs_the_built_in_default(tmp_path):
     assert summary["lr_size"] == [64, 64] and summary["scale"] == 4 and summary["n_steps"] == 3
     assert summary["window"] == {"top": 106, "left": 96, "height": 16, "width": 16}
     assert 0 < summary["di"] < 100 and summary["model"] == "default" and summary["device"] == "cpu"
+    assert summary["crop"] == list(DEFAULT_CROP) and summary["weights"] is None
     for key in ("gini", "sigma", "convergence_delta", "seconds"):
         assert key in summary
     assert np.load(tmp_path / "out" / "attribution.npy").shape == (3, 64, 64)
@@ -52,6 +57,7 @@ def test_unofficial_tool_flags_are_aliases(hr_photo, tmp_path, capsys):
     first, second = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("clean", "alias"))
     for key in ("di", "gini", "window", "n_steps", "sigma", "kernel_size", "lr_size"):
         assert first[key] == second[key]
+    assert first["crop"] is None and second["crop"] is None
     np.testing.assert_array_equal(np.load(tmp_path / "clean" / "attribution.npy"),
                                   np.load(tmp_path / "alias" / "attribution.npy"))
 
@@ -122,6 +128,186 @@ def test_bad_input_gives_one_line_and_exit_2(hr_photo, tmp_path, capsys, argumen
     error_lines = captured.err.strip().splitlines()
     assert len(error_lines) == 1 and error_lines[0].startswith("lam-captum: error: ")
     assert "Traceback" not in captured.err
-    import re
-
     assert re.search(message, error_lines[0]), error_lines[0]
+
+
+BROKEN_MODEL = """
+import torch
+class Broken(torch.nn.Module):
+    scale = 2
+    def forward(self, x):
+        raise RuntimeError("weights not loaded")
+"""
+GRAY_MODEL = """
+import torch
+class Gray(torch.nn.Sequential):
+    scale = 2
+    def __init__(self):
+        super().__init__(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
+"""
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["{photo}", "--grayscale"], "^the model 'default' does not take 1-channel images \\(its first convolution "
+                                     "wants 3 channels, got 1\\): leave out `--grayscale`$"),
+        (["{photo}", "--model", "{models}/gray.py:Gray"], "does not take 3-channel images \\(its first convolution "
+                                                          "wants 1 channel, got 3\\): add `--grayscale`$"),
+        (["{photo}", "--model", "{models}/broken.py:Broken"], "^the model '.*broken.py:Broken' raised RuntimeError in "
+                                                              "forward on the 1x3x48x40 LR image on cpu: weights not loaded$"),
+        (["{photo}", "--device", "meta"], "^`--device` 'meta' holds shapes only"),
+        (["{photo}", "--device", "mps"], "^`--device` 'mps' cannot run the model 'default': "),
+        (["{photo}", "--steps", "100000000"], "^`--steps` must be at most 10000, got 100000000"),
+        (["missing.png"], "^the image argument 'missing.png' is not an existing file$"),
+        (["--imgpath", "missing.png"], "^`--imgpath` 'missing.png' is not an existing file$"),
+        (["--imgpath", "{not_an_image}"], "^cannot read `--imgpath` '.*notes.png' as an image"),
+        (["{photo}", "--model", "no_such_model"], "^`--model` must be a built-in model name"),
+        (["{photo}", "--weights", "missing.pt"], "`--weights` does not exist"),
+        (["{photo}", "--model", "edsr-baseline", "--scale", "5"], "^`--scale` must be 2, 3, 4 or 8, got 5$"),
+    ],
+    ids=["grayscale with an RGB model", "RGB with a grayscale model", "model raises in forward", "meta device",
+         "device torch cannot use", "huge step count", "missing image", "missing --imgpath", "not an image",
+         "unknown model", "missing weights", "scale the model refuses"],
+)
+def test_bad_input_is_one_line_naming_the_flag(hr_photo, tmp_path, capsys, monkeypatch, arguments, message):
+    if "mps" in arguments and torch.backends.mps.is_available():
+        pytest.skip("this torch runs on mps")
+    (tmp_path / "broken.py").write_text(BROKEN_MODEL)
+    (tmp_path / "gray.py").write_text(GRAY_MODEL)
+    (tmp_path / "notes.png").write_text("plain text")
+    values = {"{photo}": hr_photo, "{models}": tmp_path, "{not_an_image}": tmp_path / "notes.png"}
+    monkeypatch.chdir(tmp_path)
+    assert main([*FAST, "--output", str(tmp_path / "out"), *(_fill(argument, values) for argument in arguments)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and captured.err.startswith("lam-captum: error: "), captured.err
+    assert re.search(message, captured.err.strip().removeprefix("lam-captum: error: ")), captured.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_usage_error_is_one_line_and_closed_sets_are_choices(capsys):
+    for arguments in (["--method", "simpson"], ["--detector", "edges"], ["--kde", "maybe"], ["--steps", "many"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(arguments)
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and error.startswith("lam-captum: error: argument "), error
+        assert "invalid choice" in error or "invalid int value" in error
+
+
+def test_unexpected_error_is_one_line_naming_its_type_and_exit_1(hr_photo, tmp_path, capsys, monkeypatch):
+    import lam_captum.explain
+
+    def failing_explain(*args, **kwargs):
+        raise ZeroDivisionError("a bug\nover two lines")
+
+    monkeypatch.setattr(lam_captum.explain, "explain", failing_explain)
+    assert main([str(hr_photo), *FAST, "--output", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err == "lam-captum: error: unexpected ZeroDivisionError: a bug over two lines\n"
+
+
+def test_output_folder_is_checked_before_the_model_is_loaded(hr_photo, tmp_path, capsys, monkeypatch):
+    import lam_captum.cli
+
+    (tmp_path / "notes.txt").write_text("a file")
+    monkeypatch.setattr(lam_captum.cli, "_load_model", lambda *args: pytest.fail("the model was loaded"))
+    assert main([str(hr_photo), *FAST, "--output", str(tmp_path / "notes.txt" / "out")]) == 2
+    assert capsys.readouterr().err == (f"lam-captum: error: cannot write the results to `--output` "
+                                       f"'{tmp_path}/notes.txt/out': '{tmp_path}/notes.txt' is a file, not a folder\n")
+
+
+def test_output_folder_refusing_writes_is_reported_before_the_model_is_loaded(hr_photo, tmp_path, capsys,
+                                                                            monkeypatch):
+    import tempfile
+
+    import lam_captum.cli
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(lam_captum.cli, "_load_model", lambda *args: pytest.fail("the model was loaded"))
+    assert main([str(hr_photo), *FAST, "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (f"lam-captum: error: cannot write the results to `--output` '{tmp_path}/out': "
+                                       "Permission denied\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes in any folder")
+def test_read_only_output_folder_is_refused_before_the_model_is_loaded(hr_photo, tmp_path, capsys, monkeypatch):
+    import lam_captum.cli
+
+    (tmp_path / "locked").mkdir(mode=0o500)
+    monkeypatch.setattr(lam_captum.cli, "_load_model", lambda *args: pytest.fail("the model was loaded"))
+    assert main([str(hr_photo), *FAST, "--output", str(tmp_path / "locked" / "out")]) == 2
+    assert "cannot write the results to `--output`" in capsys.readouterr().err
+
+
+def test_failed_run_leaves_the_previous_results_untouched(hr_photo, tmp_path, capsys, monkeypatch):
+    from lam_captum import pictures
+
+    output = tmp_path / "out"
+    assert main([str(hr_photo), *FAST, "--output", str(output)]) == 0
+    (output / "notes.txt").write_text("the user's own file")
+    before = {path.name: path.read_bytes() for path in output.iterdir()}
+
+    def failing_figure(*args, **kwargs):
+        raise RuntimeError("the figure cannot be drawn")
+
+    monkeypatch.setattr(pictures, "lam_figure", failing_figure)
+    assert main([str(hr_photo), *FAST, "--steps", "4", "--output", str(output)]) == 1
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["face.png", "out"]
+
+
+class _Explained(Exception):
+    """Raised instead of explaining, once the image and window are known."""
+
+
+def test_built_in_photo_is_cropped_only_when_no_image_is_given(tmp_path, capsys, monkeypatch):
+    import lam_captum.explain
+    from lam_captum.imageio import default_image_path
+
+    def stop(model, lr, window, *args, **kwargs):
+        raise _Explained(tuple(lr.shape), window)
+
+    monkeypatch.setattr(lam_captum.explain, "explain", stop)
+    for image in ([], [str(default_image_path())], ["--imgpath", str(default_image_path())]):
+        assert main([*image, *FAST, "--output", str(tmp_path / "out")]) == 1
+    shapes_and_windows = [line.removeprefix("lam-captum: error: unexpected _Explained: ")
+                          for line in capsys.readouterr().err.splitlines()]
+    assert shapes_and_windows == ["((3, 64, 64), (106, 96, 16))", *["((3, 150, 128), (292, 248, 16))"] * 2]
+
+
+def test_summary_records_the_image_crop_model_and_weights(hr_photo, tmp_path, capsys):
+    weights = tmp_path / "edsr.pt"
+    from lam_captum.models import load_model_spec
+
+    torch.save(load_model_spec("edsr-baseline", {"scale": 2}).state_dict(), weights)
+    assert main([str(hr_photo), "--crop", "8", "4", "40", "36", "--weights", str(weights), "--scale", "2", *FAST,
+                 "--output", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["image"] == str(hr_photo) and summary["crop"] == [8, 4, 40, 36]
+    assert summary["model"] == "edsr-baseline" and summary["weights"] == str(weights) and summary["model_args"] == {}
+    assert summary["lr_size"] == [20, 18]
+
+
+def test_ctrl_c_stops_with_one_line_exit_130_and_leaves_the_results_untouched(hr_photo, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "summary.json").write_text("the previous run's")
+    process = subprocess.Popen([sys.executable, "-m", "lam_captum", str(hr_photo), "--steps", "10000", "--output",
+                                str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        started, deadline = b"", time.monotonic() + 120
+        while b"LAM path steps" not in started and time.monotonic() < deadline:
+            started += os.read(process.stderr.fileno(), 256)
+        assert b"LAM path steps" in started, "the path never started"
+        process.send_signal(signal.SIGINT)
+        _, error = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    last_line = error.decode().replace("\r", "\n").strip().splitlines()[-1]
+    assert last_line == "lam-captum: interrupted" and b"Traceback" not in error
+    assert [path.name for path in output.iterdir()] == ["summary.json"]
+    assert (output / "summary.json").read_text() == "the previous run's"

@@ -1,0 +1,117 @@
+"""explain() and LAMResult: what a run returns and how its results are written."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_sr
+
+from lam_captum import pictures
+from lam_captum.explain import SAVED_FILES, LAMResult, explain
+
+
+def _result(seed: int) -> LAMResult:
+    lr = torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(seed))
+    return explain(tiny_sr(3, 2, width=8, seed=seed), lr, (6, 6, 8), n_steps=2)
+
+
+@pytest.fixture
+def saved(tmp_path: Path) -> Path:
+    """A folder holding the results of one run and a file of the user's."""
+    folder = _result(seed=0).save(tmp_path / "results")
+    (folder / "notes.txt").write_text("the user's own file")
+    return folder
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_save_writes_the_pictures_the_attribution_and_the_summary(tmp_path: Path) -> None:
+    result = _result(seed=0)
+    folder = result.save(tmp_path / "new" / "results", metadata={"image": "face.png", "model": "tiny"})
+    assert sorted(path.name for path in folder.iterdir()) == sorted(SAVED_FILES)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert list(summary)[:2] == ["image", "model"] and summary["model"] == "tiny"
+    assert summary["di"] == result.di and summary["n_steps"] == 2
+    np.testing.assert_array_equal(np.load(folder / "attribution.npy"), result.attribution.numpy())
+    for name in ("figure", "kde_blend"):
+        from PIL import Image
+
+        with Image.open(folder / f"{name}.png") as written:
+            np.testing.assert_array_equal(np.asarray(written.convert("RGB")), result.picture(name))
+
+
+def test_save_replaces_the_previous_results_and_keeps_other_files(saved: Path) -> None:
+    second = _result(seed=1)
+    second.save(saved)
+    assert sorted(path.name for path in saved.iterdir()) == sorted([*SAVED_FILES, "notes.txt"])
+    assert (saved / "notes.txt").read_text() == "the user's own file"
+    np.testing.assert_array_equal(np.load(saved / "attribution.npy"), second.attribution.numpy())
+
+
+def _failing_figure(*args: object, **kwargs: object) -> np.ndarray:
+    raise RuntimeError("the figure cannot be drawn")
+
+
+def _failing_npy(*args: object, **kwargs: object) -> None:
+    raise OSError(28, "No space left on device")
+
+
+class _FailingSecondMove:
+    """os.replace that moves one file of the new set in, then fails as Ctrl-C would, halfway through."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.replace = os.replace
+
+    def __call__(self, source: object, target: object) -> None:
+        self.calls += 1
+        if self.calls == 3:
+            raise KeyboardInterrupt
+        self.replace(source, target)
+
+
+@pytest.mark.parametrize(
+    ("target", "replacement", "error"),
+    [
+        (pictures, ("lam_figure", _failing_figure), RuntimeError),
+        (np, ("save", _failing_npy), OSError),
+        (os, ("replace", _FailingSecondMove()), KeyboardInterrupt),
+    ],
+    ids=["a picture fails to draw", "the disk fills up while staging", "Ctrl-C while moving the files in"],
+)
+def test_failed_save_leaves_the_previous_results_untouched(saved, monkeypatch, target, replacement, error) -> None:
+    before = _contents(saved)
+    second = _result(seed=1)
+    monkeypatch.setattr(target, *replacement)
+    with pytest.raises(error):
+        second.save(saved)
+    monkeypatch.undo()
+    assert _contents(saved) == before, "the folder holds a mix of old and new files, or lost one"
+
+
+def test_failed_save_into_a_new_folder_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(np, "save", _failing_npy)
+    with pytest.raises(OSError, match="cannot write the results to `folder`.*No space left on device"):
+        _result(seed=0).save(tmp_path / "results")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_refuses_a_folder_inside_a_file_before_drawing(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "notes.txt").write_text("a file")
+    monkeypatch.setattr(pictures, "lam_figure", _failing_figure)
+    with pytest.raises(NotADirectoryError, match="`folder` .*notes.txt/results'.*is a file, not a folder"):
+        _result(seed=0).save(tmp_path / "notes.txt" / "results")
+
+
+def test_save_rejects_metadata_json_cannot_write_before_touching_the_folder(saved: Path) -> None:
+    before = _contents(saved)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        _result(seed=1).save(saved, metadata={"image": Path("face.png")})
+    assert _contents(saved) == before
