@@ -24,6 +24,12 @@ from lam_captum.imageio import _check_scale, to_pil
 _PANEL_INCHES = 3.0
 _FIGURE_DPI = 100
 _LAM_PANEL_TITLES = ("window", "LAM heat map", "heat blend", "KDE blend", "SR output")
+# The evolution grid: four columns of 160-pixel maps with 15-point labels read in a 335-pixel card.
+_EVOLUTION_COLUMNS = 4
+_EVOLUTION_PANEL_INCHES = 1.6
+_EVOLUTION_LABEL_INCHES = 0.6
+_EVOLUTION_LABEL_POINTS = 15
+_EVOLUTION_MARGIN_INCHES = 0.05
 
 
 def heat_map(attribution_map: Tensor | np.ndarray, scale: int) -> np.ndarray:
@@ -246,11 +252,15 @@ def lam_figure(
 
 
 def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.ndarray:
-    """Show several attribution maps side by side, heat-coloured, each with a label under it.
+    """Show attribution maps heat-coloured in rows of at most four, each with a label under it.
+
+    Sized for a TensorBoard image card: at 335 pixels wide (the Time Series dashboard's smallest card), a
+    row of four maps keeps about 10-pixel text, which two short lines such as ``"epoch 3\nDI 10.2"`` fit.
+    Every panel has the same size whatever the map's, so one to four maps make one row of that many panels.
 
     Args:
         maps: (h, w) maps with values in [0, 1], for example one per training epoch.
-        labels: one caption per map, such as ``"epoch 3\\nDI 10.2"``.
+        labels: one caption per map, such as ``"epoch 3\nDI 10.2"``.
 
     Returns:
         The rendered figure as a uint8 (H, W, 3) RGB array.
@@ -259,21 +269,32 @@ def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.n
         ValueError: if ``maps`` is empty, the counts differ, or a map is invalid (see :func:`heat_map`).
 
     Example:
-        >>> evolution_figure([np.eye(4), np.ones((4, 4))], ["epoch 1", "epoch 2"]).shape[2]
-        3
+        >>> evolution_figure([np.eye(4), np.ones((4, 4))], ["epoch 1", "epoch 2"]).shape
+        (220, 320, 3)
     """
     if not maps:
         raise ValueError("`maps` must hold at least one map, got none")
     if len(labels) != len(maps):
         raise ValueError(f"`labels` must give one label per map: {len(maps)} maps, got {len(labels)}")
     colours = [_seismic(_attribution_array(attribution_map)) for attribution_map in maps]
-    figure = _figure(len(maps), caption_inches=0.6)
-    for axes, picture, label in zip(figure.subplots(1, len(maps), squeeze=False)[0], colours, labels):
+    columns = min(len(maps), _EVOLUTION_COLUMNS)
+    rows = math.ceil(len(maps) / columns)
+    cell_height = _EVOLUTION_PANEL_INCHES + _EVOLUTION_LABEL_INCHES
+    figure = Figure(figsize=(_EVOLUTION_PANEL_INCHES * columns, cell_height * rows), dpi=_FIGURE_DPI)
+    for index, (picture, label) in enumerate(zip(colours, labels)):
+        row, column = divmod(index, columns)
+        # Cells placed by hand rather than by a layout engine: every map gets the same square whatever
+        # its labels hold, so the text keeps its size relative to the card.
+        left = column / columns
+        bottom = 1 - (row + 1) / rows
+        margin = _EVOLUTION_MARGIN_INCHES / _EVOLUTION_PANEL_INCHES
+        axes = figure.add_axes((left + margin / columns, bottom + _EVOLUTION_LABEL_INCHES / cell_height / rows,
+                                (1 - 2 * margin) / columns, (_EVOLUTION_PANEL_INCHES - 2 * _EVOLUTION_MARGIN_INCHES)
+                                / cell_height / rows))
         axes.imshow(picture, interpolation="nearest")
-        # Hide the ticks but keep the axes, so that the x label shows under the map.
-        axes.set_xticks([])
-        axes.set_yticks([])
-        axes.set_xlabel(label)
+        axes.set_axis_off()
+        figure.text(left + 0.5 / columns, bottom + (_EVOLUTION_LABEL_INCHES - 0.02) / cell_height / rows, label,
+                    ha="center", va="top", fontsize=_EVOLUTION_LABEL_POINTS, linespacing=1.1)
     return _render(figure)
 
 
