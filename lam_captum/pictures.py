@@ -24,11 +24,11 @@ from lam_captum.imageio import _check_scale, to_pil
 _PANEL_INCHES = 3.0
 _FIGURE_DPI = 100
 _LAM_PANEL_TITLES = ("window", "LAM heat map", "heat blend", "KDE blend", "SR output")
-# The evolution grid: four columns of 160-pixel maps with 15-point labels read in a 335-pixel card.
+# The evolution grid: four columns of 160-pixel maps with 16-point labels read in a 335-pixel card.
 _EVOLUTION_COLUMNS = 4
 _EVOLUTION_PANEL_INCHES = 1.6
 _EVOLUTION_LABEL_INCHES = 0.6
-_EVOLUTION_LABEL_POINTS = 15
+_EVOLUTION_LABEL_POINTS = 16
 _EVOLUTION_MARGIN_INCHES = 0.05
 
 
@@ -254,8 +254,9 @@ def lam_figure(
 def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.ndarray:
     """Show attribution maps heat-coloured in rows of at most four, each with a label under it.
 
-    Sized for a TensorBoard image card: at 335 pixels wide (the Time Series dashboard's smallest card), a
-    row of four maps keeps about 10-pixel text, which two short lines such as ``"epoch 3\nDI 10.2"`` fit.
+    Sized for a TensorBoard image card: shown 335 pixels wide (the Time Series dashboard's smallest card),
+    a row of four maps keeps capitals and digits about 8 pixels high (an 11-pixel font), and a panel is wide
+    enough for two short lines such as ``"epoch 3\\nDI 10.2"``.
     Every panel has the same size whatever the map's, so one to four maps make one row of that many panels.
 
     Args:
