@@ -292,18 +292,24 @@ class LAMMonitor(Callback):
 
     def _owes_layout(self, trainer: pl.Trainer) -> bool:
         """Whether this monitor writes the custom-scalars layout now: the first LAMMonitor of the Trainer
-        writes one layout for all of them (TensorBoard keeps one per run), once, during fitting."""
-        if self._layout_written or not trainer.is_global_zero or trainer.state.fn != TrainerFn.FITTING:
+        writes one layout for all of them (TensorBoard keeps one per run), once, during fitting.
+
+        True on every rank, not only on rank zero: reading ``callback_metrics`` reduces metrics logged with
+        ``sync_dist``, a collective that every process must enter at the same point.
+        """
+        if self._layout_written or trainer.state.fn != TrainerFn.FITTING:
             return False
         monitors = [callback for callback in trainer.callbacks if isinstance(callback, LAMMonitor)]
         return monitors[0] is self and bool(tensorboards(trainer))
 
     def _write_layout(self, trainer: pl.Trainer) -> None:
         self._layout_written = True
+        validation_metrics = sorted(set(trainer.callback_metrics) - self._metrics_before_validation)
+        if not trainer.is_global_zero:
+            return
         monitors = [callback for callback in trainer.callbacks if isinstance(callback, LAMMonitor)]
         sections = {monitor._section_title(): [f"{monitor.name}/{probe.name}/di" for probe in monitor.probes]
                     for monitor in monitors}
-        validation_metrics = sorted(set(trainer.callback_metrics) - self._metrics_before_validation)
         layout = custom_scalars_layout(sections, validation_metrics)
         for logger in tensorboards(trainer):
             with self._isolated(trainer, f"could not write the custom-scalars layout to {type(logger).__name__}"):
