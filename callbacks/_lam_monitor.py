@@ -174,21 +174,26 @@ class LAMMonitor(Callback):
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved_identities = state_dict.get("probes", {})
-        current = {probe.name: _identity(probe) for probe in self.probes}
-        kept, dropped = {}, []
-        for probe_name, entries in state_dict["history"].items():
-            same = probe_name in current and saved_identities.get(probe_name, current[probe_name]) == current[probe_name]
-            if same:
-                kept[probe_name] = copy.deepcopy(entries)
-            elif entries:
-                dropped.append(probe_name)
+        kept, dropped = self._split_history(state_dict)
         if dropped:
             rank_zero_warn(f"{self._who()} dropped the DI history of probes {dropped} from the checkpoint: they are "
                            f"no longer among its probes, or their image or window changed; kept {sorted(kept)}",
                            category=UserWarning)
         self.history = {probe.name: kept.get(probe.name, []) for probe in self.probes}
         self._last_step = state_dict["last_step"]
+
+    def _split_history(self, state_dict: dict[str, Any]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+        """The saved history of the probes still here (same name, image and window), and the names of the others."""
+        # A state saved before probe identities were recorded has none: its probes are taken by name.
+        saved_identities = state_dict.get("probes", {})
+        current = {probe.name: _identity(probe) for probe in self.probes}
+        kept, dropped = {}, []
+        for probe_name, entries in state_dict["history"].items():
+            if probe_name in current and saved_identities.get(probe_name, current[probe_name]) == current[probe_name]:
+                kept[probe_name] = copy.deepcopy(entries)
+            elif entries:
+                dropped.append(probe_name)
+        return kept, dropped
 
     def _monitor(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Explain every probe, log the pictures as they come and all scalars at once."""
@@ -266,7 +271,7 @@ class LAMMonitor(Callback):
                 logger.save()
 
     def _publish(self, probe: Probe, drawn: dict[str, np.ndarray], trainer: pl.Trainer, folder: str) -> None:
-        """Give the pictures to every logger that takes them and, if asked, write them to ``save_dir/<probe>/<folder>``."""
+        """Give the pictures to every logger that takes them and, if asked, write them to ``save_dir``."""
         tagged = {f"{self.name}/{probe.name}/{name}": picture for name, picture in drawn.items()}
         for logger in image_loggers(trainer):
             with self._isolated(trainer, f"could not give the pictures of probe {probe.name!r} to "

@@ -63,8 +63,9 @@ def custom_scalars_layout(sections: Mapping[str, Sequence[str]], validation_metr
         since TensorBoard reads every tag of a chart as one.
 
     Example:
-        >>> custom_scalars_layout({"LAM": ["lam/a/di"]}, ["val_loss"])
-        {'LAM': {'DI of every probe': ['Multiline', ['^lam/a/di$']], 'validation metrics': ['Multiline', ['^val_loss$']]}}
+        >>> layout = custom_scalars_layout({"LAM": ["lam/a/di"]}, ["val_loss"])
+        >>> layout["LAM"]["DI of every probe"], layout["LAM"]["validation metrics"]
+        (['Multiline', ['^lam/a/di$']], ['Multiline', ['^val_loss$']])
     """
     layout = {}
     for title, di_tags in sections.items():

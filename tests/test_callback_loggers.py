@@ -13,7 +13,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from PIL import Image
 from tensorboard.plugins.custom_scalar import layout_pb2
-from test_callback import DEFAULT_TAGS, LAM_ARGUMENTS, LOGGED_STEPS, TinySR, loader, probe, read_events, steps, trainer
+from test_callback import DEFAULT_TAGS, LAM_ARGUMENTS, LOGGED_STEPS, TinySR, loader, probe, read_events, trainer
 
 from lam_captum.callbacks import LAMMonitor
 from lam_captum.pictures import evolution_figure

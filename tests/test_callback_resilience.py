@@ -13,7 +13,9 @@ import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from test_callback import DEFAULT_TAGS, LAM_ARGUMENTS, LOGGED_STEPS, SCALE, TinySR, loader, probe, read_events, steps, trainer
+from test_callback import (
+    DEFAULT_TAGS, LAM_ARGUMENTS, LOGGED_STEPS, SCALE, TinySR, loader, probe, read_events, steps, trainer,
+)
 
 from lam_captum import LAMSettings
 from lam_captum.callbacks import LAMMonitor
@@ -63,7 +65,8 @@ def test_loggers_that_raise_cost_one_warning_each_and_training_goes_on(tmp_path:
         given = [m for m in messages if f"could not give the pictures of probe {name!r} to ImagelessTensorBoard" in m]
         # One per epoch and one for the evolution picture at fit end, each with the cause.
         assert len(given) == 3 and all("OSError: No space left on device" in m for m in given)
-    scalars = [m for m in messages if "could not log the scalars of probes ['centre', 'corner'] to SlashRejectingCSV" in m]
+    failure = "could not log the scalars of probes ['centre', 'corner'] to SlashRejectingCSV"
+    scalars = [m for m in messages if failure in m]
     assert len(scalars) == 2 and "invalid metric names ['lam/centre/delta'" in scalars[0]
 
     good = read_events(loggers[2].log_dir)
