@@ -75,7 +75,8 @@ class LAMMonitor(Callback):
             ``"window"``, ``"figure"`` (the demo's five panels); empty for scalars only.
         alpha: Weight of the LR image in the blends.
         save_dir: Also write the pictures as PNG files, ``save_dir/<probe>/epoch<E>_step<S>/<picture>.png``
-            and ``save_dir/<probe>/evolution.png``: the way to keep them when no logger can take images.
+            and ``save_dir/<probe>/evolution.png`` (``save_dir/<name>/<probe>/...`` for a ``name`` other than
+            ``lam``): the way to keep them when no logger can take images.
         name: The first part of every tag and the key of the monitor's state in checkpoints. Two monitors in
             one Trainer need two names (Lightning refuses two with the same ``state_key``).
         **setting_values: Fields of :class:`~lam_captum.LAMSettings` (``n_steps=25``, ...) that replace
@@ -282,7 +283,7 @@ class LAMMonitor(Callback):
         with self._isolated(trainer, f"could not save the pictures of probe {probe.name!r} in `save_dir` "
                                      f"{str(self.save_dir)!r}"):
             for name, picture in drawn.items():
-                save_png(picture, self.save_dir / probe.name / folder / f"{name}.png")
+                save_png(picture, self._picture_folder() / probe.name / folder / f"{name}.png")
 
     def _write_settings_text(self, trainer: pl.Trainer) -> None:
         probes = [{"probe": probe.name, **_identity(probe), "scale": probe.scale} for probe in self.probes]
@@ -319,6 +320,10 @@ class LAMMonitor(Callback):
         for logger in tensorboards(trainer):
             with self._isolated(trainer, f"could not write the custom-scalars layout to {type(logger).__name__}"):
                 logger.experiment.add_custom_scalars(layout)
+
+    def _picture_folder(self) -> Path:
+        # A second monitor's pictures get their own folder, so that two monitors can share one `save_dir`.
+        return self.save_dir if self.name == DEFAULT_NAME else self.save_dir / self.name
 
     def _section_title(self) -> str:
         return "LAM" if self.name == DEFAULT_NAME else f"LAM {self.name}"

@@ -41,7 +41,7 @@ def add_images(logger: Logger, pictures: Mapping[str, np.ndarray], step: int) ->
     """Give ``logger`` uint8 ``(H, W, 3)`` pictures, one per tag, at ``step``.
 
     Raises:
-        Whatever the logger raises: the caller decides what a failure costs.
+        Exception: Whatever the logger raises; the caller decides what a failure costs.
     """
     for tag, picture in pictures.items():
         if isinstance(logger, TensorBoardLogger):

@@ -134,8 +134,9 @@ def test_resuming_with_another_probe_list_keeps_the_history_of_the_probes_still_
 
 
 def test_two_monitors_in_one_trainer_with_their_own_names(tmp_path: Path) -> None:
-    fast = LAMMonitor(probe("centre"), n_steps=2, kernel_size=5, images=("map",))
-    fine = LAMMonitor(probe("centre"), **LAM_ARGUMENTS, images=("map",), name="lam_fine")
+    pictures = tmp_path / "pictures"
+    fast = LAMMonitor(probe("centre"), n_steps=2, kernel_size=5, images=("map",), save_dir=pictures)
+    fine = LAMMonitor(probe("centre"), **LAM_ARGUMENTS, images=("map",), name="lam_fine", save_dir=pictures)
     run = trainer(tmp_path, [fast, fine])
     run.fit(TinySR(), loader(), loader())
 
@@ -145,6 +146,9 @@ def test_two_monitors_in_one_trainer_with_their_own_names(tmp_path: Path) -> Non
         assert events.Scalars(f"{prefix}/centre/di")[-1].value == pytest.approx(monitor.history["centre"][-1]["di"])
         assert steps(events, f"{prefix}/seconds") == LOGGED_STEPS
     assert fast.history["centre"][-1]["di"] != fine.history["centre"][-1]["di"], "each with its own settings"
+    for folder in (pictures / "centre", pictures / "lam_fine" / "centre"):
+        assert sorted(path.name for path in folder.iterdir()) == ["epoch000_step000002", "epoch001_step000004",
+                                                                  "evolution.png"]
     states = torch.load(checkpoint_of(run), weights_only=True)["callbacks"]
     assert states[fast.state_key]["history"] == fast.history and states[fine.state_key]["history"] == fine.history
 
