@@ -378,7 +378,11 @@ def _uncompiled_forward(pl_module: pl.LightningModule) -> Callable[[Tensor], Ten
 
 
 def _identity(probe: Probe) -> dict[str, str]:
-    """What makes a probe's history its own beyond its name, in plain strings for checkpoints and text."""
+    """What makes a probe's history its own beyond its name, in plain strings for checkpoints and text.
+
+    A path probe is known by its path, a tensor probe by its shape only: its values may differ in the last
+    bit between a run and its resumption (a crop recomputed on another device) and still be the same probe.
+    """
     window = probe.window
     image = probe.image
     source = str(image) if not isinstance(image, Tensor) else f"tensor {'x'.join(map(str, image.shape))}"

@@ -261,7 +261,7 @@ def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.n
 
     Args:
         maps: (h, w) maps with values in [0, 1], for example one per training epoch.
-        labels: one caption per map, such as ``"epoch 3\nDI 10.2"``.
+        labels: one caption per map, such as ``"epoch 3\\nDI 10.2"``.
 
     Returns:
         The rendered figure as a uint8 (H, W, 3) RGB array.
@@ -284,19 +284,28 @@ def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.n
     figure = Figure(figsize=(_EVOLUTION_PANEL_INCHES * columns, cell_height * rows), dpi=_FIGURE_DPI)
     for index, (picture, label) in enumerate(zip(colours, labels)):
         row, column = divmod(index, columns)
-        # Cells placed by hand rather than by a layout engine: every map gets the same square whatever
-        # its labels hold, so the text keeps its size relative to the card.
-        left = column / columns
-        bottom = 1 - (row + 1) / rows
-        margin = _EVOLUTION_MARGIN_INCHES / _EVOLUTION_PANEL_INCHES
-        axes = figure.add_axes((left + margin / columns, bottom + _EVOLUTION_LABEL_INCHES / cell_height / rows,
-                                (1 - 2 * margin) / columns, (_EVOLUTION_PANEL_INCHES - 2 * _EVOLUTION_MARGIN_INCHES)
-                                / cell_height / rows))
-        axes.imshow(picture, interpolation="nearest")
-        axes.set_axis_off()
-        figure.text(left + 0.5 / columns, bottom + (_EVOLUTION_LABEL_INCHES - 0.02) / cell_height / rows, label,
-                    ha="center", va="top", fontsize=_EVOLUTION_LABEL_POINTS, linespacing=1.1)
+        _evolution_cell(figure, picture, label, left=column * _EVOLUTION_PANEL_INCHES,
+                        bottom=(rows - 1 - row) * cell_height)
     return _render(figure)
+
+
+def _evolution_cell(figure: Figure, picture: np.ndarray, label: str, left: float, bottom: float) -> None:
+    """Draw one map and its label in the cell whose lower left corner is at (``left``, ``bottom``) inches.
+
+    Placed by hand rather than by a layout engine: every map gets the same square whatever its label
+    holds, so that the text keeps its size relative to the card.
+    """
+    width, height = figure.get_size_inches()
+    margin, side = _EVOLUTION_MARGIN_INCHES, _EVOLUTION_PANEL_INCHES - 2 * _EVOLUTION_MARGIN_INCHES
+    map_bottom = bottom + _EVOLUTION_LABEL_INCHES + margin
+    axes = figure.add_axes(((left + margin) / width, map_bottom / height, side / width, side / height))
+    axes.imshow(picture, interpolation="nearest")
+    # A map wider than high sits on its label rather than in the middle of its square.
+    axes.set_anchor("S")
+    axes.set_axis_off()
+    label_top = bottom + _EVOLUTION_LABEL_INCHES
+    figure.text((left + _EVOLUTION_PANEL_INCHES / 2) / width, label_top / height, label, ha="center", va="top",
+                fontsize=_EVOLUTION_LABEL_POINTS, linespacing=1.1)
 
 
 def _attribution_array(attribution_map: Tensor | np.ndarray) -> np.ndarray:
