@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,25 +14,25 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lam_captum import pictures
-from lam_captum.callbacks._probe import Probe
-from lam_captum.explain import LAMResult, explain
-from lam_captum import LAMSettings
-from lam_captum.explain import settings_with
+from lam_captum import LAMSettings, pictures
+from lam_captum.callbacks._loggers import add_images, custom_scalars_layout, image_loggers, markdown_table, tensorboards
+from lam_captum.callbacks._probe import NAME_PATTERN, Probe
+from lam_captum.explain import LAMResult, explain, settings_with
 from lam_captum.imageio import save_png
 
 PictureName = Literal["map", "heat_blend", "kde_blend", "sr", "window", "figure"]
 PICTURE_NAMES: tuple[str, ...] = PictureName.__args__
 DEFAULT_PICTURES: tuple[str, ...] = ("map", "heat_blend", "kde_blend", "sr", "window")
 
-# More panels than this make the evolution picture too wide to read; epochs in between are left out.
-_EVOLUTION_PANELS = 10
+# Three rows of four maps still read in a TensorBoard card; epochs in between are left out.
+_EVOLUTION_PANELS = 12
+DEFAULT_NAME = "lam"
+
 
 
 class LAMMonitor(Callback):
@@ -40,37 +41,52 @@ class LAMMonitor(Callback):
     For every :class:`Probe` it runs :func:`lam_captum.explain.explain` on the LightningModule's current
     weights, so each logged number equals a standalone run. The LightningModule's ``forward`` must map
     ``(N, C, H, W)`` LR images to ``(N, C, sH, sW)`` SR images. Logged at the step Lightning logs
-    validation metrics at, so that DI lines up with the validation loss:
+    validation metrics at, so that DI lines up with the validation loss (``lam`` is the default ``name``):
 
     - to every logger: the scalars ``lam/<probe>/di``, ``lam/<probe>/gini``, ``lam/<probe>/delta`` (the
       convergence delta) and ``lam/seconds``, the time the callback took;
-    - to every :class:`~lightning.pytorch.loggers.TensorBoardLogger`: the pictures chosen by ``images`` as
-      ``lam/<probe>/<picture>``, and at the end of fitting ``lam/<probe>/evolution``, the maps of the
-      logged epochs (at most 10, evenly spread) side by side with their DI. ``window`` is logged once, drawn
-      on the HR image of a path probe or else on the bicubic-upscaled LR input.
+    - to every logger that takes pictures, through its own API (TensorBoard's ``add_image``, W&B's
+      ``log_image``, or the ``log_image(key, images, step=...)`` of any other logger): the pictures chosen by
+      ``images`` as ``lam/<probe>/<picture>``, and at the end of fitting ``lam/<probe>/evolution``, the maps of
+      the logged epochs (at most 12, evenly spread) in rows of four, each with its epoch and DI. ``window`` is
+      logged once, drawn on the HR image of a path probe or else on the bicubic-upscaled LR input;
+    - to every :class:`~lightning.pytorch.loggers.TensorBoardLogger`: at fit start, the probes and the LAM
+      settings as text (``lam/settings``), and at the end of the first validation of fitting (the sanity
+      check, if there is one: the first moment the names of the validation metrics are known) a
+      custom-scalars layout, a section "LAM" with the DI of every probe in one chart and the validation metrics
+      the LightningModule logs in the chart next to it.
 
     It runs in epochs 0, ``every_n_epochs``, ``2 * every_n_epochs``... of fitting and in every
     ``trainer.validate()``, never during the sanity check, at most once per global step, and only on global
     rank zero: it calls the bare LightningModule, never the DDP wrapper, so it starts no collective.
     Gradients are switched on, inference mode and autocast off, and every submodule's train/eval mode is
-    given back; parameters and their ``.grad`` are left untouched. A failing probe is skipped with a warning.
+    given back; parameters and their ``.grad`` are left untouched.
+
+    It never stops training: each part of its work (LAM for one probe, drawing, giving pictures or scalars to
+    one logger, writing to ``save_dir``, the evolution picture) that raises becomes one ``RuntimeWarning``
+    naming the probe, the part and the error, and the other parts go on.
 
     Args:
-        probes: The probes (unique names), or one probe.
+        probes: The probes (unique names); one :class:`Probe` alone is accepted too.
         every_n_epochs: Run in every n-th epoch of fitting.
-        settings: The path settings (default: the paper's, :class:`~lam_captum.LAMSettings`).
+        settings: The path settings (default: the paper's, :class:`~lam_captum.LAMSettings`); in a
+            LightningCLI config, ``settings: {n_steps: 8}``.
         images: Pictures to log, from ``"map"`` (heat map), ``"heat_blend"``, ``"kde_blend"``, ``"sr"``,
             ``"window"``, ``"figure"`` (the demo's five panels); empty for scalars only.
         alpha: Weight of the LR image in the blends.
         save_dir: Also write the pictures as PNG files, ``save_dir/<probe>/epoch<E>_step<S>/<picture>.png``
-            and ``save_dir/<probe>/evolution.png``: the way to keep them when no logger can take images.
+            and ``save_dir/<probe>/evolution.png`` (``save_dir/<name>/<probe>/...`` for a ``name`` other than
+            ``lam``): the way to keep them when no logger can take images.
+        name: The first part of every tag and the key of the monitor's state in checkpoints. Two monitors in
+            one Trainer need two names (Lightning refuses two with the same ``state_key``).
         **setting_values: Fields of :class:`~lam_captum.LAMSettings` (``n_steps=25``, ...) that replace
             those of ``settings``.
 
     Attributes:
         history: Per probe name, one dict per run with ``epoch``, ``step`` (the global step), ``di``,
             ``gini``, ``delta``, ``seconds`` (LAM's own time) and ``map`` (nested lists of ints 0-255, one
-            per LR pixel). Saved in checkpoints in plain types, so a resumed run continues it.
+            per LR pixel). Saved in checkpoints in plain types, so a resumed run continues it; resumed with
+            another probe list, it keeps the history of the probes still there and warns about the others.
 
     Raises:
         TypeError: If ``probes`` holds something other than :class:`Probe`, or ``kernel_size`` is not an int.
@@ -79,19 +95,22 @@ class LAMMonitor(Callback):
     Example:
         >>> import torch
         >>> probe = Probe(torch.rand(3, 16, 16), (8, 8, 16), "centre")
-        >>> monitor = LAMMonitor(probe, every_n_epochs=5, n_steps=8)
+        >>> monitor = LAMMonitor([probe], every_n_epochs=5, n_steps=8)
         >>> monitor.state_key
-        "LAMMonitor{'probes': ['centre']}"
+        "LAMMonitor{'name': 'lam'}"
     """
 
     def __init__(
         self,
-        probes: Probe | Sequence[Probe],
+        # Annotated as a sequence only: LightningCLI would otherwise bury a probe's own error (a missing file)
+        # under a failed try of the single-probe form.
+        probes: Sequence[Probe],
         every_n_epochs: int = 1,
         settings: LAMSettings | None = None,
         images: Sequence[PictureName] = DEFAULT_PICTURES,
         alpha: float = 0.5,
         save_dir: str | Path | None = None,
+        name: str = DEFAULT_NAME,
         **setting_values: Any,
     ) -> None:
         super().__init__()
@@ -102,25 +121,41 @@ class LAMMonitor(Callback):
         self.images = _check_images(images)
         self.alpha = pictures.check_alpha(alpha)
         self.save_dir = _check_save_dir(save_dir)
+        self.name = _check_name(name)
         self.history: dict[str, list[dict[str, Any]]] = {probe.name: [] for probe in self.probes}
         self._last_step: int | None = None
         self._warned_no_image_logger = False
+        self._metrics_before_validation: set[str] | None = None
+        self._layout_written = False
 
     @property
     @override
     def state_key(self) -> str:
-        return self._generate_state_key(probes=[probe.name for probe in self.probes])
+        return self._generate_state_key(name=self.name)
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not trainer.is_global_zero or self._warned_no_image_logger or not self.images:
             return
-        if _image_loggers(trainer):
+        if image_loggers(trainer):
             return
         self._warn_no_image_logger()
 
     @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._write_settings_text(trainer)
+
+    @override
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._owes_layout(trainer):
+            self._metrics_before_validation = set(trainer.callback_metrics)
+
+    @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._owes_layout(trainer) and self._metrics_before_validation is not None:
+            self._write_layout(trainer)
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.global_step == self._last_step:
             return
         if trainer.state.fn == TrainerFn.FITTING and trainer.current_epoch % self.every_n_epochs:
@@ -135,14 +170,31 @@ class LAMMonitor(Callback):
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"history": copy.deepcopy(self.history), "last_step": self._last_step}
+        return {"history": copy.deepcopy(self.history), "last_step": self._last_step,
+                "probes": {probe.name: _identity(probe) for probe in self.probes}}
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.history = copy.deepcopy(state_dict["history"])
-        for probe in self.probes:
-            self.history.setdefault(probe.name, [])
+        kept, dropped = self._split_history(state_dict)
+        if dropped:
+            rank_zero_warn(f"{self._who()} dropped the DI history of probes {dropped} from the checkpoint: they are "
+                           f"no longer among its probes, or their image or window changed; kept {sorted(kept)}",
+                           category=UserWarning)
+        self.history = {probe.name: kept.get(probe.name, []) for probe in self.probes}
         self._last_step = state_dict["last_step"]
+
+    def _split_history(self, state_dict: dict[str, Any]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+        """The saved history of the probes still here (same name, image and window), and the names of the others."""
+        # A state saved before probe identities were recorded has none: its probes are taken by name.
+        saved_identities = state_dict.get("probes", {})
+        current = {probe.name: _identity(probe) for probe in self.probes}
+        kept, dropped = {}, []
+        for probe_name, entries in state_dict["history"].items():
+            if probe_name in current and saved_identities.get(probe_name, current[probe_name]) == current[probe_name]:
+                kept[probe_name] = copy.deepcopy(entries)
+            elif entries:
+                dropped.append(probe_name)
+        return kept, dropped
 
     def _monitor(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Explain every probe, log the pictures as they come and all scalars at once."""
@@ -159,25 +211,19 @@ class LAMMonitor(Callback):
                 if result is None:
                     continue
                 self._record(probe, result, trainer)
-                metrics.update(_scalars(probe, result))
+                metrics.update(self._scalars(probe, result))
                 if draw:
                     self._log_pictures(probe, result, trainer)
-        metrics["lam/seconds"] = time.perf_counter() - started
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=_logging_step(trainer))
-            # Writes the CSV and flushes TensorBoard's writer, so the results show while training runs.
-            logger.save()
+        metrics[f"{self.name}/seconds"] = time.perf_counter() - started
+        self._log_metrics(metrics, trainer)
 
     def _explain(
         self, probe: Probe, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer
     ) -> LAMResult | None:
-        try:
+        with self._isolated(trainer, f"skipped probe {probe.name!r}"):
             lr, hr = probe.load()
-            result = explain(forward, lr, probe.window, self.settings, hr=hr, alpha=self.alpha, device=device)
-        except Exception as error:  # whatever fails, training must go on
-            self._warn_failure(probe, error, trainer)
-            return None
-        return result
+            return explain(forward, lr, probe.window, self.settings, hr=hr, alpha=self.alpha, device=device)
+        return None
 
     def _record(self, probe: Probe, result: LAMResult, trainer: pl.Trainer) -> None:
         self.history.setdefault(probe.name, []).append({
@@ -191,66 +237,127 @@ class LAMMonitor(Callback):
             "map": (result.map * 255).round().to(torch.uint8).tolist(),
         })
 
+    def _scalars(self, probe: Probe, result: LAMResult) -> dict[str, float]:
+        return {f"{self.name}/{probe.name}/di": result.di, f"{self.name}/{probe.name}/gini": result.gini,
+                f"{self.name}/{probe.name}/delta": result.delta}
+
+    def _log_metrics(self, metrics: dict[str, float], trainer: pl.Trainer) -> None:
+        probe_names = [probe.name for probe in self.probes]
+        for logger in trainer.loggers:
+            with self._isolated(trainer, f"could not log the scalars of probes {probe_names} to "
+                                         f"{type(logger).__name__}"):
+                logger.log_metrics(metrics, step=_logging_step(trainer))
+                # Writes the CSV and flushes TensorBoard's writer, so the results show while training runs.
+                logger.save()
+
     def _log_pictures(self, probe: Probe, result: LAMResult, trainer: pl.Trainer) -> None:
         first_time = len(self.history[probe.name]) == 1
         names = [name for name in self.images if name != "window" or first_time]
-        try:
+        with self._isolated(trainer, f"could not draw the pictures of probe {probe.name!r}"):
             # The callback's "map" is the result's heat-map picture; its tag keeps the issue's name.
             drawn = {name: result.picture("heat" if name == "map" else name) for name in names}
-        except Exception as error:  # the scalars are logged all the same
-            self._warn_failure(probe, error, trainer)
-            return
-        folder = f"epoch{trainer.current_epoch:03d}_step{trainer.global_step:06d}"
-        self._publish(probe, drawn, trainer, folder)
+            self._publish(probe, drawn, trainer, f"epoch{trainer.current_epoch:03d}_step{trainer.global_step:06d}")
 
     def _log_evolution(self, trainer: pl.Trainer) -> None:
         for probe in self.probes:
             entries = _evenly_spaced(self.history.get(probe.name, []), _EVOLUTION_PANELS)
             if not entries:
                 continue
-            maps = [np.asarray(entry["map"], dtype=np.float64) / 255 for entry in entries]
-            try:
+            with self._isolated(trainer, f"could not draw the evolution of probe {probe.name!r}"):
+                maps = [np.asarray(entry["map"], dtype=np.float64) / 255 for entry in entries]
                 picture = pictures.evolution_figure(maps, [_evolution_label(entry) for entry in entries])
-            except Exception as error:  # fitting must not fail for a picture
-                self._warn_failure(probe, error, trainer)
-                continue
-            self._publish(probe, {"evolution": picture}, trainer, folder="")
-        for logger in _image_loggers(trainer):
-            logger.save()
+                self._publish(probe, {"evolution": picture}, trainer, folder="")
+        for logger in image_loggers(trainer):
+            with self._isolated(trainer, f"could not save {type(logger).__name__}"):
+                logger.save()
 
     def _publish(self, probe: Probe, drawn: dict[str, np.ndarray], trainer: pl.Trainer, folder: str) -> None:
-        """Add the pictures to every TensorBoard and, if asked, write them to ``save_dir/<probe>/<folder>``."""
-        for logger in _image_loggers(trainer):
-            for name, picture in drawn.items():
-                logger.experiment.add_image(f"lam/{probe.name}/{name}", picture, _logging_step(trainer),
-                                            dataformats="HWC")
+        """Give the pictures to every logger that takes them and, if asked, write them to ``save_dir``."""
+        tagged = {f"{self.name}/{probe.name}/{name}": picture for name, picture in drawn.items()}
+        for logger in image_loggers(trainer):
+            with self._isolated(trainer, f"could not give the pictures of probe {probe.name!r} to "
+                                         f"{type(logger).__name__}"):
+                add_images(logger, tagged, _logging_step(trainer))
         if self.save_dir is None:
             return
-        for name, picture in drawn.items():
-            save_png(picture, self.save_dir / probe.name / folder / f"{name}.png")
+        with self._isolated(trainer, f"could not save the pictures of probe {probe.name!r} in `save_dir` "
+                                     f"{str(self.save_dir)!r}"):
+            for name, picture in drawn.items():
+                save_png(picture, self._picture_folder() / probe.name / folder / f"{name}.png")
+
+    def _write_settings_text(self, trainer: pl.Trainer) -> None:
+        probes = [{"probe": probe.name, **_identity(probe), "scale": probe.scale} for probe in self.probes]
+        monitor = {"every_n_epochs": self.every_n_epochs, "images": ", ".join(self.images) or "none",
+                   "alpha": self.alpha, "save_dir": self.save_dir}
+        text = "\n\n".join([markdown_table(probes), markdown_table([self.settings.to_dict()]),
+                            markdown_table([monitor])])
+        for logger in tensorboards(trainer):
+            with self._isolated(trainer, f"could not write the settings of probes {[p.name for p in self.probes]} "
+                                         f"to {type(logger).__name__}"):
+                logger.experiment.add_text(f"{self.name}/settings", text, global_step=trainer.global_step)
+
+    def _owes_layout(self, trainer: pl.Trainer) -> bool:
+        """Whether this monitor writes the custom-scalars layout now: the first LAMMonitor of the Trainer
+        writes one layout for all of them (TensorBoard keeps one per run), once, during fitting.
+
+        True on every rank, not only on rank zero: reading ``callback_metrics`` reduces metrics logged with
+        ``sync_dist``, a collective that every process must enter at the same point.
+        """
+        if self._layout_written or trainer.state.fn != TrainerFn.FITTING:
+            return False
+        monitors = [callback for callback in trainer.callbacks if isinstance(callback, LAMMonitor)]
+        return monitors[0] is self and bool(tensorboards(trainer))
+
+    def _write_layout(self, trainer: pl.Trainer) -> None:
+        self._layout_written = True
+        validation_metrics = sorted(set(trainer.callback_metrics) - self._metrics_before_validation)
+        if not trainer.is_global_zero:
+            return
+        monitors = [callback for callback in trainer.callbacks if isinstance(callback, LAMMonitor)]
+        sections = {monitor._section_title(): [f"{monitor.name}/{probe.name}/di" for probe in monitor.probes]
+                    for monitor in monitors}
+        layout = custom_scalars_layout(sections, validation_metrics)
+        for logger in tensorboards(trainer):
+            with self._isolated(trainer, f"could not write the custom-scalars layout to {type(logger).__name__}"):
+                logger.experiment.add_custom_scalars(layout)
+
+    def _picture_folder(self) -> Path:
+        # A second monitor's pictures get their own folder, so that two monitors can share one `save_dir`.
+        return self.save_dir if self.name == DEFAULT_NAME else self.save_dir / self.name
+
+    def _section_title(self) -> str:
+        return "LAM" if self.name == DEFAULT_NAME else f"LAM {self.name}"
 
     def _has_picture_sink(self, trainer: pl.Trainer) -> bool:
-        return self.save_dir is not None or bool(_image_loggers(trainer))
+        return self.save_dir is not None or bool(image_loggers(trainer))
 
-    def _warn_failure(self, probe: Probe, error: Exception, trainer: pl.Trainer) -> None:
+    @contextlib.contextmanager
+    def _isolated(self, trainer: pl.Trainer, failure: str) -> Iterator[None]:
+        """Run one part of the work; whatever it raises becomes one warning, because training must go on."""
+        try:
+            yield
+        except Exception as error:
+            self._warn_failure(failure, error, trainer)
+
+    def _warn_failure(self, failure: str, error: Exception, trainer: pl.Trainer) -> None:
         hint = ""
         if isinstance(error, torch.cuda.OutOfMemoryError):
             # Give the memory back to the training step that comes next.
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             hint = "; a smaller `internal_batch_size` needs less memory"
-        rank_zero_warn(f"LAMMonitor skipped probe {probe.name!r} at epoch {trainer.current_epoch}, step "
-                       f"{trainer.global_step}: {type(error).__name__}: {error}{hint}", category=RuntimeWarning)
+        rank_zero_warn(f"{self._who()} {failure} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
+                       f"{type(error).__name__}: {error}{hint}", category=RuntimeWarning)
 
     def _warn_no_image_logger(self) -> None:
         self._warned_no_image_logger = True
         where = (f"they are written to `save_dir` {str(self.save_dir)!r} only" if self.save_dir is not None
                  else "pass `save_dir` to write them as PNG files, or `images=()` to log scalars only")
-        rank_zero_warn(f"LAMMonitor found no TensorBoardLogger to take its pictures; {where}", category=UserWarning)
+        rank_zero_warn(f"{self._who()} found no logger to take its pictures (no TensorBoardLogger, WandbLogger or "
+                       f"other logger with a `log_image` method); {where}", category=UserWarning)
 
-
-def _image_loggers(trainer: pl.Trainer) -> list[Logger]:
-    return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+    def _who(self) -> str:
+        return "LAMMonitor" if self.name == DEFAULT_NAME else f"LAMMonitor {self.name!r}"
 
 
 def _logging_step(trainer: pl.Trainer) -> int:
@@ -270,9 +377,16 @@ def _uncompiled_forward(pl_module: pl.LightningModule) -> Callable[[Tensor], Ten
     return compiler_context["original_forward"] if compiler_context else pl_module
 
 
-def _scalars(probe: Probe, result: LAMResult) -> dict[str, float]:
-    return {f"lam/{probe.name}/di": result.di, f"lam/{probe.name}/gini": result.gini,
-            f"lam/{probe.name}/delta": result.delta}
+def _identity(probe: Probe) -> dict[str, str]:
+    """What makes a probe's history its own beyond its name, in plain strings for checkpoints and text.
+
+    A path probe is known by its path, a tensor probe by its shape only: its values may differ in the last
+    bit between a run and its resumption (a crop recomputed on another device) and still be the same probe.
+    """
+    window = probe.window
+    image = probe.image
+    source = str(image) if not isinstance(image, Tensor) else f"tensor {'x'.join(map(str, image.shape))}"
+    return {"image": source, "window": f"({window.top}, {window.left}, {window.height}, {window.width})"}
 
 
 def _evenly_spaced(entries: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -284,8 +398,8 @@ def _evenly_spaced(entries: list[dict[str, Any]], count: int) -> list[dict[str, 
 
 
 def _evolution_label(entry: dict[str, Any]) -> str:
-    height, width = len(entry["map"]), len(entry["map"][0])
-    return f"epoch {entry['epoch']}, step {entry['step']}\nDI {entry['di']:.2f} (LR {height}x{width})"
+    # Two short lines: a quarter of a TensorBoard card is about 80 pixels wide.
+    return f"epoch {entry['epoch']}\nDI {entry['di']:.2f}"
 
 
 def _check_probes(probes: Probe | Sequence[Probe]) -> list[Probe]:
@@ -322,3 +436,9 @@ def _check_save_dir(save_dir: str | Path | None) -> Path | None:
     if not isinstance(save_dir, (str, os.PathLike)) or not str(save_dir):
         raise ValueError(f"`save_dir` must be a folder path or None, got {save_dir!r}")
     return Path(save_dir)
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"`name` must be letters, digits, '_', '-' or '.' (it starts every tag), got {name!r}")
+    return name

@@ -15,7 +15,7 @@ from lam_captum.functional._window import WindowLike
 from lam_captum.imageio import load_input
 
 # Probe names become TensorBoard tags (`lam/<name>/map`) and folder names: a slash would nest the tag.
-_NAME_PATTERN = re.compile(r"[\w.-]+")
+NAME_PATTERN = re.compile(r"[\w.-]+")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -51,7 +51,7 @@ class Probe:
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", _check_image(self.image))
         object.__setattr__(self, "window", as_window(self.window))
-        if not isinstance(self.name, str) or not _NAME_PATTERN.fullmatch(self.name):
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
             raise ValueError(f"`name` must be letters, digits, '_', '-' or '.', got {self.name!r}")
         if isinstance(self.scale, bool) or not isinstance(self.scale, int):
             raise TypeError(f"`scale` must be an int, got {self.scale!r}")

@@ -40,6 +40,12 @@ FIGURE_FORMATS = ("png", "pdf", "svg")
 FigureFormat = Literal["png", "pdf", "svg"]
 # The half of "seismic" that the pictures use (0.5 + 0.5 * m), as its own colormap for the colour bars.
 HEAT_COLOURS = ListedColormap(matplotlib.colormaps["seismic"](np.linspace(0.5, 1.0, 256)), name="lam_heat")
+# The evolution grid: four columns of 160-pixel maps with 16-point labels read in a 335-pixel card.
+_EVOLUTION_COLUMNS = 4
+_EVOLUTION_PANEL_INCHES = 1.6
+_EVOLUTION_LABEL_INCHES = 0.6
+_EVOLUTION_LABEL_POINTS = 16
+_EVOLUTION_MARGIN_INCHES = 0.05
 
 
 def heat_map(attribution_map: Tensor | np.ndarray, scale: int) -> np.ndarray:
@@ -478,7 +484,12 @@ def save_figure(figure: Figure, path: str | Path, format: FigureFormat = "png") 
 
 
 def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.ndarray:
-    """Show several attribution maps side by side, heat-coloured, each with a label under it.
+    """Show attribution maps heat-coloured in rows of at most four, each with a label under it.
+
+    Sized for a TensorBoard image card: shown 335 pixels wide (the Time Series dashboard's smallest card),
+    a row of four maps keeps capitals and digits about 8 pixels high (an 11-pixel font), and a panel is wide
+    enough for two short lines such as ``"epoch 3\\nDI 10.2"``.
+    Every panel has the same size whatever the map's, so one to four maps make one row of that many panels.
 
     Args:
         maps: (h, w) maps with values in [0, 1], for example one per training epoch.
@@ -491,22 +502,42 @@ def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.n
         ValueError: if ``maps`` is empty, the counts differ, or a map is invalid (see :func:`heat_map`).
 
     Example:
-        >>> evolution_figure([np.eye(4), np.ones((4, 4))], ["epoch 1", "epoch 2"]).shape[2]
-        3
+        >>> evolution_figure([np.eye(4), np.ones((4, 4))], ["epoch 1", "epoch 2"]).shape
+        (220, 320, 3)
     """
     if not maps:
         raise ValueError("`maps` must hold at least one map, got none")
     if len(labels) != len(maps):
         raise ValueError(f"`labels` must give one label per map: {len(maps)} maps, got {len(labels)}")
     colours = [_seismic(_attribution_array(attribution_map)) for attribution_map in maps]
-    figure = _figure(len(maps), caption_inches=0.6)
-    for axes, picture, label in zip(figure.subplots(1, len(maps), squeeze=False)[0], colours, labels):
-        axes.imshow(picture, interpolation="nearest")
-        # Hide the ticks but keep the axes, so that the x label shows under the map.
-        axes.set_xticks([])
-        axes.set_yticks([])
-        axes.set_xlabel(label)
+    columns = min(len(maps), _EVOLUTION_COLUMNS)
+    rows = math.ceil(len(maps) / columns)
+    cell_height = _EVOLUTION_PANEL_INCHES + _EVOLUTION_LABEL_INCHES
+    figure = Figure(figsize=(_EVOLUTION_PANEL_INCHES * columns, cell_height * rows), dpi=_FIGURE_DPI)
+    for index, (picture, label) in enumerate(zip(colours, labels)):
+        row, column = divmod(index, columns)
+        _evolution_cell(figure, picture, label, left=column * _EVOLUTION_PANEL_INCHES,
+                        bottom=(rows - 1 - row) * cell_height)
     return render_figure(figure)
+
+
+def _evolution_cell(figure: Figure, picture: np.ndarray, label: str, left: float, bottom: float) -> None:
+    """Draw one map and its label in the cell whose lower left corner is at (``left``, ``bottom``) inches.
+
+    Placed by hand rather than by a layout engine: every map gets the same square whatever its label
+    holds, so that the text keeps its size relative to the card.
+    """
+    width, height = figure.get_size_inches()
+    margin, side = _EVOLUTION_MARGIN_INCHES, _EVOLUTION_PANEL_INCHES - 2 * _EVOLUTION_MARGIN_INCHES
+    map_bottom = bottom + _EVOLUTION_LABEL_INCHES + margin
+    axes = figure.add_axes(((left + margin) / width, map_bottom / height, side / width, side / height))
+    axes.imshow(picture, interpolation="nearest")
+    # A map wider than high sits on its label rather than in the middle of its square.
+    axes.set_anchor("S")
+    axes.set_axis_off()
+    label_top = bottom + _EVOLUTION_LABEL_INCHES
+    figure.text((left + _EVOLUTION_PANEL_INCHES / 2) / width, label_top / height, label, ha="center", va="top",
+                fontsize=_EVOLUTION_LABEL_POINTS, linespacing=1.1)
 
 
 def _attribution_array(attribution_map: Tensor | np.ndarray) -> np.ndarray:

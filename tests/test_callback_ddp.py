@@ -85,8 +85,12 @@ def test_ddp_run_completes_and_logs_once_on_rank_zero(tmp_path: Path) -> None:
     assert (rank_zero["runs"], rank_one["runs"]) == (2, 0)
     event_files = list(tmp_path.rglob("events.out.tfevents.*"))
     assert len(event_files) == 1
-    events = EventAccumulator(str(event_files[0].parent), size_guidance={"images": 0, "scalars": 0})
+    events = EventAccumulator(str(event_files[0].parent), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
     events.Reload()
     for tag in ("lam/centre/di", "lam/centre/gini", "lam/centre/delta", "lam/seconds"):
         assert [event.step for event in events.Scalars(tag)] == [1, 3], tag
     assert [event.step for event in events.Images("lam/centre/map")] == [1, 3]
+    # The layout's validation chart needs the names of metrics reduced across ranks (sync_dist): read on
+    # every rank at the same point, written once by rank zero.
+    (layout,) = events.Tensors("custom_scalars__config__")
+    assert b"^val_loss$" in layout.tensor_proto.string_val[0]
