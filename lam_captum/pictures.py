@@ -647,19 +647,6 @@ def _panel_figure(panel_count: int) -> Figure:
     return Figure(figsize=size, dpi=_FIGURE_DPI, layout="constrained")
 
 
-def _figure(panel_count: int, caption_inches: float) -> Figure:
-    size = (_PANEL_INCHES * panel_count, _PANEL_INCHES + caption_inches)
-    return Figure(figsize=size, dpi=_FIGURE_DPI, layout="constrained")
-
-
-
-
-def _render(figure: Figure) -> np.ndarray:
-    canvas = FigureCanvasAgg(figure)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 def signed_map_picture(attribution: Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
     """Draw the signed attribution: the channel sum on "seismic", centred at zero, upscaled with nearest.
 
