@@ -19,6 +19,7 @@ import torch
 
 from lam_captum._atomic import check_writable_folder
 from lam_captum._flags import add_setting_flags, input_from_flags, model_from_flags, settings_from_flags
+from lam_captum.pictures import FIGURE_FORMATS
 
 # The built-in photo is explained on a 256x256 crop of the face (LR 64x64, the paper's usual size), with
 # the window on the rim of the spectacles, where an SR network must rebuild a sharp, curved edge.
@@ -49,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="explain this part of the image only (image pixels; default on the built-in photo: "
                         f"{' '.join(map(str, DEFAULT_CROP))})")
     source.add_argument("--grayscale", action="store_true", help="read the image as one channel (Y / grey models)")
+    source.add_argument("--degrade", metavar="SPEC", help="degrade the LR input first, for restoration models: "
+                        "noise:SIGMA (0-255 scale), jpeg:Q or blur:S (the clean image stays the reference)")
+    source.add_argument("--seed", type=int, default=0, help="seed of --degrade noise (default: 0)")
     source.add_argument("--model", help="built-in name (default, edsr-baseline, edsr), package.module:Class or "
                         "path/to/file.py:Class (default: 'default'; 'edsr-baseline' when only weights are given)")
     source.add_argument("--model-args", default="{}", metavar="JSON", help='constructor arguments, e.g. \'{"rgb_range": 255}\'')
@@ -68,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--output", "--output_dir", default="lam_output", metavar="DIR", help="folder (default: lam_output)")
     output.add_argument("--kde", nargs="?", const="true", type=str.lower, choices=("true", "false"),
                         help="accepted for the unofficial tool's users; the KDE blend is always drawn (it is fast here)")
+    output.add_argument("--signed", action="store_true", help="also write signed.png: the signed attribution, "
+                        "red positive and blue negative (the map itself takes the absolute value)")
+    output.add_argument("--format", dest="formats", nargs="+", choices=FIGURE_FORMATS, default=["png"],
+                        help="formats of the figure (default: png); pdf and svg keep the labels as text")
     output.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -111,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"DI {result.di:.2f} (LR {result.lr_size[0]}x{result.lr_size[1]}, x{result.scale}), Gini {result.gini:.4f}, "
           f"convergence delta {result.delta:.4g}, {result.seconds:.1f} s on {result.device}")
-    print(f"results in {folder}/: {', '.join(sorted(SAVED_FILES))}")
+    written = [*SAVED_FILES, *(["signed.png"] if args.signed else []),
+               *(f"figure.{format}" for format in args.formats if format != "png")]
+    print(f"results in {folder}/: {', '.join(sorted(written))}")
     return 0
 
 
@@ -134,14 +144,27 @@ def _run(args: argparse.Namespace):
     crop = args.crop or (DEFAULT_CROP if builtin else None)
     with _flags_named({"`path`": "`--imgpath`" if args.image_option else "the image argument"}):
         lr, hr = input_from_flags(image_path, scale=scale, crop=crop, lr=args.lr, grayscale=args.grayscale)
+    if args.degrade:
+        lr = _degraded(lr, args.degrade, args.seed)
     window = _window(args, lr, scale, builtin=builtin and args.crop is None)
     device = _device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _check_model_runs(model, spec, lr, device, grayscale=args.grayscale)
     result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=device,
                      show_progress=not args.no_progress)
     metadata = {"image": str(image_path), "crop": list(crop) if crop else None, "model": spec,
-                "model_args": json.loads(args.model_args), "weights": args.weights}
-    return result, result.save(args.output, metadata=metadata)
+                "model_args": json.loads(args.model_args), "weights": args.weights,
+                "degrade": args.degrade, "seed": args.seed if args.degrade else None}
+    folder = result.save(args.output, metadata=metadata, extra_pictures=("signed",) if args.signed else (),
+                         figure_formats=args.formats)
+    return result, folder
+
+
+def _degraded(lr: torch.Tensor, spec: str, seed: int) -> torch.Tensor:
+    """The LR input degraded by ``--degrade`` (its clean version stays the HR reference)."""
+    from lam_captum.degrade import degrade
+
+    with _flags_named({"`spec`": "`--degrade`"}):
+        return degrade(lr, spec, seed=seed)
 
 
 @contextlib.contextmanager

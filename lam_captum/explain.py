@@ -7,7 +7,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +31,8 @@ from lam_captum.functional import (
 from lam_captum.pictures import check_alpha
 
 PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
+# Pictures drawn on request only, not by default (the signed attribution, on a colour map centred at zero).
+EXTRA_PICTURES = ("signed",)
 SAVED_FILES = (*(f"{name}.png" for name in PICTURE_NAMES), "attribution.npy", "summary.json")
 
 
@@ -80,9 +82,11 @@ class LAMResult:
     def picture(self, name: str) -> np.ndarray:
         """One picture, drawn on first use: ``"window"`` (on the HR image, else the bicubic-upscaled LR
         input, since an SR output may show little), ``"heat"``, ``"heat_blend"``, ``"kde_blend"``, ``"sr"``
-        or ``"figure"`` (the five in one row, with DI and the LR size, a zoom and a colour bar)."""
-        if name not in PICTURE_NAMES:
-            raise ValueError(f"`name` must be one of {', '.join(PICTURE_NAMES)}, got {name!r}")
+        or ``"figure"`` (the five in one row, with DI and the LR size, a zoom and a colour bar); and on
+        request ``"signed"`` (the signed channel sum on a colour map centred at zero: red positive, blue
+        negative)."""
+        if name not in PICTURE_NAMES + EXTRA_PICTURES:
+            raise ValueError(f"`name` must be one of {', '.join(PICTURE_NAMES + EXTRA_PICTURES)}, got {name!r}")
         if name not in self._drawn:
             self._drawn[name] = self._draw(name)
         return self._drawn[name]
@@ -104,6 +108,8 @@ class LAMResult:
             return pictures.blend(density, self.lr, self.alpha)
         if name == "sr":
             return pictures.sr_picture(self.sr)
+        if name == "signed":
+            return pictures.signed_map_picture(self.attribution, self.scale)
         return pictures.render_figure(self.draw_figure())
 
     def draw_figure(self) -> Figure:
@@ -124,6 +130,7 @@ class LAMResult:
         return {
             "di": _score_or_none(self.di),
             "gini": _score_or_none(self.gini),
+            "negative_share": self.negative_share,
             "area_50": self.area,
             "convergence_delta": self.delta,
             "window": self.window._asdict(),
@@ -134,7 +141,14 @@ class LAMResult:
             "device": self.device,
         }
 
-    def save(self, folder: str | Path, *, metadata: Mapping[str, object] | None = None) -> Path:
+    def save(
+        self,
+        folder: str | Path,
+        *,
+        metadata: Mapping[str, object] | None = None,
+        extra_pictures: Sequence[str] = (),
+        figure_formats: Sequence[str] = (),
+    ) -> Path:
         """Write :data:`SAVED_FILES` into ``folder``: the pictures (PNG), the raw attribution
         (``attribution.npy``) and ``summary.json``, as one set.
 
@@ -147,6 +161,9 @@ class LAMResult:
             folder: Where to write; created with its parents if needed.
             metadata: JSON-ready entries written first in ``summary.json``, before :meth:`summary`'s
                 (the CLI records the image, its crop, the model and its weights).
+            extra_pictures: Pictures of :data:`EXTRA_PICTURES` to write as well, as ``<name>.png``.
+            figure_formats: Also write the figure as ``figure.pdf`` / ``figure.svg`` (vector; see
+                :func:`lam_captum.pictures.save_figure`).
 
         Returns:
             ``folder`` as a :class:`~pathlib.Path`.
@@ -165,9 +182,15 @@ class LAMResult:
             >>> json.loads((folder / "summary.json").read_text())["model"]
             'two layers'
         """
+        from lam_captum.pictures import figure_writer
+
         folder = check_writable_folder(folder, "folder")
         summary = json.dumps({**(metadata or {}), **self.summary()}, indent=2) + "\n"
-        files = {f"{name}.png": functools.partial(_write_png, picture) for name, picture in self.pictures.items()}
+        drawn = {**self.pictures, **{name: self.picture(name) for name in extra_pictures}}
+        files = {f"{name}.png": functools.partial(_write_png, picture) for name, picture in drawn.items()}
+        for format in dict.fromkeys(figure_formats):
+            if format != "png":
+                files[f"figure.{format}"] = figure_writer(self.draw_figure(), format)
         files["attribution.npy"] = functools.partial(np.save, arr=self.attribution.numpy())
         files["summary.json"] = lambda stream: stream.write(summary.encode())
         try:

@@ -10,9 +10,10 @@ so these functions are safe in threads and on machines without a display. Figure
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import matplotlib
 import numpy as np
@@ -471,16 +472,36 @@ def save_figure(figure: Figure, path: str | Path, format: FigureFormat = "png") 
         >>> save_figure(Figure(figsize=(1, 1)), folder / "empty.pdf", "pdf").read_bytes()[:5]
         b'%PDF-'
     """
+    path = Path(path)
+    try:
+        write_atomically(path, figure_writer(figure, format))
+    except OSError as error:
+        raise OSError(f"cannot write `path` {str(path)!r}: {error}") from error
+    return path
+
+
+def figure_writer(figure: Figure, format: FigureFormat = "png") -> Callable[[BinaryIO], None]:
+    """A function that writes ``figure`` to a binary stream as :func:`save_figure` does (for sets of files).
+
+    Raises:
+        ValueError: if ``format`` is not one of :data:`FIGURE_FORMATS`.
+
+    Example:
+        >>> import io
+        >>> stream = io.BytesIO()
+        >>> figure_writer(Figure(figsize=(1, 1)), "svg")(stream)
+        >>> b"<svg" in stream.getvalue()
+        True
+    """
     if format not in FIGURE_FORMATS:
         raise ValueError(f"`format` must be one of {', '.join(FIGURE_FORMATS)}, got {format!r}")
-    path = Path(path)
-    # rcParams are read while the file is written; the context restores them afterwards.
-    with matplotlib.rc_context({"pdf.fonttype": 42, "svg.fonttype": "none"}):
-        try:
-            write_atomically(path, lambda stream: figure.savefig(stream, format=format, dpi=figure.dpi))
-        except OSError as error:
-            raise OSError(f"cannot write `path` {str(path)!r}: {error}") from error
-    return path
+
+    def write(stream: BinaryIO) -> None:
+        # rcParams are read while the file is written; the context restores them afterwards.
+        with matplotlib.rc_context({"pdf.fonttype": 42, "svg.fonttype": "none"}):
+            figure.savefig(stream, format=format, dpi=figure.dpi)
+
+    return write
 
 
 def evolution_figure(maps: list[Tensor | np.ndarray], labels: list[str]) -> np.ndarray:
