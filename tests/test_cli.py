@@ -311,3 +311,47 @@ def test_ctrl_c_stops_with_one_line_exit_130_and_leaves_the_results_untouched(hr
     assert last_line == "lam-captum: interrupted" and b"Traceback" not in error
     assert [path.name for path in output.iterdir()] == ["summary.json"]
     assert (output / "summary.json").read_text() == "the previous run's"
+
+
+def test_degrade_makes_the_restoration_input_from_the_clean_image(hr_photo, tmp_path, capsys):
+    from lam_captum.degrade import degrade
+    from lam_captum.explain import explain
+    from lam_captum.imageio import load_input
+    from lam_captum.models import load_model
+
+    denoiser = tmp_path / "denoiser.py"
+    denoiser.write_text("import torch\n\nclass Denoiser(torch.nn.Conv2d):\n"
+                        "    def __init__(self):\n        torch.manual_seed(0)\n"
+                        "        super().__init__(3, 3, 3, padding=1)\n")
+    output = tmp_path / "out"
+    arguments = [str(hr_photo), "--model", f"{denoiser}:Denoiser", "--scale", "1", "--degrade", "noise:25",
+                 "--seed", "3", "--top", "10", "--left", "12", "--size", "8", *FAST, "--output", str(output)]
+    assert main(arguments) == 0, capsys.readouterr().err
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["degrade"] == "noise:25" and summary["seed"] == 3 and summary["scale"] == 1
+    clean, _ = load_input(hr_photo, scale=1)
+    noisy = degrade(clean, "noise:25", seed=3)
+    expected = explain(load_model(f"{denoiser}:Denoiser"), noisy, (10, 12, 8), n_steps=3).attribution
+    np.testing.assert_allclose(np.load(output / "attribution.npy"), expected.numpy(), rtol=1e-5, atol=1e-7)
+    on_clean = explain(load_model(f"{denoiser}:Denoiser"), clean, (10, 12, 8), n_steps=3).attribution
+    assert not np.allclose(np.load(output / "attribution.npy"), on_clean.numpy(), rtol=1e-3)
+
+
+def test_bad_degradation_names_the_flag(hr_photo, tmp_path, capsys):
+    assert main([str(hr_photo), "--degrade", "rain:3", *FAST, "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == ("lam-captum: error: `--degrade` must be noise:SIGMA, jpeg:Q or "
+                                               "blur:S, got 'rain:3'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_signed_map_and_vector_figures_are_written_on_request(hr_photo, tmp_path, capsys):
+    output = tmp_path / "out"
+    assert main([str(hr_photo), "--signed", "--format", "png", "pdf", "svg", *FAST, "--output", str(output)]) == 0
+    assert "signed.png" in capsys.readouterr().out
+    assert (output / "figure.pdf").read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in (output / "figure.svg").read_bytes()[:400]
+    signed = np.asarray(Image.open(output / "signed.png"))
+    summary = json.loads((output / "summary.json").read_text())
+    # Red (positive) and, unless no pixel is negative, blue pixels: the sign is what this picture adds.
+    assert (signed[..., 0] > signed[..., 2] + 50).any()
+    assert ((signed[..., 2] > signed[..., 0] + 50).any()) == (summary["negative_share"] > 0)
