@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,8 @@ from lam_captum.pictures import FIGURE_FORMATS
 # the window on the rim of the spectacles, where an SR network must rebuild a sharp, curved edge.
 DEFAULT_CROP = (80, 120, 256, 256)
 DEFAULT_WINDOW = (106, 96, 16)
+# `lam-captum NAME ...` runs the module's own command line; anything else is the single-image command.
+SUBCOMMANDS = {"sweep": "lam_captum.sweep.cli", "compare": "lam_captum.compare_cli", "erf": "lam_captum._erf_cli"}
 # What a bad input raises: exit status 2 and its message. Anything else is unexpected: status 1.
 BAD_INPUT = (ValueError, TypeError, OSError, ImportError, torch.OutOfMemoryError)
 
@@ -87,18 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     the device, the output folder), 1 for an unexpected error (named by its type), 130 for Ctrl-C.
     """
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["sweep"]:
-        from lam_captum.sweep.cli import main as sweep_main
-
-        return sweep_main(argv[1:])
-    if argv[:1] == ["compare"]:
-        from lam_captum.compare_cli import main as compare_main
-
-        return compare_main(argv[1:])
-    if argv[:1] == ["erf"]:
-        from lam_captum._erf_cli import main as erf_main
-
-        return erf_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         outcome = _run(args)
