@@ -43,7 +43,8 @@ class LAMMonitor(Callback):
     ``(N, C, H, W)`` LR images to ``(N, C, sH, sW)`` SR images. Logged at the step Lightning logs
     validation metrics at, so that DI lines up with the validation loss (``lam`` is the default ``name``):
 
-    - to every logger: the scalars ``lam/<probe>/di``, ``lam/<probe>/gini``, ``lam/<probe>/delta`` (the
+    - to every logger: the scalars ``lam/<probe>/di``, ``lam/<probe>/gini``, ``lam/<probe>/negative_share``
+      (the share of the map from pixels whose attribution is negative), ``lam/<probe>/delta`` (the
       convergence delta) and ``lam/seconds``, the time the callback took;
     - to every logger that takes pictures, through its own API (TensorBoard's ``add_image``, W&B's
       ``log_image``, or the ``log_image(key, images, step=...)`` of any other logger): the pictures chosen by
@@ -84,7 +85,7 @@ class LAMMonitor(Callback):
 
     Attributes:
         history: Per probe name, one dict per run with ``epoch``, ``step`` (the global step), ``di``,
-            ``gini``, ``delta``, ``seconds`` (LAM's own time) and ``map`` (nested lists of ints 0-255, one
+            ``gini``, ``negative_share``, ``delta``, ``seconds`` (LAM's own time) and ``map`` (nested lists of ints 0-255, one
             per LR pixel). Saved in checkpoints in plain types, so a resumed run continues it; resumed with
             another probe list, it keeps the history of the probes still there and warns about the others.
 
@@ -231,6 +232,7 @@ class LAMMonitor(Callback):
             "step": trainer.global_step,
             "di": result.di,
             "gini": result.gini,
+            "negative_share": result.negative_share,
             "delta": result.delta,
             "seconds": result.seconds,
             # Quantised to 0-255: the evolution picture needs no more, and checkpoints stay small.
@@ -238,8 +240,9 @@ class LAMMonitor(Callback):
         })
 
     def _scalars(self, probe: Probe, result: LAMResult) -> dict[str, float]:
-        return {f"{self.name}/{probe.name}/di": result.di, f"{self.name}/{probe.name}/gini": result.gini,
-                f"{self.name}/{probe.name}/delta": result.delta}
+        prefix = f"{self.name}/{probe.name}"
+        return {f"{prefix}/di": result.di, f"{prefix}/gini": result.gini, f"{prefix}/delta": result.delta,
+                f"{prefix}/negative_share": result.negative_share}
 
     def _log_metrics(self, metrics: dict[str, float], trainer: pl.Trainer) -> None:
         probe_names = [probe.name for probe in self.probes]

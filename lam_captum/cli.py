@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="lam-captum",
         description="Local Attribution Map of one window of a super-resolution network's output. "
-        "With no arguments: the built-in x4 model on the built-in photo. `lam-captum sweep --help` runs studies.",
+        "With no arguments: the built-in x4 model on the built-in photo. Other commands: `lam-captum sweep` (studies), "
+        "`lam-captum compare` (the comparison figure), `lam-captum erf` (effective receptive field); each has --help.",
     )
     source = parser.add_argument_group("image and model")
     source.add_argument("image", nargs="?", help="HR image to downscale (default: the built-in photo)")

@@ -105,10 +105,10 @@ def test_logs_every_probe_every_epoch_to_tensorboard(tmp_path: Path, hr_file: Pa
             assert steps(events, f"lam/{name}/{tag}") == LOGGED_STEPS
         assert steps(events, f"lam/{name}/window") == LOGGED_STEPS[:1]
         assert steps(events, f"lam/{name}/evolution") == [run.global_step]
-        for tag in ("di", "gini", "delta"):
+        for tag in ("di", "gini", "negative_share", "delta"):
             assert steps(events, f"lam/{name}/{tag}") == LOGGED_STEPS
         expected_images |= {f"lam/{name}/{tag}" for tag in (*DEFAULT_TAGS, "figure", "window", "evolution")}
-        expected_scalars |= {f"lam/{name}/{tag}" for tag in ("di", "gini", "delta")}
+        expected_scalars |= {f"lam/{name}/{tag}" for tag in ("di", "gini", "negative_share", "delta")}
     assert set(events.Tags()["images"]) == expected_images
     assert set(events.Tags()["scalars"]) == expected_scalars
     # Sanity checking logs nothing, and DI shares its x axis with the validation loss.
@@ -188,6 +188,7 @@ def test_logged_di_equals_explain_under_bf16_mixed(tmp_path: Path) -> None:
     standalone = explain(model, probe().image, probe().window, **LAM_ARGUMENTS, method="riemann_trapezoid")
     logged = monitor.history["centre"][-1]
     assert (logged["di"], logged["gini"], logged["delta"]) == (standalone.di, standalone.gini, standalone.delta)
+    assert logged["negative_share"] == standalone.negative_share
     di_events = read_events(run.logger.log_dir).Scalars("lam/centre/di")
     assert di_events[-1].value == pytest.approx(standalone.di, rel=1e-6)
 
