@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import NoReturn
 
+from lam_captum.sweep._lock import OutputFolderError
 from lam_captum.sweep._study import StudyError, load_study
 
 PROG = "lam-captum sweep"
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_sweep(study, output=args.output, maps=args.maps, pictures=args.pictures, limit=args.limit,
                            accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
                            num_nodes=args.num_nodes, progress=args.progress)
-    except TrainerSettingsError as error:
+    except (TrainerSettingsError, OutputFolderError) as error:
         return _fail(str(error))
     if report is None:  # not global rank 0: rank 0 reports
         return 0
