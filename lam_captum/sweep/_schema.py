@@ -17,7 +17,6 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from annotated_types import Len
 from PIL import Image
 from pydantic import (
     AfterValidator,
@@ -115,7 +114,7 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")]
 Text = Annotated[str, Field(min_length=1)]
 ExistingFile = Annotated[Path, BeforeValidator(_existing_file)]
 Pair = Annotated[tuple[int, int], PlainValidator(_pair)]
-Crop = Annotated[list[int], Len(4, 4), AfterValidator(_crop)]
+Crop = Annotated[list[int], Field(min_length=4, max_length=4), AfterValidator(_crop)]
 
 
 class _Schema(BaseModel):
@@ -153,7 +152,7 @@ WindowSpec = Annotated[
     ],
     Discriminator(_window_form, custom_error_type="window", custom_error_message=f"must be {_WINDOW_FORMS}"),
 ]
-WindowList = Annotated[list[WindowSpec], Len(1)]
+WindowList = Annotated[list[WindowSpec], Field(min_length=1)]
 
 
 # The study has always shown these bounds in its own words; every other rule, and these again, are the
@@ -324,8 +323,8 @@ class StudySpec(_Schema):
     output: Text | None = None
     maps: bool = False
     pictures: bool = False
-    models: Annotated[list[ModelSpec], Len(1)]
-    images: Annotated[list[ImageSpec], Len(1)]
+    models: Annotated[list[ModelSpec], Field(min_length=1)]
+    images: Annotated[list[ImageSpec], Field(min_length=1)]
     windows: WindowList | None = None
     _windows: dict[str, tuple[Window, ...]] = PrivateAttr(default_factory=dict)
 
