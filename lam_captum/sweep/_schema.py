@@ -270,17 +270,23 @@ class ImageSpec(_Schema):
             except Exception as error:  # Pillow raises many types for a file that is not an image
                 problems.append((("path",), f"cannot read {str(path)!r} as an image: {error}"))
                 continue
-            if self.crop is not None and (self.crop[0] + self.crop[2] > size[0] or self.crop[1] + self.crop[3] > size[1]):
+            if not self._crop_fits(size):
                 problems.append((("crop",), f"{list(self.crop)} does not fit the {size[0]}x{size[1]} image "
                                             f"{str(path)!r}"))
                 continue
-            stem = sanitize(path.stem)
-            # In a folder entry `name` prefixes the file names, so that two test sets can share file names.
-            label = (f"{self.name}-{stem}" if self.name else stem) if from_folder else (self.name or stem)
-            files.append(ImageFile(name=label, path=path, size=self.crop[2:] if self.crop else size))
+            files.append(ImageFile(name=self._label(path, from_folder), path=path,
+                                   size=self.crop[2:] if self.crop else size))
         _raise_all(problems, "image", self.path)
         self._files = tuple(files)
         return self
+
+    def _crop_fits(self, size: tuple[int, int]) -> bool:
+        return self.crop is None or (self.crop[0] + self.crop[2] <= size[0] and self.crop[1] + self.crop[3] <= size[1])
+
+    def _label(self, path: Path, from_folder: bool) -> str:
+        # In a folder entry `name` prefixes the file names, so that two test sets can share file names.
+        stem = sanitize(path.stem)
+        return (f"{self.name}-{stem}" if self.name else stem) if from_folder else (self.name or stem)
 
     def _paths(self, base: Path) -> list[tuple[Path, bool]]:
         """``(file, came_from_a_folder)`` pairs for a file, a folder or the built-in photo."""
@@ -335,8 +341,8 @@ class StudySpec(_Schema):
         problems = []
         for index, model in enumerate(models):
             if model.label in first:
-                problems.append(((index, "name"), f"{model.label!r} is already the name of `models[{first[model.label]}]`; "
-                                                  "give one of them another `name`"))
+                problems.append(((index, "name"), f"{model.label!r} is already the name of "
+                                                  f"`models[{first[model.label]}]`; give one of them another `name`"))
             first.setdefault(model.label, index)
         _raise_all(problems, "models", [model.label for model in models])
         return models
@@ -380,7 +386,8 @@ class StudySpec(_Schema):
                 what = "image" if image.lr else f"x{scale} LR input of the {file.size[0]}x{file.size[1]} image"
                 return [(("images", index), f"the {lr_height}x{lr_width} {what} {file.name!r} must be larger than "
                                             f"`lam.kernel_size` // 2 = {kernel_size // 2} pixels each way")]
-        bounds = (min(image.lr_size(file, s)[0] * s for s in scales), min(image.lr_size(file, s)[1] * s for s in scales))
+        sr_sizes = [(image.lr_size(file, scale)[0] * scale, image.lr_size(file, scale)[1] * scale) for scale in scales]
+        bounds = min(height for height, _ in sr_sizes), min(width for _, width in sr_sizes)
         windows, problems = expand_windows(specs, bounds, detector_margin(self.lam.detector), self.seed, file.name)
         self._windows[file.name] = windows
         return [((*where, *_with_form(specs, location)), message) for location, message in problems]
