@@ -169,7 +169,7 @@ def _lam_annotation(field: Any) -> Any:
 
 
 class _LAMBase(_Schema):
-    alpha: Annotated[float, Field(allow_inf_nan=False), AfterValidator(_in_unit_interval)] = 0.5
+    """The behaviour of the `lam` section: it builds the settings type, which judges the values together."""
 
     def settings(self) -> LAMSettings:
         """The section as :class:`lam_captum.LAMSettings` (everything but the pictures' ``alpha``)."""
@@ -190,6 +190,7 @@ LAMSection = create_model(
     __base__=_LAMBase,
     __doc__="The study's ``lam`` section: the fields of :class:`lam_captum.LAMSettings`, and ``alpha``.",
     **{field.name: (_lam_annotation(field), field.default) for field in setting_fields()},
+    alpha=(Annotated[float, Field(allow_inf_nan=False), AfterValidator(_in_unit_interval)], 0.5),
 )
 
 
