@@ -17,7 +17,8 @@ The study file lists `models` (built-in names, module:Class or file.py:Class, wi
 `windows` ([top, left, size], {grid: N, size: S} or {random: N, size: S, seed: K}), and the `lam`
 parameters; see examples/study.yaml. Results: OUTPUT/probes.csv and probes.jsonl (one row per probe),
 models.csv, plots/, records/ (one JSON per finished probe). Re-running skips finished probes.
-Exit status: 0 when no probe in the table failed, 1 when some did (see its `error` column), 2 for bad input.
+Exit status: 0 when no probe in the table failed, 1 when some did (see its `error` column), 2 for bad input
+or an output folder that another sweep is writing to (one sweep per folder; a killed one's lock is taken over).
 """
 
 
