@@ -3,7 +3,8 @@
 Types, bounds, literals and unknown keys are pydantic's (strict: ``"4"`` is not an integer, ``yes`` not
 a boolean); the checks that need the file system (model files, weights, images) are validators of the
 field they concern, reading relative paths from the folder in the validation context; the windows are
-checked against the images and the models' scales once those are valid. The ``lam`` section follows
+checked against the images, the models' scales and the LAM settings whenever those are valid (as the
+images come last, a bad `maps` does not hide a bad window). The ``lam`` section follows
 :class:`lam_captum.LAMSettings`: its fields are the settings' fields, and the settings type judges them.
 :func:`problems_of` turns a :class:`pydantic.ValidationError` into the study's one-line messages.
 """
@@ -255,6 +256,7 @@ class ImageSpec(_Schema):
     crop: Crop | None = None
     windows: WindowList | None = None
     _files: tuple[ImageFile, ...] = PrivateAttr(())
+    _windows: dict[str, tuple[Window, ...]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -317,11 +319,50 @@ class ImageSpec(_Schema):
         height, width = file.size
         return (height, width) if self.lr else (height // scale, width // scale)
 
+    def windows_of(self, file: ImageFile) -> tuple[Window, ...]:
+        """The windows of one of the entry's files, once :meth:`expand` has checked them."""
+        return self._windows[file.name]
+
+    def expand(self, specs: list, scales: list[int], lam: _LAMBase, seed: int) -> tuple[list[str], list[Problem]]:
+        """Expand ``specs`` on every file, against the SR output of every model scale.
+
+        Returns:
+            Problems of the entry itself (an image too small for the kernel), and those of the windows
+            (located in ``specs``).
+        """
+        own, problems = [], []
+        for file in self.files:
+            too_small = self._too_small(file, scales, lam.kernel_size)
+            if too_small:
+                own.append(too_small)
+                continue
+            bounds = self._sr_bounds(file, scales)
+            windows, found = expand_windows(specs, bounds, detector_margin(lam.detector), seed, file.name)
+            self._windows[file.name] = windows
+            problems += found
+        return own, problems
+
+    def _sr_bounds(self, file: ImageFile, scales: list[int]) -> tuple[int, int]:
+        """The SR ``(height, width)`` that the output of every model scale covers."""
+        sizes = [(self.lr_size(file, scale)[0] * scale, self.lr_size(file, scale)[1] * scale) for scale in scales]
+        return min(height for height, _ in sizes), min(width for _, width in sizes)
+
+    def _too_small(self, file: ImageFile, scales: list[int], kernel_size: int) -> str | None:
+        for scale in scales:
+            lr_height, lr_width = self.lr_size(file, scale)
+            # The blur pads by reflection, which needs more LR pixels than the kernel's half width.
+            if min(lr_height, lr_width) <= kernel_size // 2:
+                what = "image" if self.lr else f"x{scale} LR input of the {file.size[0]}x{file.size[1]} image"
+                return (f"the {lr_height}x{lr_width} {what} {file.name!r} must be larger than `lam.kernel_size` // 2 "
+                        f"= {kernel_size // 2} pixels each way")
+        return None
+
 
 class StudySpec(_Schema):
     """A study file: the models, the images with their windows, and how LAM runs.
 
-    Fields are validated in this order, so that the problems read from the general to the particular.
+    Fields are validated in this order, so that the problems read from the general to the particular; the
+    images come last because their windows are checked against every section before them.
     """
 
     scale: int = Field(default=4, ge=1)
@@ -331,9 +372,8 @@ class StudySpec(_Schema):
     maps: bool = False
     pictures: bool = False
     models: Annotated[list[ModelSpec], Field(min_length=1)]
-    images: Annotated[list[ImageSpec], Field(min_length=1)]
     windows: WindowList | None = None
-    _windows: dict[str, tuple[Window, ...]] = PrivateAttr(default_factory=dict)
+    images: Annotated[list[ImageSpec], Field(min_length=1)]
 
     @field_validator("models")
     @classmethod
@@ -350,56 +390,48 @@ class StudySpec(_Schema):
 
     @field_validator("images")
     @classmethod
-    def _distinct_image_names(cls, images: list[ImageSpec]) -> list[ImageSpec]:
-        first: dict[str, int] = {}
-        problems = []
-        for index, image in enumerate(images):
-            for file in image.files:
-                if file.name in first and first[file.name] != index:
-                    problems.append(((index,), f"image name {file.name!r} ({str(file.path)!r}) is already used by "
-                                               f"`images[{first[file.name]}]`; give the entries distinct `name`s"))
-                first.setdefault(file.name, index)
-        _raise_all(problems, "images", [image.path for image in images])
+    def _names_and_windows(cls, images: list[ImageSpec], info: ValidationInfo) -> list[ImageSpec]:
+        _raise_all(_name_clashes(images) + _window_problems(images, info.data), "images", [i.path for i in images])
         return images
-
-    @model_validator(mode="after")
-    def _windows_fit(self) -> StudySpec:
-        """Expand every image's windows and check them against the SR output of every model's scale."""
-        problems: list[Problem] = []
-        for index, image in enumerate(self.images):
-            where: Location = ("images", index, "windows") if image.windows is not None else ("windows",)
-            specs = image.windows if image.windows is not None else self.windows
-            if specs is None:
-                problems.append((("images", index, "windows"), "no windows here and no study-level `windows`"))
-                continue
-            for file in image.files:
-                problems += self._expand(image, index, file, specs, where)
-        _raise_all(problems, "study", "windows")
-        return self
-
-    def _expand(self, image: ImageSpec, index: int, file: ImageFile, specs: list, where: Location) -> list[Problem]:
-        scales = sorted({self.model_scale(model) for model in self.models})
-        kernel_size = self.lam.kernel_size
-        for scale in scales:
-            lr_height, lr_width = image.lr_size(file, scale)
-            # The blur pads by reflection, which needs more LR pixels than the kernel's half width.
-            if min(lr_height, lr_width) <= kernel_size // 2:
-                what = "image" if image.lr else f"x{scale} LR input of the {file.size[0]}x{file.size[1]} image"
-                return [(("images", index), f"the {lr_height}x{lr_width} {what} {file.name!r} must be larger than "
-                                            f"`lam.kernel_size` // 2 = {kernel_size // 2} pixels each way")]
-        sr_sizes = [(image.lr_size(file, scale)[0] * scale, image.lr_size(file, scale)[1] * scale) for scale in scales]
-        bounds = min(height for height, _ in sr_sizes), min(width for _, width in sr_sizes)
-        windows, problems = expand_windows(specs, bounds, detector_margin(self.lam.detector), self.seed, file.name)
-        self._windows[file.name] = windows
-        return [((*where, *_with_form(specs, location)), message) for location, message in problems]
 
     def model_scale(self, model: ModelSpec) -> int:
         """The model's scale: its own, else the study's."""
         return self.scale if model.scale is None else model.scale
 
-    def windows_of(self, file: ImageFile) -> tuple[Window, ...]:
-        """The windows of an image file, expanded and checked."""
-        return self._windows[file.name]
+
+def _name_clashes(images: list[ImageSpec]) -> list[Problem]:
+    first: dict[str, int] = {}
+    problems = []
+    for index, image in enumerate(images):
+        for file in image.files:
+            if file.name in first and first[file.name] != index:
+                problems.append(((index,), f"image name {file.name!r} ({str(file.path)!r}) is already used by "
+                                           f"`images[{first[file.name]}]`; give the entries distinct `name`s"))
+            first.setdefault(file.name, index)
+    return problems
+
+
+def _window_problems(images: list[ImageSpec], valid: dict[str, Any]) -> list[Problem]:
+    """Expand every image's windows and check them, locations relative to ``images``.
+
+    ``valid`` holds the study's fields that passed; when one that windows depend on did not, its own
+    problems are reported and the windows wait for the next run.
+    """
+    if not {"scale", "seed", "lam", "models", "windows"} <= valid.keys():
+        return []
+    scales = sorted({valid["scale"] if model.scale is None else model.scale for model in valid["models"]})
+    problems: list[Problem] = []
+    for index, image in enumerate(images):
+        if image.windows is None and valid["windows"] is None:
+            problems.append(((index, "windows"), "no windows here and no study-level `windows`"))
+            continue
+        own, found = image.expand(image.windows or valid["windows"], scales, valid["lam"], valid["seed"])
+        problems += [((index,), message) for message in own]
+        if image.windows is not None:
+            problems += [((index, "windows", *_with_form(image.windows, where)), text) for where, text in found]
+        else:  # the study's windows: the problem is where they meet this image
+            problems += [((index,), f"study-level `{_spelled('windows', where)}`: {text}") for where, text in found]
+    return problems
 
 
 def _with_form(specs: list, location: Location) -> Location:
@@ -408,6 +440,10 @@ def _with_form(specs: list, location: Location) -> Location:
     if not inside:
         return location
     return (index, "grid" if isinstance(specs[index], GridWindows) else "random", *inside)
+
+
+def _spelled(field: str, location: Location) -> str:
+    return field + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in location)
 
 
 def sanitize(text: str) -> str:

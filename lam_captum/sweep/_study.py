@@ -224,7 +224,7 @@ def _resolved(spec: StudySpec, source: Path | None, base: Path) -> Study:
     """The study's entries with their digests, from a valid schema."""
     models = tuple(_model_entry(spec, model, index) for index, model in enumerate(spec.models))
     images = tuple(entry for index, image in enumerate(spec.images) for entry in _image_entries(image, index))
-    windows = {file.name: spec.windows_of(file) for image in spec.images for file in image.files}
+    windows = {file.name: image.windows_of(file) for image in spec.images for file in image.files}
     output = spec.output or (f"{source.stem}-sweep" if source else "sweep")
     return Study(models=models, images=images, windows=windows, lam=spec.lam.settings(), alpha=spec.lam.alpha,
                  output=(base / output).resolve(), maps=spec.maps, pictures=spec.pictures, source=source)

@@ -178,3 +178,21 @@ def test_yaml_aliases_of_a_real_study_are_accepted(workspace: Path, tmp_path: Pa
     study_file = tmp_path / "aliases.yaml"
     study_file.write_text(text + "windows: *shared\n")
     assert len(load_study(study_file).probes()) == 4
+
+
+def test_a_bad_window_is_reported_with_the_other_problems(workspace: Path) -> None:
+    study = edit(small_study(workspace, maps="yes"), "images.0.windows.0", [60, 20, 16])
+    with pytest.raises(StudyError) as caught:
+        load_study(study)
+    assert [problem.split(":")[0] for problem in caught.value.problems] == ["`maps`", "`images[0].windows[0]`"]
+
+
+def test_a_study_level_window_is_reported_where_it_meets_an_image(workspace: Path) -> None:
+    study = small_study(workspace, windows=[[8, 8, 16], {"random": 3000, "size": 12}])
+    del study["images"][1]["windows"]
+    with pytest.raises(StudyError) as caught:
+        load_study(study)
+    assert caught.value.problems == [
+        "`images[1]`: study-level `windows[1].random`: 3000 distinct 12x12 windows do not fit the 64x64 SR output "
+        "of image 'cat' (the gradient detector also needs one pixel below and right of it) (2704 positions)",
+    ]
