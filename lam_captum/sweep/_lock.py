@@ -9,7 +9,6 @@ A second run while the owner lives is refused with the owner's name.
 from __future__ import annotations
 
 import datetime
-import fcntl
 import json
 import os
 import socket
@@ -76,6 +75,8 @@ class OutputLock:
         Raises:
             OutputFolderError: Naming the process and host that hold the folder.
         """
+        import fcntl  # POSIX only; imported here so that a study can still be checked on any system
+
         while self._descriptor is None:
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
