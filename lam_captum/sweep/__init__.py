@@ -10,7 +10,8 @@ source of truth), ``probes.csv`` and ``probes.jsonl`` (one row per probe of the 
 id, rebuilt from the records at the end of every run; columns :data:`COLUMNS`), ``models.csv`` (per
 model: probe counts, DI statistics, mean PSNR; :data:`MODEL_COLUMNS`), ``plots/`` (DI per model, DI
 versus PSNR), ``study.json`` (the study as resolved), and on request ``maps/<probe id>.npz`` and
-``pictures/<probe id>/``. A re-run skips the probes whose record is current and successful.
+``pictures/<probe id>/``. A re-run skips the probes whose record is current and successful. One sweep
+at a time writes to a folder: a second one is refused with the first one's process id and host.
 
 Columns: ``di``, ``gini``, ``area_50`` (fewest LR pixels holding half the map) and
 ``convergence_delta`` as :func:`lam_captum.explain.explain` reports them; ``psnr`` of the model on the
@@ -31,8 +32,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lam_captum.sweep._lock import OutputFolderError
 from lam_captum.sweep._records import COLUMNS, MODEL_COLUMNS
-from lam_captum.sweep._study import ImageEntry, LAMSettings, ModelEntry, Probe, Study, StudyError, load_study
+from lam_captum.sweep._study import (
+    MAX_STUDY_BYTES,
+    MAX_STUDY_NODES,
+    ImageEntry,
+    ModelEntry,
+    Study,
+    StudyError,
+    StudyProbe,
+    load_study,
+)
 
 # These need Lightning, which takes seconds to import: a study is checked (and a typo reported) first.
 _ENGINE_NAMES = (
@@ -41,8 +52,8 @@ _ENGINE_NAMES = (
 )  # fmt: skip
 
 __all__ = [
-    "COLUMNS", "MODEL_COLUMNS", "ImageEntry", "LAMSettings", "ModelEntry", "Probe", "Study", "StudyError",
-    "load_study", *_ENGINE_NAMES,
+    "COLUMNS", "MAX_STUDY_BYTES", "MAX_STUDY_NODES", "MODEL_COLUMNS", "ImageEntry", "ModelEntry",
+    "OutputFolderError", "Study", "StudyError", "StudyProbe", "load_study", *_ENGINE_NAMES,
 ]  # fmt: skip
 
 

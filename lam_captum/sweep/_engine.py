@@ -27,6 +27,7 @@ from typing_extensions import override
 
 from lam_captum._atomic import write_atomically
 from lam_captum.explain import PICTURE_NAMES, LAMResult, explain
+from lam_captum.sweep._lock import OutputLock, prepare_output
 from lam_captum.sweep._quality import sr_psnr
 from lam_captum.sweep._records import (
     assemble,
@@ -38,14 +39,14 @@ from lam_captum.sweep._records import (
     remove_temporary_files,
     write_json,
 )
-from lam_captum.sweep._study import ImageEntry, ModelEntry, Probe, Study, load_study
+from lam_captum.sweep._study import ImageEntry, ModelEntry, Study, StudyProbe, load_study
 
 
 @dataclasses.dataclass(frozen=True)
 class ProbeOutcome:
     """What one predict step returns: the probe, its table row, and the full result when it succeeded."""
 
-    probe: Probe
+    probe: StudyProbe
     row: dict[str, Any]
     result: LAMResult | None = None
 
@@ -72,17 +73,17 @@ class SweepReport:
 class ProbeDataset(Dataset):
     """The probes of one run, one per item (None for an idle item)."""
 
-    def __init__(self, probes: list[Probe | None]) -> None:
+    def __init__(self, probes: list[StudyProbe | None]) -> None:
         self.probes = probes
 
     def __len__(self) -> int:
         return len(self.probes)
 
-    def __getitem__(self, index: int) -> Probe | None:
+    def __getitem__(self, index: int) -> StudyProbe | None:
         return self.probes[index]
 
 
-def _one_probe(batch: list[Probe | None]) -> Probe | None:
+def _one_probe(batch: list[StudyProbe | None]) -> StudyProbe | None:
     # One probe per step: a batch of windows would change the floating-point rounding of the numbers.
     return batch[0]
 
@@ -102,7 +103,7 @@ class ProbeDataModule(LightningDataModule):
         super().__init__()
         self.study = study
         self.limit = limit
-        self.pending: list[Probe] = []
+        self.pending: list[StudyProbe] = []
         self.total = 0
         self.finished = 0
         self.started_ns = 0
@@ -126,8 +127,8 @@ class ProbeDataModule(LightningDataModule):
         return DataLoader(ProbeDataset(self.pending + idle), batch_size=1, shuffle=False, collate_fn=_one_probe)
 
     @override
-    def transfer_batch_to_device(self, batch: Probe | None, device: torch.device, dataloader_idx: int
-                                 ) -> Probe | None:
+    def transfer_batch_to_device(self, batch: StudyProbe | None, device: torch.device, dataloader_idx: int
+                                 ) -> StudyProbe | None:
         # A probe only names its model, image and window; the step loads the tensors onto the device.
         return batch
 
@@ -150,7 +151,7 @@ class LAMProbeModule(LightningModule):
         self._checked_scales: set[str] = set()
 
     @override
-    def predict_step(self, probe: Probe | None, batch_idx: int) -> ProbeOutcome | None:
+    def predict_step(self, probe: StudyProbe | None, batch_idx: int) -> ProbeOutcome | None:
         if probe is None:
             return None
         started = time.perf_counter()
@@ -168,12 +169,12 @@ class LAMProbeModule(LightningModule):
                         warning=_warning_text(caught))
         return ProbeOutcome(probe, row, result)
 
-    def _explain(self, probe: Probe) -> tuple[LAMResult, float | None]:
+    def _explain(self, probe: StudyProbe) -> tuple[LAMResult, float | None]:
         model = self._models.get(probe.model.name, probe.model, self.device)
         lr, hr = self._images.get((probe.image.name, probe.model.scale), probe.image, probe.model.scale)
         self._check_scale(model, probe.model, lr)
-        settings = dataclasses.asdict(self.study.lam)
-        result = explain(model, lr, probe.window, hr=hr, device=self.device, **settings)
+        result = explain(model, lr, probe.window, settings=self.study.lam, hr=hr, alpha=self.study.alpha,
+                         device=self.device)
         psnr = sr_psnr(result.sr, hr, shave=result.scale) if hr is not None else None
         return result, psnr
 
@@ -183,6 +184,8 @@ class LAMProbeModule(LightningModule):
             return
         with torch.inference_mode():
             output = model(lr[None].to(self.device))
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            return  # not an SR output at all: explain() reports it in the API's words
         expected = (lr.shape[-2] * entry.scale, lr.shape[-1] * entry.scale)
         if tuple(output.shape[-2:]) != expected:
             message = (f"model: `{entry.field}.scale` is {entry.scale}, but the model turns a {lr.shape[-2]}x"
@@ -191,7 +194,7 @@ class LAMProbeModule(LightningModule):
             raise _ProbeFailure(message)
         self._checked_scales.add(entry.name)
 
-    def _failed(self, probe: Probe, message: str, started: float, caught: list) -> ProbeOutcome:
+    def _failed(self, probe: StudyProbe, message: str, started: float, caught: list) -> ProbeOutcome:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         row = probe_row(probe, seconds=time.perf_counter() - started, device=str(self.device), status="error",
@@ -393,6 +396,8 @@ def run_sweep(
     Raises:
         StudyError: If the study is not valid (before any work starts).
         ValueError: If ``limit`` is negative.
+        OutputFolderError: If the output folder is a file, cannot be created, or another sweep is writing
+            to it (the message names that sweep's process and host).
         TrainerSettingsError: If Lightning rejects the Trainer settings.
 
     Example:
@@ -411,16 +416,24 @@ def run_sweep(
     )
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"`limit` must be None or an integer >= 0, got {limit!r}")
+    prepare_output(study.output)
     if limit == 0 or not pending_probes(study):
-        return SweepReport(study.output, assemble(study), computed=0)
+        with OutputLock(study.output):
+            return SweepReport(study.output, assemble(study), computed=0)
     trainer = _trainer(study, accelerator, devices, strategy, num_nodes, progress)
     data = ProbeDataModule(study, limit)
+    # The process that starts the run holds the folder until it ends; the processes it starts (other
+    # ranks) are part of the same run. The operating system frees the lock if the process is killed.
+    lock = OutputLock(study.output)
+    if trainer.is_global_zero:
+        lock.acquire()
     try:
         with warnings.catch_warnings():
             # One probe is seconds of LAM; loading it is microseconds, so worker processes would not help.
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             trainer.predict(LAMProbeModule(study), datamodule=data, return_predictions=False)
     finally:
+        lock.release()
         _release_process_group()
     if not trainer.is_global_zero:
         return None

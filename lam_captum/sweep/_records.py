@@ -13,13 +13,13 @@ import io
 import json
 import math
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from lam_captum._atomic import TEMPORARY_SUFFIX, write_atomically, write_text_atomically
 from lam_captum.explain import PICTURE_NAMES
-from lam_captum.sweep._study import Probe, Study
+from lam_captum.sweep._study import StudyProbe, Study
 
 COLUMNS = (
     "probe_id", "model", "image", "lr_height", "lr_width", "scale", "window_top", "window_left", "window_height",
@@ -66,7 +66,7 @@ def remove_temporary_files(output: Path) -> int:
     return removed
 
 
-def read_record(output: Path, probe: Probe) -> dict[str, Any] | None:
+def read_record(output: Path, probe: StudyProbe) -> dict[str, Any] | None:
     """The probe's record, or None if absent, unreadable or stale (another fingerprint)."""
     try:
         record = json.loads(record_path(output, probe.id).read_text())
@@ -75,7 +75,7 @@ def read_record(output: Path, probe: Probe) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and record.get("fingerprint") == probe.fingerprint else None
 
 
-def pending_probes(study: Study) -> list[Probe]:
+def pending_probes(study: Study) -> list[StudyProbe]:
     """The probes of the study that are not finished, in the study's order.
 
     A probe is finished when its record is current (same fingerprint) and successful, and the maps
@@ -84,7 +84,7 @@ def pending_probes(study: Study) -> list[Probe]:
     return [probe for probe in study.probes() if not _is_finished(study, probe)]
 
 
-def _is_finished(study: Study, probe: Probe) -> bool:
+def _is_finished(study: Study, probe: StudyProbe) -> bool:
     record = read_record(study.output, probe)
     if record is None or record.get("status") != "ok":
         return False
@@ -94,7 +94,7 @@ def _is_finished(study: Study, probe: Probe) -> bool:
     return not study.pictures or all((folder / f"{name}.png").is_file() for name in PICTURE_NAMES)
 
 
-def probe_row(probe: Probe, **values: Any) -> dict[str, Any]:
+def probe_row(probe: StudyProbe, **values: Any) -> dict[str, Any]:
     """A table row for ``probe``: its static columns filled in, the rest from ``values`` or None."""
     lr_height, lr_width = probe.image.lr_size(probe.model.scale)
     top, left, height, width = probe.window

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import NoReturn
 
+from lam_captum.sweep._lock import OutputFolderError
 from lam_captum.sweep._study import StudyError, load_study
 
 PROG = "lam-captum sweep"
@@ -16,7 +17,8 @@ The study file lists `models` (built-in names, module:Class or file.py:Class, wi
 `windows` ([top, left, size], {grid: N, size: S} or {random: N, size: S, seed: K}), and the `lam`
 parameters; see examples/study.yaml. Results: OUTPUT/probes.csv and probes.jsonl (one row per probe),
 models.csv, plots/, records/ (one JSON per finished probe). Re-running skips finished probes.
-Exit status: 0 when no probe in the table failed, 1 when some did (see its `error` column), 2 for bad input.
+Exit status: 0 when no probe in the table failed, 1 when some did (see its `error` column), 2 for bad input
+or an output folder that another sweep is writing to (one sweep per folder; a killed one's lock is taken over).
 """
 
 
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         report = run_sweep(study, output=args.output, maps=args.maps, pictures=args.pictures, limit=args.limit,
                            accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
                            num_nodes=args.num_nodes, progress=args.progress)
-    except TrainerSettingsError as error:
+    except (TrainerSettingsError, OutputFolderError) as error:
         return _fail(str(error))
     if report is None:  # not global rank 0: rank 0 reports
         return 0

@@ -1,0 +1,223 @@
+"""Running a study: the table, parity with explain(), 1 versus 2 processes, resuming, broken entries, and
+one sweep per output folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import finish_or_kill
+from PIL import Image
+from sweep_helpers import (
+    N_STEPS,
+    TIMEOUT_SECONDS,
+    comparable,
+    read_csv,
+    record_times,
+    run_cli,
+    small_study,
+)
+
+from lam_captum.explain import PICTURE_NAMES, explain
+from lam_captum.imageio import hr_to_lr, load_image
+from lam_captum.models import build_model, load_model_spec
+from lam_captum.sweep import COLUMNS, OutputFolderError, load_study, run_sweep
+from lam_captum.sweep._lock import LOCK_NAME
+from lam_captum.sweep._quality import sr_psnr
+from lam_captum.sweep._records import record_path
+
+
+@pytest.fixture(scope="module")
+def single_run(workspace: Path):
+    """The small study, with maps and pictures, run in this process."""
+    study_file = workspace / "study.yaml"
+    study_file.write_text(yaml.safe_dump(small_study(workspace, maps=True, pictures=True)))
+    return run_sweep(study_file, output=workspace / "one-process", accelerator="cpu", devices=1, progress=False)
+
+
+def test_the_table_holds_the_numbers_of_explain(workspace: Path, single_run) -> None:
+    model = build_model("default")
+    assert single_run.count("ok") == 4 and single_run.computed == 4
+    for row in single_run.rows:
+        lr, hr = hr_to_lr(load_image(workspace / f"{row['image']}.png"), 4)
+        window = (row["window_top"], row["window_left"], row["window_height"], row["window_width"])
+        result = explain(model, lr, window, hr=hr, n_steps=N_STEPS)
+        numbers = (row["di"], row["gini"], row["area_50"], row["convergence_delta"])
+        assert numbers == (result.di, result.gini, result.area, result.delta)
+        assert row["psnr"] == sr_psnr(result.sr, hr, shave=4)
+        assert (row["lr_height"], row["lr_width"], row["scale"], row["status"]) == (16, 16, 4, "ok")
+        saved = np.load(single_run.output / "maps" / f"{row['probe_id']}.npz")
+        np.testing.assert_array_equal(saved["attribution"], result.attribution.numpy())
+        pictures = single_run.output / "pictures" / row["probe_id"]
+        assert sorted(p.stem for p in pictures.iterdir()) == sorted(PICTURE_NAMES)
+
+
+def test_the_tables_are_complete_sorted_and_agree(single_run) -> None:
+    output = single_run.output
+    table = read_csv(output / "probes.csv")
+    lines = [json.loads(line) for line in (output / "probes.jsonl").read_text().splitlines()]
+    assert list(table[0]) == list(COLUMNS) == list(lines[0])
+    ids = [row["probe_id"] for row in table]
+    assert ids == sorted(ids) == [row["probe_id"] for row in single_run.rows]
+    for row, line in zip(table, lines):
+        assert float(row["di"]) == line["di"] and row["status"] == line["status"] == "ok"
+    (summary,) = read_csv(output / "models.csv")
+    assert (summary["model"], summary["ok"], summary["images_with_psnr"]) == ("default", "4", "2")
+    assert math.isclose(float(summary["di_mean"]), np.mean([row["di"] for row in single_run.rows]))
+    for plot in ("di_per_model", "di_versus_psnr"):
+        with Image.open(output / "plots" / f"{plot}.png") as picture:
+            assert picture.format == "PNG"
+
+
+def test_two_processes_give_the_same_table(workspace: Path, single_run) -> None:
+    output = workspace / "two-processes"
+    args = [str(workspace / "study.yaml"), "--output", str(output), "--accelerator", "cpu", "--devices", "2",
+            "--strategy", "ddp"]
+    # One probe for two processes first: one of them idles, and the second run resumes under DDP.
+    started = run_cli([*args, "--limit", "1"])
+    assert started.returncode == 0, started.stdout[-3000:]
+    assert "4 probes: 1 ok, 0 failed, 3 pending (1 computed in this run)" in started.stdout
+    finished = run_cli(args)
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    assert "4 probes: 4 ok, 0 failed, 0 pending (3 computed in this run)" in finished.stdout
+    rows = [json.loads(line) for line in (output / "probes.jsonl").read_text().splitlines()]
+    assert comparable(rows) == comparable(single_run.rows)
+    assert read_csv(output / "models.csv")[0]["di_mean"] == read_csv(single_run.output / "models.csv")[0]["di_mean"]
+
+
+def test_a_rerun_computes_only_what_is_missing(workspace: Path, tmp_path: Path) -> None:
+    study = load_study(small_study(workspace, output=str(tmp_path)))
+    first = run_sweep(study, limit=2, accelerator="cpu", devices=1, progress=False)
+    assert (first.computed, first.count("ok"), first.count("pending")) == (2, 2, 2)
+    assert [row["status"] for row in read_csv(tmp_path / "probes.csv")].count("pending") == 2
+    before = record_times(tmp_path)
+
+    second = run_sweep(study, accelerator="cpu", devices=1, progress=False)
+    assert (second.computed, second.count("ok")) == (2, 4)
+    after = record_times(tmp_path)
+    assert {name: after[name] for name in before} == before, "finished probes were computed again"
+
+    lost = record_path(tmp_path, second.rows[-1]["probe_id"])
+    lost.unlink()
+    leftover = lost.with_name(f".{lost.name}.999.tmp")
+    leftover.write_text('{"half": ')
+    third = run_sweep(study, accelerator="cpu", devices=1, progress=False)
+    assert (third.computed, third.count("ok")) == (1, 4)
+    assert not leftover.exists()
+    assert comparable(third.rows) == comparable(second.rows)
+    assert run_sweep(study, progress=False).computed == 0
+
+
+def test_broken_entries_are_recorded_and_the_rest_completes(workspace: Path, tmp_path: Path, monkeypatch) -> None:
+    import lam_captum.sweep._engine as engine
+
+    def out_of_memory_on_one_window(model, lr, window, **kwargs):
+        if tuple(window)[:2] == (4, 4):
+            raise RuntimeError("simulated out of memory")
+        return explain(model, lr, window, **kwargs)
+
+    monkeypatch.setattr(engine, "explain", out_of_memory_on_one_window)
+    study = load_study({
+        "models": ["default", "odd_models.py:Broken", {"spec": "odd_models.py:Doubler", "scale": 4}],
+        "images": ["astro.png", "truncated.png"], "windows": [[20, 20, 16], [4, 4, 16]], "lam": {"n_steps": N_STEPS},
+        "output": str(tmp_path),
+    }, base_dir=workspace)
+    report = run_sweep(study, accelerator="cpu", devices=1, progress=False)
+    errors = {row["probe_id"]: row["error"] for row in report.rows if row["status"] == "error"}
+    assert [row["probe_id"] for row in report.rows if row["status"] == "ok"] == ["default/astro/t0020-l0020-16x16"]
+    assert errors["default/astro/t0004-l0004-16x16"] == "lam: RuntimeError: simulated out of memory"
+    assert errors["default/truncated/t0020-l0020-16x16"].startswith("image: ")
+    assert errors["Broken/astro/t0020-l0020-16x16"] == "model: RuntimeError: weights server unreachable"
+    assert "`models[2].scale` is 4, but the model turns a 16x16 input into 32x32" in errors[
+        "Doubler/astro/t0020-l0020-16x16"]
+    assert len(errors) == 11 and all(row["seconds"] is not None for row in report.rows)
+
+    monkeypatch.setattr(engine, "explain", explain)
+    retried = run_sweep(study, accelerator="cpu", devices=1, progress=False)
+    assert retried.computed == 11 and retried.count("ok") == 2
+
+
+def test_ctrl_c_leaves_complete_files_and_the_rerun_finishes(workspace: Path, tmp_path: Path) -> None:
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump({
+        "models": ["default"], "images": [str(workspace / "astro.png")],
+        "windows": [{"grid": 4, "size": 12}], "lam": {"n_steps": 8}, "output": "results",
+    }))
+    output = tmp_path / "results"
+    interrupted = run_cli([str(study_file), "--accelerator", "cpu", "--devices", "1"],
+                          interrupt_when=output / "records")
+    assert interrupted.returncode != 0, interrupted.stdout[-3000:]
+    assert not list(output.rglob("*.tmp"))
+    records = {path: json.loads(path.read_text()) for path in (output / "records").rglob("*.json")}
+    assert records and all(record["status"] == "ok" for record in records.values())
+    table = read_csv(output / "probes.csv")
+    assert len(table) == 16 and sum(row["status"] == "ok" for row in table) == len(records)
+    before = record_times(output)
+
+    report = run_sweep(study_file, accelerator="cpu", devices=1, progress=False)
+    assert report.count("ok") == 16 and report.computed == 16 - len(before)
+    after = record_times(output)
+    assert {name: after[name] for name in before} == before
+
+
+def test_a_model_that_returns_a_tuple_gets_the_api_error_in_its_row(workspace: Path, tmp_path: Path) -> None:
+    study = load_study({"models": ["odd_models.py:TupleOut"], "images": ["astro.png"], "windows": [[20, 20, 16]],
+                        "lam": {"n_steps": N_STEPS}, "output": str(tmp_path)}, base_dir=workspace)
+    report = run_sweep(study, accelerator="cpu", devices=1, progress=False)
+    lr, hr = hr_to_lr(load_image(workspace / "astro.png"), 4)
+    with pytest.raises(ValueError, match=r"the model must return an \(N, C, sH, sW\) tensor") as caught:
+        explain(load_model_spec(study.models[0].spec), lr, (20, 20, 16), hr=hr, n_steps=N_STEPS)
+    (row,) = report.rows
+    assert (row["status"], row["error"]) == ("error", f"lam: ValueError: {caught.value}")
+
+
+def test_an_output_path_that_is_a_file_is_refused_before_any_work(workspace: Path, tmp_path: Path) -> None:
+    (tmp_path / "results").write_text("not a folder")
+    with pytest.raises(OutputFolderError, match=r"the output folder '.*results' is a file, not a folder"):
+        run_sweep(small_study(workspace), output=tmp_path / "results", progress=False)
+    with pytest.raises(OutputFolderError, match=r"cannot create the output folder .*: '.*results' is a file"):
+        run_sweep(small_study(workspace), output=tmp_path / "results" / "inner", progress=False)
+
+
+HOLD_THE_LOCK = """
+import sys
+from pathlib import Path
+from lam_captum.sweep._lock import OutputLock
+
+OutputLock(Path(sys.argv[1])).acquire()
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_sweep_on_a_busy_folder_is_refused_and_a_killed_owner_is_taken_over(
+    workspace: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "results"
+    output.mkdir()
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(small_study(workspace)))
+    owner = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(output)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert owner.stdout.readline() == "held\n"
+        second = run_cli([str(tmp_path / "study.yaml"), "--output", str(output), "--accelerator", "cpu"])
+    finally:
+        owner.kill()
+        finish_or_kill(owner, TIMEOUT_SECONDS, "the lock holder")
+    assert second.returncode == 2 and "Traceback" not in second.stdout, second.stdout[-3000:]
+    line = second.stdout.splitlines()[-1]  # after Lightning's lines on the devices it found
+    assert line.startswith(f"lam-captum sweep: error: another sweep is writing to '{output}'")
+    assert f"process {owner.pid} on {socket.gethostname()}" in line
+    assert not (output / "records").exists(), "the refused sweep computed probes"
+
+    assert (output / LOCK_NAME).exists(), "the killed owner leaves its lock file behind"
+    report = run_sweep(tmp_path / "study.yaml", output=output, accelerator="cpu", devices=1, progress=False)
+    assert (report.count("ok"), report.computed) == (4, 4)
+    assert not (output / LOCK_NAME).exists()
