@@ -280,9 +280,9 @@ def test_built_in_photo_is_cropped_only_when_no_image_is_given(tmp_path, capsys,
 
 def test_summary_records_the_image_crop_model_and_weights(hr_photo, tmp_path, capsys):
     weights = tmp_path / "edsr.pt"
-    from lam_captum.models import load_model_spec
+    from lam_captum.models import load_model
 
-    torch.save(load_model_spec("edsr-baseline", {"scale": 2}).state_dict(), weights)
+    torch.save(load_model("edsr-baseline", {"scale": 2}).state_dict(), weights)
     assert main([str(hr_photo), "--crop", "8", "4", "40", "36", "--weights", str(weights), "--scale", "2", *FAST,
                  "--output", str(tmp_path / "out")]) == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
