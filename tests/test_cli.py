@@ -210,7 +210,7 @@ def test_output_folder_is_checked_before_the_model_is_loaded(hr_photo, tmp_path,
     import lam_captum.cli
 
     (tmp_path / "notes.txt").write_text("a file")
-    monkeypatch.setattr(lam_captum.cli, "_load_model", lambda *args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(lam_captum.cli, "model_from_flags", lambda *args: pytest.fail("the model was loaded"))
     assert main([str(hr_photo), *FAST, "--output", str(tmp_path / "notes.txt" / "out")]) == 2
     assert capsys.readouterr().err == (f"lam-captum: error: cannot write the results to `--output` "
                                        f"'{tmp_path}/notes.txt/out': '{tmp_path}/notes.txt' is a file, not a folder\n")
@@ -226,7 +226,7 @@ def test_output_folder_refusing_writes_is_reported_before_the_model_is_loaded(hr
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(tempfile, "mkdtemp", refuse)
-    monkeypatch.setattr(lam_captum.cli, "_load_model", lambda *args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(lam_captum.cli, "model_from_flags", lambda *args: pytest.fail("the model was loaded"))
     assert main([str(hr_photo), *FAST, "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == (f"lam-captum: error: cannot write the results to `--output` '{tmp_path}/out': "
                                        "Permission denied\n")
@@ -237,7 +237,7 @@ def test_read_only_output_folder_is_refused_before_the_model_is_loaded(hr_photo,
     import lam_captum.cli
 
     (tmp_path / "locked").mkdir(mode=0o500)
-    monkeypatch.setattr(lam_captum.cli, "_load_model", lambda *args: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(lam_captum.cli, "model_from_flags", lambda *args: pytest.fail("the model was loaded"))
     assert main([str(hr_photo), *FAST, "--output", str(tmp_path / "locked" / "out")]) == 2
     assert "cannot write the results to `--output`" in capsys.readouterr().err
 
@@ -253,7 +253,7 @@ def test_failed_run_leaves_the_previous_results_untouched(hr_photo, tmp_path, ca
     def failing_figure(*args, **kwargs):
         raise RuntimeError("the figure cannot be drawn")
 
-    monkeypatch.setattr(pictures, "lam_figure", failing_figure)
+    monkeypatch.setattr(pictures, "draw_lam_figure", failing_figure)
     assert main([str(hr_photo), *FAST, "--steps", "4", "--output", str(output)]) == 1
     assert {path.name: path.read_bytes() for path in output.iterdir()} == before
     assert sorted(path.name for path in tmp_path.iterdir()) == ["face.png", "out"]

@@ -80,7 +80,7 @@ class _FailingSecondMove:
 @pytest.mark.parametrize(
     ("target", "replacement", "error"),
     [
-        (pictures, ("lam_figure", _failing_figure), RuntimeError),
+        (pictures, ("draw_lam_figure", _failing_figure), RuntimeError),
         (np, ("save", _failing_npy), OSError),
         (os, ("replace", _FailingSecondMove()), KeyboardInterrupt),
     ],
@@ -105,7 +105,7 @@ def test_failed_save_into_a_new_folder_leaves_nothing(tmp_path: Path, monkeypatc
 
 def test_save_refuses_a_folder_inside_a_file_before_drawing(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "notes.txt").write_text("a file")
-    monkeypatch.setattr(pictures, "lam_figure", _failing_figure)
+    monkeypatch.setattr(pictures, "draw_lam_figure", _failing_figure)
     with pytest.raises(NotADirectoryError, match="`folder` .*notes.txt/results'.*is a file, not a folder"):
         _result(seed=0).save(tmp_path / "notes.txt" / "results")
 
