@@ -56,7 +56,7 @@ def load_architectures():
     return module
 
 
-def build(name: str, train_seconds: float) -> tuple[nn.Module, str]:
+def build(name: str, train_seconds: float, train_steps: int) -> tuple[nn.Module, str]:
     """The model and a note on its weights."""
     torch.manual_seed(0)
     if name in ("default", "edsr-baseline"):
@@ -68,7 +68,7 @@ def build(name: str, train_seconds: float) -> tuple[nn.Module, str]:
     if train_seconds <= 0:
         return model.eval(), "random init"
     started = time.perf_counter()
-    loss, steps, bicubic = architectures.train_on_photos(model, iterations=300, seconds=train_seconds)
+    loss, steps, bicubic = architectures.train_on_photos(model, iterations=train_steps, seconds=train_seconds)
     return model, (f"trained {steps} steps in {time.perf_counter() - started:.0f} s, final L1 {loss:.4f} "
                    f"(bicubic {bicubic:.4f})")
 
@@ -234,7 +234,7 @@ def check_integration(model: nn.Module, cache: GradientCache, args) -> float:
 
 def study_model(name: str, images: dict[str, Tensor], args) -> dict:
     started = time.perf_counter()
-    model, note = build(name, args.train_seconds)
+    model, note = build(name, args.train_seconds, args.train_steps.get(name, 300))
     model = model.to(args.device)
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -297,11 +297,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sigma", type=float, default=1.2)
     parser.add_argument("--kernel-size", type=int, default=9)
     parser.add_argument("--train-seconds", type=float, default=60.0, help="0: the tiny models stay random")
+    parser.add_argument("--train-steps", default="", help="e.g. plain=300,rrdb=52: steps per tiny model "
+                        "(default 300; with a large --train-seconds this reproduces a model exactly)")
     parser.add_argument("--rows", type=int, default=4, help="path points per forward pass")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
     args.ladder = [int(n) for n in args.ladder.split(",")]
+    args.train_steps = {name: int(steps) for name, steps in
+                        (item.split("=") for item in args.train_steps.split(",") if item)}
     args.rules = args.rules.split(",")
     args.curves = [rule for rule in args.curves.split(",") if rule]
     return args
