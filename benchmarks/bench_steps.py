@@ -15,7 +15,7 @@ Models: the built-in ``default`` (trained) and ``edsr-baseline`` (random init), 
 architectures of ``tests/architectures.py``, trained for ``--train-seconds`` each on x4 bicubic pairs of
 photos that are not among the test photos (``--train-seconds 0``: random init).
 
-    python benchmarks/bench_steps.py                       # the study in benchmarks/README.md
+    python benchmarks/bench_steps.py    # every model and rule at 32x32, 3 photos x 3 windows (README: what ran)
     python benchmarks/bench_steps.py --models plain --size 24 --windows 2 --train-seconds 0   # a quick look
 """
 
@@ -34,8 +34,7 @@ import torch
 from torch import Tensor, nn
 
 import lam_captum
-from lam_captum.functional import Window, attribution_map, blur, diffusion_index, gaussian_kernel, path_kernels
-from lam_captum.functional import gradient_detector
+from lam_captum.functional import Window, attribution_map, blur, diffusion_index, gradient_detector, path_kernels
 from lam_captum.imageio import default_image_path, hr_to_lr, load_image
 from lam_captum.models import build_model
 
@@ -225,7 +224,8 @@ def curve(caches: list[GradientCache], references: list, method: str, args) -> l
 
 
 def check_integration(model: nn.Module, cache: GradientCache, args) -> float:
-    """Max abs difference between this script's integration and LAM.attribute (official, 8 steps)."""
+    """Max abs difference between this script's integration and LAM.attribute (official, 8 steps, first
+    window), relative to the attribution's max."""
     ours = attribution(cache, args.sigma, args.kernel_size, "official", 8)[0].float()
     theirs = lam_captum.LAM(model).attribute(cache.image[None], cache.windows[0], n_steps=8, sigma=args.sigma,
                                              kernel_size=args.kernel_size)[0]
