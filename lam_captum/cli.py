@@ -162,7 +162,8 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
         raise ValueError("`--frame` chooses a frame of a clip: give the clip's folder with `--frames`")
     if args.image or args.image_option:
         raise ValueError("give an image or `--frames`, not both")
-    paths = frame_paths(args.frames)
+    with _flags_named({"`frames`": "`--frames`"}):
+        paths = frame_paths(args.frames)
     spec = args.model or ("edsr-baseline" if args.weights else "default")
     with _flags_named(_model_flags(args)):
         model = model_from_flags(spec, args.model_args, args.weights, args.scale)

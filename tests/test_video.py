@@ -177,3 +177,29 @@ def test_cli_refuses_a_frame_outside_the_clip_naming_the_flag(tmp_path, capsys):
                    "--steps", "2", "--output", str(tmp_path / "out"), "--no-progress"])
     assert status == 2
     assert "`--frame` must be an integer from 0 to 2 for clips of 3 frames, got 3" in capsys.readouterr().err
+
+
+def test_noise_tunnel_takes_clips_and_the_frame(clip):
+    from captum.attr import NoiseTunnel
+
+    lam = LAM(TinyRecurrentVSR().eval())
+    smoothed = NoiseTunnel(lam).attribute(clip[None], nt_samples=2, stdevs=0.0, window=(6, 6, 8), n_steps=3, frame=0)
+    torch.testing.assert_close(smoothed, lam.attribute(clip[None], (6, 6, 8), n_steps=3, frame=0))
+
+
+def test_clip_pictures_refuse_mismatched_frames_and_a_frame_outside_the_clip():
+    from lam_captum.pictures import clip_strip, temporal_profile_chart
+
+    with pytest.raises(ValueError, match=r"`maps` \(T, h, w\) and `clip` \(T, C, h, w\) must describe the same"):
+        clip_strip(np.zeros((3, 4, 4)), torch.zeros(2, 3, 4, 4), (0, 0, 4, 4), 0, 2)
+    with pytest.raises(ValueError, match=r"`frame` must be an integer from 0 to 2, got 3"):
+        clip_strip(np.zeros((3, 4, 4)), torch.zeros(3, 3, 4, 4), (0, 0, 4, 4), 3, 2)
+    with pytest.raises(ValueError, match=r"`frame` must be an integer from 0 to 1, got 2"):
+        temporal_profile_chart(np.array([0.5, 0.5]), 2)
+
+
+def test_cli_names_a_missing_frames_folder_and_a_frame_without_frames(tmp_path, capsys):
+    assert main(["--frames", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
+    assert "`--frames`" in capsys.readouterr().err
+    assert main(["--frame", "1", "--output", str(tmp_path / "out")]) == 2
+    assert "give the clip's folder with `--frames`" in capsys.readouterr().err

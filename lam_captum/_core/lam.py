@@ -155,7 +155,7 @@ class LAM(GradientAttribution):
         Warns:
             RuntimeWarning: Before the run, if one model call would need more memory than the device has
                 free (estimated by a probe forward pass on a crop); after it, for zeroed non-finite gradients
-                or an all-zero attribution.
+                or an all-zero attribution; for a ``frame`` given with a model that returns one frame.
 
         Raises:
             ValueError: For a bad argument, a window outside the SR output, a non-integer scale, a model
