@@ -217,9 +217,9 @@ def explain_clip(
     inputs = clip.unsqueeze(0).to(device=device, dtype=dtype)
     # One forward pass first: it tells the kind of model and whether `hr` fits, before the path is paid for.
     target, sr = _output_frame(model, inputs, frame)
-    if hr is not None and (hr.dim() != 4 or tuple(hr.shape[-2:]) != tuple(sr.shape[-2:])):
-        raise ValueError(f"the HR clip `hr` must be (T, C, {sr.shape[-2]}, {sr.shape[-1]}), the size of the model's "
-                         f"output frames, got {tuple(hr.shape)}")
+    if hr is not None and (hr.dim() != 4 or hr.shape[0] != clip.shape[0] or hr.shape[-2:] != sr.shape[-2:]):
+        raise ValueError(f"the HR clip `hr` must be ({clip.shape[0]}, C, {sr.shape[-2]}, {sr.shape[-1]}): the clip's "
+                         f"frames at the size of the model's output, got {tuple(hr.shape)}")
     started = time.perf_counter()
     attribution, delta = LAM(model).attribute(
         inputs, window, **settings.as_kwargs(), frame=target.index if target.chosen else None,
@@ -279,7 +279,8 @@ def _output_frame(model: Callable[[Tensor], Tensor], inputs: Tensor, frame: int 
     if not isinstance(sr, Tensor) or sr.dim() != 4:
         raise ValueError(f"the model must return a tensor (N, T, C, sH, sW) or (N, C, sH, sW), got {type(sr).__name__}")
     if output.dim() == 4:
-        target = OutputFrame(target.clip_length, (inputs.shape[1] + 1) // 2 - 1, chosen=False)
+        # A clip-to-frame model's output is its centre frame, whatever `frame` said (select has warned).
+        target = OutputFrame.of(inputs, None)
     return target, sr[0].float().cpu()
 
 

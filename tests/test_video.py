@@ -108,6 +108,11 @@ def result(clip):
     return explain_clip(TinyRecurrentVSR(), clip, (6, 6, 8), n_steps=6)
 
 
+def test_explain_clip_refuses_an_hr_clip_that_does_not_fit(clip):
+    with pytest.raises(ValueError, match=r"the HR clip `hr` must be \(4, C, 24, 24\).*got \(4, 3, 48, 48\)"):
+        explain_clip(TinyRecurrentVSR(), clip, (6, 6, 8), hr=torch.rand(4, 3, 48, 48), n_steps=2)
+
+
 def test_joint_normalisation_lets_frames_compare_and_per_frame_does_not(clip, result):
     per_frame = explain_clip(TinyRecurrentVSR(), clip, (6, 6, 8), n_steps=6, normalise="frame")
     magnitude = result.attribution.sum(dim=1).abs()

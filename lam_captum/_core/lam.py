@@ -226,8 +226,9 @@ class LAM(GradientAttribution):
         if not isinstance(inputs, Tensor):
             raise TypeError(f"`inputs` must be a tensor, got {type(inputs).__name__}")
         if inputs.dim() not in (4, 5):
-            raise ValueError(f"`inputs` must be a 4-D (N, C, H, W) tensor, got shape {tuple(inputs.shape)}; add a batch "
-                             "dimension with inputs.unsqueeze(0) (clips of video frames: a 5-D (N, T, C, H, W) tensor)")
+            raise ValueError(f"`inputs` must be a 4-D (N, C, H, W) tensor, got shape {tuple(inputs.shape)}; add a "
+                             "batch dimension with inputs.unsqueeze(0) (clips of video frames: a 5-D (N, T, C, H, W) "
+                             "tensor)")
         if not inputs.is_floating_point():
             raise TypeError(f"`inputs` must be a floating tensor in the range the model expects, got {inputs.dtype}")
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
