@@ -168,7 +168,9 @@ class LAM(GradientAttribution):
         x = self._prepare_inputs(x, dtype)
         windows = as_windows(window, x.shape[0])
         target = OutputFrame.of(x, frame)
-        rows = settings.internal_batch_size or default_internal_batch_size(x.device, *x.shape[-2:])
+        # A clip's row holds all its frames: the pixel budget per call counts them all.
+        frames = x.shape[1] if x.dim() == 5 else 1
+        rows = settings.internal_batch_size or default_internal_batch_size(x.device, frames * x.shape[-2], x.shape[-1])
         objective = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
             x = x.detach().clone()
