@@ -19,6 +19,7 @@ from typing import NoReturn
 import torch
 
 from lam_captum._atomic import check_writable_folder
+from lam_captum._core.settings import LAMSettings
 from lam_captum._flags import add_setting_flags, input_from_flags, model_from_flags, settings_from_flags
 from lam_captum.pictures import FIGURE_FORMATS
 
@@ -49,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     source = parser.add_argument_group("image and model")
     source.add_argument("image", nargs="?", help="HR image to downscale (default: the built-in photo)")
     source.add_argument("--imgpath", dest="image_option", metavar="PATH", help="alias of the image argument")
+    source.add_argument("--frames", metavar="DIR", help="explain a video SR model on this folder of frames (in the "
+                        "order of their names; HR frames, downscaled like an image unless --lr)")
     source.add_argument("--lr", action="store_true", help="the image already is the LR input: do not downscale")
     source.add_argument("--crop", type=int, nargs=4, metavar=("TOP", "LEFT", "HEIGHT", "WIDTH"),
                         help="explain this part of the image only (image pixels; default on the built-in photo: "
@@ -68,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "else the centre)")
     window.add_argument("--left", "--w", type=int, help="left column")
     window.add_argument("--size", "--window_size", type=int, default=16, help="window side (default: 16)")
+    window.add_argument("--frame", type=int, help="with --frames: the output frame that holds the window "
+                        "(default: the centre, ceil(T / 2) - 1)")
     lam = parser.add_argument_group("LAM")
     add_setting_flags(lam)
     lam.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the GPU when there is one)")
@@ -110,11 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     result, folder = outcome
     from lam_captum.explain import SAVED_FILES
+    from lam_captum.video import CLIP_SAVED_FILES, ClipResult
 
     print(f"DI {result.di:.2f} (LR {result.lr_size[0]}x{result.lr_size[1]}, x{result.scale}), Gini {result.gini:.4f}, "
           f"convergence delta {result.delta:.4g}, {result.seconds:.1f} s on {result.device}")
-    written = [*SAVED_FILES, *(["signed.png"] if args.signed else []),
-               *(f"figure.{format}" for format in args.formats if format != "png")]
+    written = list(CLIP_SAVED_FILES) if isinstance(result, ClipResult) else [
+        *SAVED_FILES, *(["signed.png"] if args.signed else []),
+        *(f"figure.{format}" for format in args.formats if format != "png")]
     print(f"results in {folder}/: {', '.join(sorted(written))}")
     return 0
 
@@ -126,6 +133,8 @@ def _run(args: argparse.Namespace):
     settings = settings_from_flags(args)
     _check_numbers(args)
     check_writable_folder(args.output, "--output")
+    if args.frames is not None or args.frame is not None:
+        return _run_clip(args, settings)
     image_path = _image_path(args, default_image_path())
     spec = args.model or ("edsr-baseline" if args.weights else "default")
     with _flags_named(_model_flags(args)):
@@ -159,6 +168,37 @@ def _degraded(lr: torch.Tensor, spec: str, seed: int) -> torch.Tensor:
 
     with _flags_named({"`spec`": "`--degrade`"}):
         return degrade(lr, spec, seed=seed)
+
+
+def _run_clip(args: argparse.Namespace, settings: LAMSettings):
+    """``--frames``: video LAM on a folder of frames, with ``--frame`` choosing the output frame."""
+    from lam_captum.video import explain_clip, frame_paths
+
+    if args.frames is None:
+        raise ValueError("`--frame` chooses a frame of a clip: give the clip's folder with `--frames`")
+    if args.image or args.image_option:
+        raise ValueError("give an image or `--frames`, not both")
+    with _flags_named({"`frames`": "`--frames`"}):
+        paths = frame_paths(args.frames)
+    spec = args.model or ("edsr-baseline" if args.weights else "default")
+    with _flags_named(_model_flags(args)):
+        model = model_from_flags(spec, args.model_args, args.weights, args.scale)
+    scale = args.scale if args.scale is not None else int(getattr(model, "scale", 4))
+    frames = [input_from_flags(path, scale=scale, crop=args.crop, lr=args.lr, grayscale=args.grayscale)
+              for path in paths]
+    sizes = {tuple(lr.shape) for lr, _ in frames}
+    if len(sizes) > 1:
+        raise ValueError(f"the frames of `--frames` {args.frames!r} must all have one size, got {sorted(sizes)}")
+    clip = torch.stack([lr for lr, _ in frames])
+    hr = None if args.lr else torch.stack([hr for _, hr in frames])
+    device = _device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_model_runs(model, spec, clip, device, grayscale=args.grayscale)
+    with _flags_named({"`frame`": "`--frame`"}):
+        result = explain_clip(model, clip, _window(args, clip[0], scale, builtin=False), settings, frame=args.frame,
+                              hr=hr, alpha=args.alpha, device=device, show_progress=not args.no_progress)
+    metadata = {"frame_files": [str(path) for path in paths], "crop": args.crop, "model": spec,
+                "model_args": json.loads(args.model_args), "weights": args.weights}
+    return result, result.save(args.output, metadata=metadata)
 
 
 @contextlib.contextmanager

@@ -736,3 +736,83 @@ def erf_picture(erf: Tensor | np.ndarray, scale: int = 1) -> np.ndarray:
     rooted = values**0.25
     colours = matplotlib.colormaps["RdYlGn"](0.5 + 0.5 * rooted / rooted.max())
     return _upscale((255 * colours[..., :3]).astype(np.uint8), scale, Image.Resampling.NEAREST)
+
+
+def clip_strip(
+    maps: Tensor | np.ndarray,
+    clip: Tensor | np.ndarray,
+    window: Window | tuple[int, int, int, int],
+    frame: int,
+    scale: int,
+    *,
+    alpha: float = 0.5,
+    gap: int = 4,
+) -> np.ndarray:
+    """The heat blends of a clip's frames side by side, the window drawn on the frame that holds it.
+
+    Args:
+        maps: ``(T, h, w)`` maps in [0, 1], one per frame (normalised together, so the frames compare).
+        clip: the ``(T, C, h, w)`` LR clip in [0, 1], C in {1, 3}.
+        window: ``(top, left, height, width)`` in SR pixels.
+        frame: the index of the frame whose output holds the window.
+        scale: the super-resolution factor, an int >= 1.
+        alpha: the LR frame's share in each blend.
+        gap: white pixels between two frames.
+
+    Returns:
+        A uint8 ``(s * h, T * s * w + (T - 1) * gap, 3)`` RGB array for scale ``s``.
+
+    Raises:
+        ValueError: if the shapes do not fit, ``frame`` is not a frame of the clip, the window leaves the SR
+            frame or ``gap`` < 0.
+
+    Example:
+        >>> clip_strip(np.zeros((3, 2, 2)), torch.zeros(3, 3, 2, 2), (0, 0, 4, 4), 1, 2, gap=2).shape
+        (4, 16, 3)
+    """
+    maps, frames = _as_numpy(maps), _as_numpy(clip)
+    if maps.ndim != 3 or frames.ndim != 4 or maps.shape[0] != frames.shape[0] or maps.shape[1:] != frames.shape[2:]:
+        raise ValueError(f"`maps` (T, h, w) and `clip` (T, C, h, w) must describe the same frames, got shapes "
+                         f"{maps.shape} and {frames.shape}")
+    if isinstance(frame, bool) or not isinstance(frame, Integral) or not 0 <= frame < maps.shape[0]:
+        raise ValueError(f"`frame` must be an integer from 0 to {maps.shape[0] - 1}, got {frame!r}")
+    if not isinstance(gap, Integral) or gap < 0:
+        raise ValueError(f"`gap` must be an int >= 0, got {gap!r}")
+    blends = [blend(heat_map(frame_map, scale), frame_image, alpha) for frame_map, frame_image in zip(maps, frames)]
+    blends[frame] = draw_window(blends[frame], tuple(as_window(window)))
+    spacer = np.full((blends[0].shape[0], gap, 3), 255, dtype=np.uint8)
+    pieces = [piece for picture in blends for piece in (picture, spacer)][:-1]
+    return np.concatenate(pieces, axis=1)
+
+
+def temporal_profile_chart(profile: Tensor | np.ndarray, frame: int) -> np.ndarray:
+    """The temporal profile as a bar chart: each input frame's share of the clip's attribution.
+
+    Args:
+        profile: ``(T,)`` shares that sum to 1 (see :class:`lam_captum.video.ClipResult`).
+        frame: the index of the frame whose output holds the window, drawn in the heat maps' red.
+
+    Returns:
+        The rendered chart as a uint8 (H, W, 3) RGB array.
+
+    Raises:
+        ValueError: if ``profile`` is not 1-D and finite, or ``frame`` is not one of its frames.
+
+    Example:
+        >>> temporal_profile_chart(np.array([0.2, 0.5, 0.3]), 1).shape
+        (250, 400, 3)
+    """
+    shares = _as_numpy(profile).astype(np.float64)
+    if shares.ndim != 1 or shares.size == 0 or not np.isfinite(shares).all():
+        raise ValueError(f"`profile` must be a finite 1-D array of shares, got shape {shares.shape}")
+    if isinstance(frame, bool) or not isinstance(frame, Integral) or not 0 <= frame < shares.size:
+        raise ValueError(f"`frame` must be an integer from 0 to {shares.size - 1}, got {frame!r}")
+    figure = Figure(figsize=(4.0, 2.5), dpi=_FIGURE_DPI, layout="constrained")
+    axes = figure.add_subplot()
+    colours = [HEAT_COLOURS(0.85) if index == frame else (0.6, 0.6, 0.6) for index in range(shares.size)]
+    axes.bar(np.arange(shares.size), shares, color=colours)
+    axes.set_xticks(np.arange(shares.size))
+    axes.set_xlabel(f"input frame (window on frame {frame})")
+    axes.set_ylabel("share of attribution")
+    axes.set_ylim(0, max(1e-12, shares.max()) * 1.15)
+    return render_figure(figure)

@@ -55,11 +55,11 @@ def available_memory(device: torch.device) -> int | None:
 def bytes_per_pixel(forward_func: Callable[[Tensor], Tensor], inputs: Tensor) -> float | None:
     """Bytes that one forward pass keeps for the backward pass, per LR pixel of one image.
 
-    Measured on a crop of at most 32x32 pixels of the first image, under the caller's autograd state
+    Measured on a crop of at most 32x32 pixels of the first image (every frame of a clip), under the caller's autograd state
     (call it with gradients on). Model weights saved for the backward pass do not grow with the image and
     are not counted. None if the probe fails: the real run then reports the model's own error.
     """
-    crop = inputs[:1, :, :_PROBE_SIDE, :_PROBE_SIDE].detach().clone().requires_grad_(True)
+    crop = inputs[:1, ..., :_PROBE_SIDE, :_PROBE_SIDE].detach().clone().requires_grad_(True)
     module = owning_module(forward_func)
     weights = {p.untyped_storage().data_ptr() for p in module.parameters()} if module is not None else set()
     saved: dict[int, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Literal, overload
@@ -110,12 +111,16 @@ class LAM(GradientAttribution):
         return_convergence_delta: bool = False,
         dtype: torch.dtype | None = None,
         show_progress: bool = False,
+        frame: int | None = None,
     ) -> Tensor | tuple[Tensor] | tuple[Tensor | tuple[Tensor], Tensor]:
         """Attribute the detector of ``window`` of the SR output to every pixel of ``inputs``.
 
         Args:
-            inputs: ``(N, C, H, W)`` LR images, in the range the model expects; any channel count. As in
-                Captum, a 1-tuple ``(images,)`` is accepted and the attribution is then a 1-tuple too.
+            inputs: ``(N, C, H, W)`` LR images, in the range the model expects; any channel count. Or
+                ``(N, T, C, H, W)`` LR clips for a video model that returns clips ``(N, T, C, sH, sW)``
+                (BasicVSR style) or one frame ``(N, C, sH, sW)`` (EDVR style); every frame is blurred along
+                the same path. As in Captum, a 1-tuple ``(images,)`` is accepted and the attribution is
+                then a 1-tuple too.
             window: In SR-output pixels: ``(top, left, size)``, ``(top, left, height, width)`` or a
                 :class:`Window`, one for all samples, or a sequence of one per sample. ``M`` windows for
                 ``N = k * M`` samples give each window to ``k`` consecutive samples: Captum's ``NoiseTunnel``
@@ -138,6 +143,9 @@ class LAM(GradientAttribution):
                 function without parameters, the inputs' dtype, float32 for half types. Autocast is switched
                 off during the call either way.
             show_progress: Show a progress bar over the path steps.
+            frame: For clips only: the output frame the window lies in, ``0 <= frame < T``; default the
+                centre, ``ceil(T / 2) - 1``, as the public video LAM tool chooses. A model that returns one
+                frame has no choice: a ``frame`` given for it is ignored, with a warning.
 
         Returns:
             The attribution, shape and device of ``inputs`` (a 1-tuple for a 1-tuple), in the computation
@@ -147,7 +155,7 @@ class LAM(GradientAttribution):
         Warns:
             RuntimeWarning: Before the run, if one model call would need more memory than the device has
                 free (estimated by a probe forward pass on a crop); after it, for zeroed non-finite gradients
-                or an all-zero attribution.
+                or an all-zero attribution; for a ``frame`` given with a model that returns one frame.
 
         Raises:
             ValueError: For a bad argument, a window outside the SR output, a non-integer scale, a model
@@ -159,31 +167,36 @@ class LAM(GradientAttribution):
         is_tuple, x = _unpack_inputs(inputs)
         x = self._prepare_inputs(x, dtype)
         windows = as_windows(window, x.shape[0])
-        rows = settings.internal_batch_size or default_internal_batch_size(x.device, *x.shape[-2:])
+        target = OutputFrame.of(x, frame)
+        # A clip's row holds all its frames: the pixel budget per call counts them all.
+        frames = x.shape[1] if x.dim() == 5 else 1
+        rows = settings.internal_batch_size or default_internal_batch_size(x.device, frames * x.shape[-2], x.shape[-1])
         objective = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
             x = x.detach().clone()
             warn_if_too_large(self.forward_func, x, rows)
-            attribution = self._integrate(x, windows, objective, settings.path_schedule(), rows, show_progress)
+            attribution = self._integrate(x, windows, objective, settings.path_schedule(), rows, show_progress, target)
             result = (attribution,) if is_tuple else attribution
             if not return_convergence_delta:
                 return result
-            baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
-            delta = self.compute_convergence_delta(attribution, baseline, x, window=windows, detector=objective)
+            baseline = blur_baseline(x.flatten(1, -3), settings.sigma, settings.kernel_size).reshape(x.shape)
+            delta = self.compute_convergence_delta(attribution, baseline, x, window=windows, detector=objective,
+                                                   frame=frame)
         return result, delta
 
-    def objective(self, window: WindowLike | Sequence[WindowLike], detector: DetectorLike = "gradient") -> Callable:
+    def objective(self, window: WindowLike | Sequence[WindowLike], detector: DetectorLike = "gradient",
+                  frame: int | None = None) -> Callable:
         """The scalar LAM attributes, ``images -> D(model(images))`` per image, as a Captum forward function.
 
         For Captum's metrics that call the model, such as ``captum.metrics.infidelity``. The model runs in
-        eval mode as during :meth:`attribute`; ``window`` is read as there (also per run of samples).
+        eval mode as during :meth:`attribute`; ``window`` and ``frame`` are read as there (also per run of samples).
 
         Example:
             >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
             >>> LAM(model).objective((2, 2, 8))(torch.rand(3, 1, 12, 12)).shape
             torch.Size([3])
         """
-        return _WindowObjective(self.forward_func, window, resolve_detector(detector))
+        return _WindowObjective(self.forward_func, window, resolve_detector(detector), frame)
 
     def compute_convergence_delta(  # type: ignore[override]
         self,
@@ -195,16 +208,18 @@ class LAM(GradientAttribution):
         *,
         window: WindowLike | Sequence[WindowLike],
         detector: DetectorLike = "gradient",
+        frame: int | None = None,
     ) -> Tensor:
         """Captum's completeness gap ``sum(attributions) - (D(end_point) - D(start_point))`` per sample.
 
         ``D`` is the detector of ``window`` on the model's output, evaluated in eval mode as during
-        :meth:`attribute`. ``start_point`` is the blurred baseline (:func:`lam_captum.functional.blur_baseline`).
+        :meth:`attribute`, on output frame ``frame`` for clips. ``start_point`` is the blurred baseline
+        (:func:`lam_captum.functional.blur_baseline`, frame by frame for clips).
         """
         if target is not None or additional_forward_args is not None:
             raise ValueError("LAM's objective is set by `window` and `detector`; `target` and "
                              "`additional_forward_args` must be None")
-        objective = _WindowObjective(self.forward_func, window, resolve_detector(detector))
+        objective = _WindowObjective(self.forward_func, window, resolve_detector(detector), frame)
         end = end_point[0] if isinstance(end_point, tuple) else end_point
         with gradient_context(self.forward_func, end.device):
             return GradientAttribution(objective).compute_convergence_delta(attributions, start_point, end_point)
@@ -212,9 +227,10 @@ class LAM(GradientAttribution):
     def _prepare_inputs(self, inputs: Tensor, dtype: torch.dtype | None) -> Tensor:
         if not isinstance(inputs, Tensor):
             raise TypeError(f"`inputs` must be a tensor, got {type(inputs).__name__}")
-        if inputs.dim() != 4:
-            raise ValueError(f"`inputs` must be a 4-D (N, C, H, W) tensor, got shape {tuple(inputs.shape)}; "
-                             "add a batch dimension with inputs.unsqueeze(0)")
+        if inputs.dim() not in (4, 5):
+            raise ValueError(f"`inputs` must be a 4-D (N, C, H, W) tensor, got shape {tuple(inputs.shape)}; add a "
+                             "batch dimension with inputs.unsqueeze(0) (clips of video frames: a 5-D (N, T, C, H, W) "
+                             "tensor)")
         if not inputs.is_floating_point():
             raise TypeError(f"`inputs` must be a floating tensor in the range the model expects, got {inputs.dtype}")
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
@@ -233,37 +249,40 @@ class LAM(GradientAttribution):
         path: PathSchedule,
         rows_per_call: int,
         show_progress: bool,
+        target: OutputFrame,
     ) -> Tensor:
         """Sum ``weight * grad(D)(point) * derivative`` over all path steps of all samples, in chunks.
 
         Kernels, path points and derivatives exist for one chunk at a time, so memory is bounded by
-        ``rows_per_call`` whatever the number of steps.
+        ``rows_per_call`` whatever the number of steps. A clip's frames are blurred as channels of one image:
+        the blur is per channel, so every frame follows the same path.
         """
-        attribution = torch.zeros_like(x)
+        frames = x.flatten(1, -3)
+        attribution = torch.zeros_like(frames)
         failures = _GradientHealth(x.shape[0])
         progress = _progress_bar(x.shape[0] * path.n_steps, show_progress)
         for chunk in _chunks(x.shape[0], path.n_steps, rows_per_call):
             kernels = [path.kernels(steps.start, steps.stop) for _, steps in chunk]
-            points = torch.cat([blur(x[n : n + 1], step_kernels.points)[0]
+            points = torch.cat([blur(frames[n : n + 1], step_kernels.points)[0]
                                 for (n, _), step_kernels in zip(chunk, kernels)])
-            gradients = self._input_gradients(points, chunk, windows, objective)
+            gradients = self._input_gradients(points.reshape(-1, *x.shape[1:]), chunk, windows, objective, target)
             start = 0
             for (n, steps), step_kernels in zip(chunk, kernels):
-                block = failures.clean(n, gradients[start : start + len(steps)])
-                derivatives = blur(x[n : n + 1], step_kernels.derivatives)[0]
+                block = failures.clean(n, gradients[start : start + len(steps)].flatten(1, -3))
+                derivatives = blur(frames[n : n + 1], step_kernels.derivatives)[0]
                 weights = step_kernels.weights.to(dtype=x.dtype, device=x.device)
                 attribution[n] += torch.einsum("s,schw->chw", weights, block * derivatives)
                 start += len(steps)
             progress.update(points.shape[0])
         progress.close()
         failures.report()
-        return attribution
+        return attribution.reshape(x.shape)
 
     def _input_gradients(self, points: Tensor, chunk: list[tuple[int, range]], windows: list[Window],
-                         objective: Detector) -> Tensor:
+                         objective: Detector, target: OutputFrame) -> Tensor:
         """``dD/dpoint`` for every path point of one chunk, in one forward and one backward pass."""
         points.requires_grad_(True)
-        output = self.forward_func(points)
+        output = target.select(self.forward_func(points), points)
         self._check_output(output, points, windows)
         detected = _detect(output, chunk, windows, objective)
         (gradients,) = torch.autograd.grad(detected.sum(), points, allow_unused=True)
@@ -292,16 +311,78 @@ class _WindowObjective:
     """``x -> D(model(x))`` per sample, in eval mode: the scalar function whose completeness Captum checks."""
 
     def __init__(self, forward_func: Callable[[Tensor], Tensor], window: WindowLike | Sequence[WindowLike],
-                 detector: Detector) -> None:
+                 detector: Detector, frame: int | None = None) -> None:
         self.forward_func = forward_func
         self.window = window
         self.detector = detector
+        self.frame = frame
 
     def __call__(self, x: Tensor) -> Tensor:
         windows = as_windows(self.window, x.shape[0])
         with eval_mode(owning_module(self.forward_func)):
-            output = self.forward_func(x)
+            output = OutputFrame.of(x, self.frame).select(self.forward_func(x), x)
         return torch.cat([self.detector(output[n : n + 1], window) for n, window in enumerate(windows)])
+
+
+class OutputFrame:
+    """The output frame whose window LAM explains: the output itself for images; for clips, frame ``index`` of a
+    clip-to-clip model's output, or the one frame a clip-to-frame model returns.
+
+    Example:
+        >>> OutputFrame.of(torch.zeros(1, 4, 3, 8, 8), None).index
+        1
+        >>> OutputFrame.of(torch.zeros(1, 3, 8, 8), None).index is None
+        True
+    """
+
+    def __init__(self, clip_length: int | None, index: int | None, chosen: bool) -> None:
+        self.clip_length = clip_length
+        self.index = index
+        self.chosen = chosen  # the caller named the frame (so a one-frame model ignoring it deserves a warning)
+        self._warned = False
+
+    @classmethod
+    def of(cls, inputs: Tensor, frame: int | None) -> OutputFrame:
+        """The frame for ``inputs`` (images or clips) and the caller's ``frame``.
+
+        Raises:
+            ValueError: For a ``frame`` given with images, or not an integer in ``[0, T)`` for clips of ``T`` frames.
+        """
+        if inputs.dim() != 5:
+            if frame is not None:
+                raise ValueError(f"`frame` is for clips (N, T, C, H, W), got frame={frame!r} for inputs of shape "
+                                 f"{tuple(inputs.shape)}")
+            return cls(None, None, False)
+        length = inputs.shape[1]
+        if frame is None:
+            return cls(length, (length + 1) // 2 - 1, False)
+        if isinstance(frame, bool) or not isinstance(frame, numbers.Integral) or not 0 <= frame < length:
+            raise ValueError(f"`frame` must be an integer from 0 to {length - 1} for clips of {length} frames, "
+                             f"got {frame!r}")
+        return cls(length, int(frame), True)
+
+    def select(self, output: Tensor, inputs: Tensor) -> Tensor:
+        """The ``(N, C, sH, sW)`` frame of ``output`` that holds the window.
+
+        Raises:
+            ValueError: For clips, if ``output`` is neither ``(N, T, C, sH, sW)`` nor ``(N, C, sH, sW)``.
+        """
+        if self.clip_length is None or not isinstance(output, Tensor):
+            return output
+        if output.dim() == 5 and output.shape[:2] == inputs.shape[:2]:
+            return output[:, self.index]
+        # A one-frame output has the frames' channels; more (T * C) would be a clip folded into channels.
+        if output.dim() == 4 and output.shape[:2] == (inputs.shape[0], inputs.shape[2]):
+            self._warn_if_ignored()
+            return output
+        raise ValueError(f"for (N, T, C, H, W) clips the model must return clips (N, T, C, sH, sW) or one frame "
+                         f"(N, C, sH, sW), got {tuple(output.shape)} for {tuple(inputs.shape)}")
+
+    def _warn_if_ignored(self) -> None:
+        if self.chosen and not self._warned:
+            self._warned = True
+            warnings.warn(f"`frame`={self.index} has no effect: the model returns one frame, which holds the window",
+                          RuntimeWarning, stacklevel=7)
 
 
 class _GradientHealth:
