@@ -355,3 +355,17 @@ def test_signed_map_and_vector_figures_are_written_on_request(hr_photo, tmp_path
     # Red (positive) and, unless no pixel is negative, blue pixels: the sign is what this picture adds.
     assert (signed[..., 0] > signed[..., 2] + 50).any()
     assert ((signed[..., 2] > signed[..., 0] + 50).any()) == (summary["negative_share"] > 0)
+
+
+def test_preset_sets_the_path_and_flags_override_it(hr_photo, tmp_path, capsys):
+    from lam_captum import LAMSettings
+
+    output = tmp_path / "out"
+    assert main([str(hr_photo), "--preset", "fast", "--kernel-size", "7", "--no-progress", "--output", str(output)]) == 0
+    summary = json.loads((output / "summary.json").read_text())
+    fast = LAMSettings.preset("fast")
+    assert (summary["n_steps"], summary["method"], summary["kernel_size"]) == (fast.n_steps, fast.method, 7)
+    with pytest.raises(SystemExit) as exit_status:
+        main([str(hr_photo), "--preset", "quick", *FAST, "--output", str(output)])
+    assert exit_status.value.code == 2
+    assert "argument --preset: invalid choice: 'quick'" in capsys.readouterr().err
