@@ -11,6 +11,8 @@ from captum.attr import GradientAttribution
 from torch import Tensor
 
 from lam_captum._core._context import gradient_context, owning_module
+from lam_captum._core._region import CropMode, attribute_in_crops, check_crop
+from lam_captum._core._windows import as_window_list, attribute_windows_in_crop, integrate_windows, window_values
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional._blur import IntegrationMethod, PathKernels, blur, blur_baseline
 from lam_captum.functional._detectors import Detector, DetectorLike, resolve_detector
@@ -88,6 +90,7 @@ class LAM(GradientAttribution):
         return_convergence_delta: bool = False,
         dtype: torch.dtype | None = None,
         show_progress: bool = False,
+        crop: CropMode = "auto",
     ) -> Tensor | tuple[Tensor, Tensor]:
         """Attribute the detector of ``window`` of the SR output to every pixel of ``inputs``.
 
@@ -111,6 +114,13 @@ class LAM(GradientAttribution):
             dtype: Floating dtype to compute in. Default: the inputs' dtype, float32 for half types;
                 autocast is switched off during the call either way.
             show_progress: Show a progress bar over the path steps.
+            crop: ``"auto"``: compute each sample on the smallest crop of the input that reproduces the
+                full image's result (the region the window can see plus the blur kernel's radius), zero
+                elsewhere. It is verified on every call (the window's output pixels and an input
+                gradient agree between crop and full image, every path point's gradient stays inside
+                the region); where it cannot be, the full image is used (logged at debug level).
+                The cost is one extra forward and backward pass of the full image. ``False``: always
+                the full image.
 
         Returns:
             The attribution, shape and device of ``inputs``, signed and per channel; with
@@ -124,17 +134,110 @@ class LAM(GradientAttribution):
         settings = LAMSettings(n_steps, sigma, kernel_size, method, detector, internal_batch_size)
         x = self._prepare_inputs(inputs, dtype)
         windows = as_windows(window, x.shape[0])
+        check_crop(crop)
         kernels = settings.path_kernels()
         rows = settings.internal_batch_size or default_internal_batch_size(x.device, *x.shape[-2:])
         objective = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device):
             x = x.detach().clone()
-            attribution = self._integrate(x, windows, objective, kernels, rows, show_progress)
+            if crop:
+                attribution = attribute_in_crops(self.forward_func, x, windows, objective, settings.kernel_size,
+                                                 self._attribute_on(settings, show_progress))
+            else:
+                attribution = self._integrate(x, windows, objective, kernels, rows, show_progress)
             if not return_convergence_delta:
                 return attribution
             baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
             delta = self.compute_convergence_delta(attribution, baseline, x, window=windows, detector=objective)
         return attribution, delta
+
+    def attribute_windows(
+        self,
+        inputs: Tensor,
+        windows: Sequence[WindowLike] | Tensor,
+        *,
+        n_steps: int = 50,
+        sigma: float = 1.2,
+        kernel_size: int = 9,
+        method: IntegrationMethod = "official",
+        detector: DetectorLike = "gradient",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+        dtype: torch.dtype | None = None,
+        show_progress: bool = False,
+        crop: CropMode = "auto",
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attribute K windows of one image at once: one forward pass and K input gradients per path step.
+
+        The numbers are those of :meth:`attribute` called once per window; the path images, and so the
+        forward passes, are shared. With ``crop="auto"`` the computation runs on the smallest verified crop
+        that holds every window's region (see :meth:`attribute`); for windows far apart on a large image,
+        :meth:`attribute` per window, each on its own crop, can be cheaper.
+
+        Args:
+            inputs: ``(1, C, H, W)``: one LR image.
+            windows: K >= 1 windows in SR-output pixels, each ``(top, left, size)``,
+                ``(top, left, height, width)`` or a :class:`Window`, or a ``(K, 3)`` / ``(K, 4)`` tensor.
+            n_steps, sigma, kernel_size, method, detector, dtype, show_progress, crop: As in :meth:`attribute`.
+            internal_batch_size: Path steps per model call; each call also holds K gradients of that size.
+            return_convergence_delta: Also return each window's convergence delta, shape ``(K,)``.
+
+        Returns:
+            ``(K, C, H, W)``: window k's attribution in row k; with ``return_convergence_delta`` a tuple
+            ``(attribution, delta)``.
+
+        Raises:
+            ValueError: As :meth:`attribute`, and if ``inputs`` holds more than one image or ``windows`` is
+                not a sequence of windows.
+            TypeError: For inputs that are not a floating tensor.
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
+            >>> lam = LAM(model)
+            >>> image = torch.rand(1, 1, 12, 12)
+            >>> together = lam.attribute_windows(image, [(0, 0, 8), (12, 4, 8)], n_steps=5)
+            >>> together.shape
+            torch.Size([2, 1, 12, 12])
+            >>> torch.allclose(together[1], lam.attribute(image, (12, 4, 8), n_steps=5)[0])
+            True
+        """
+        settings = LAMSettings(n_steps, sigma, kernel_size, method, detector, internal_batch_size)
+        x = self._prepare_inputs(inputs, dtype)
+        if x.shape[0] != 1:
+            raise ValueError(f"`inputs` must hold one image, shape (1, C, H, W), got {tuple(x.shape)}; for one "
+                             "window per image use attribute()")
+        window_list = as_window_list(windows)
+        check_crop(crop)
+        objective = settings.resolved_detector()
+        with gradient_context(self.forward_func, x.device):
+            x = x.detach().clone()
+            attribution = attribute_windows_in_crop(self.forward_func, x, window_list, objective, settings.kernel_size,
+                                                    crop, self._windows_engine(settings, show_progress))
+            if not return_convergence_delta:
+                return attribution
+            baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
+            detected = window_values(self.forward_func, x, window_list, objective)
+            delta = attribution.flatten(1).sum(dim=1) - (detected - window_values(self.forward_func, baseline,
+                                                                                  window_list, objective))
+        return attribution, delta
+
+    def _windows_engine(self, settings: LAMSettings, show_progress: bool) -> Callable[..., Tensor]:
+        """``(model, image, windows, inspect) -> (K, C, H, W)``, integrating all windows in one pass."""
+
+        def integrate(forward_func: Callable[[Tensor], Tensor], image: Tensor, windows: list[Window],
+                      inspect: Callable[[Tensor], None] | None) -> Tensor:
+            rows = settings.internal_batch_size or default_internal_batch_size(image.device, *image.shape[-2:])
+            cleaner = _GradientHealth(len(windows))
+            progress = _progress_bar(settings.n_steps, show_progress)
+            attribution = integrate_windows(forward_func, image, windows, settings.resolved_detector(),
+                                            settings.path_kernels(), rows, check_output=self._check_output,
+                                            cleaner=cleaner, progress=progress, inspect=inspect)
+            progress.close()
+            cleaner.report()
+            return attribution
+
+        return integrate
 
     def compute_convergence_delta(  # type: ignore[override]
         self,
@@ -159,6 +262,15 @@ class LAM(GradientAttribution):
                                      resolve_detector(detector))
         with gradient_context(self.forward_func, end_point.device):
             return GradientAttribution(objective).compute_convergence_delta(attributions, start_point, end_point)
+
+    def _attribute_on(self, settings: LAMSettings, show_progress: bool) -> Callable[..., Tensor]:
+        """``(model, inputs, windows) -> attribution`` on the whole of ``inputs``, for crops and fallbacks."""
+
+        def attribute(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, windows: list[Window]) -> Tensor:
+            return type(self)(forward_func).attribute(inputs, windows, **settings.as_kwargs(), crop=False,
+                                                      show_progress=show_progress)
+
+        return attribute
 
     def _prepare_inputs(self, inputs: Tensor, dtype: torch.dtype | None) -> Tensor:
         if not isinstance(inputs, Tensor):
