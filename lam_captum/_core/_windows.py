@@ -44,7 +44,8 @@ def as_window_list(windows: Sequence[WindowLike] | Tensor) -> list[Window]:
     """
     if isinstance(windows, Tensor) and windows.dim() == 2:
         windows = list(windows)
-    is_window = [isinstance(w, Sequence) or (isinstance(w, Tensor) and w.dim() == 1) for w in _items(windows)]
+    is_window = [(isinstance(w, Sequence) and not isinstance(w, str)) or (isinstance(w, Tensor) and w.dim() == 1)
+                 for w in _items(windows)]
     if not is_window or not all(is_window):
         raise ValueError("`windows` must be a non-empty sequence of windows, each (top, left, size), (top, left, "
                          f"height, width) or a Window (for one window write [window]), got {windows!r}")
