@@ -100,7 +100,10 @@ def main() -> None:
     parser.add_argument("--windows-steps", type=int, default=10)
     parser.add_argument("--windows-models", default="default,edsr-baseline")
     parser.add_argument("--skip", choices=["whole", "windows"], default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     floor_steps = {}
