@@ -79,15 +79,14 @@ def integrate_windows(
     """
     n_steps = kernels.weights.shape[0]
     weights = kernels.weights.to(dtype=image.dtype, device=image.device)
-    selector = torch.eye(len(windows), dtype=image.dtype, device=image.device)
     attribution = image.new_zeros((len(windows), *image.shape[1:]))
     for start in range(0, n_steps, rows_per_call):
         steps = list(range(start, min(start + rows_per_call, n_steps)))
         points = blur(image, kernels.points[steps])[0].requires_grad_(True)
         output = forward_func(points)
         check_output(output, points, windows)
-        values = torch.stack([_one_per_row(objective(output, window), len(steps)) for window in windows])
-        (gradients,) = torch.autograd.grad(values.sum(dim=1), points, grad_outputs=selector, is_grads_batched=True)
+        cotangents = _detector_cotangents(output, windows, objective)
+        (gradients,) = torch.autograd.grad(output, points, grad_outputs=cotangents, is_grads_batched=True)
         if inspect is not None:
             inspect(gradients)
         derivatives = blur(image, kernels.derivatives[steps])[0]
@@ -95,6 +94,21 @@ def integrate_windows(
             attribution[k] += torch.einsum("s,schw->chw", weights[steps], cleaner.clean(k, window_gradients) * derivatives)
         progress.update(len(steps))
     return attribution
+
+
+def _detector_cotangents(output: Tensor, windows: list[Window], objective: Detector) -> Tensor:
+    """``d(sum of D_k)/d(output)`` for every window k, ``(K, *output.shape)``.
+
+    Differentiating the detectors apart from the model keeps the batched backward pass to the model: with
+    the detectors inside it, each of the K detector branches would be vectorised over all K windows.
+    """
+    detached = output.detach().requires_grad_(True)
+    cotangents = []
+    for window in windows:
+        value = _one_per_row(objective(detached, window), output.shape[0]).sum()
+        (cotangent,) = torch.autograd.grad(value, detached, allow_unused=True)
+        cotangents.append(torch.zeros_like(output) if cotangent is None else cotangent)
+    return torch.stack(cotangents)
 
 
 def _one_per_row(value: Tensor, rows: int) -> Tensor:
