@@ -303,7 +303,7 @@ def test_an_input_too_large_for_free_memory_warns_with_the_estimate_before_the_r
                                             r"of about .* MB, .*\), but only .* MB of cpu memory is free.*"
                                             r"lower `internal_batch_size` to 1 \(now 3\)"):
         with pytest.raises(MemoryError, match="the run itself"):
-            LAM(FailsAfterTheProbe()).attribute(images, (2, 2, 8), n_steps=STEPS, internal_batch_size=3)
+            LAM(FailsAfterTheProbe()).attribute(images, (2, 2, 8), n_steps=STEPS, internal_batch_size=3, crop=False)
 
 
 def test_an_input_where_even_one_step_does_not_fit_advises_a_crop(monkeypatch, model, images):

@@ -15,6 +15,8 @@ from torch import Tensor
 
 from lam_captum._core._context import eval_mode, gradient_context, owning_module
 from lam_captum._core._memory import warn_if_too_large
+from lam_captum._core._region import CropMode, attribute_in_crops, check_crop
+from lam_captum._core._windows import as_window_list, attribute_windows_in_crop, integrate_windows, window_values
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional._blur import IntegrationMethod, PathSchedule, blur, blur_baseline
 from lam_captum.functional._detectors import Detector, DetectorLike, resolve_detector
@@ -112,6 +114,7 @@ class LAM(GradientAttribution):
         dtype: torch.dtype | None = None,
         show_progress: bool = False,
         frame: int | None = None,
+        crop: CropMode = "auto",
     ) -> Tensor | tuple[Tensor] | tuple[Tensor | tuple[Tensor], Tensor]:
         """Attribute the detector of ``window`` of the SR output to every pixel of ``inputs``.
 
@@ -146,6 +149,13 @@ class LAM(GradientAttribution):
             frame: For clips only: the output frame the window lies in, ``0 <= frame < T``; default the
                 centre, ``ceil(T / 2) - 1``, as the public video LAM tool chooses. A model that returns one
                 frame has no choice: a ``frame`` given for it is ignored, with a warning.
+            crop: ``"auto"``: compute each image on the smallest crop of the input that reproduces the
+                full image's result (the region the window can see plus the blur kernel's radius), zero
+                elsewhere. It is verified on every call (the window's output pixels and an input
+                gradient agree between crop and full image, every path point's gradient stays inside
+                the region); where it cannot be, the full image is used (logged at debug level).
+                The cost is one extra forward and backward pass of the full image. Clips always use the
+                whole clip. ``False``: always the full image.
 
         Returns:
             The attribution, shape and device of ``inputs`` (a 1-tuple for a 1-tuple), in the computation
@@ -168,14 +178,23 @@ class LAM(GradientAttribution):
         x = self._prepare_inputs(x, dtype)
         windows = as_windows(window, x.shape[0])
         target = OutputFrame.of(x, frame)
+        check_crop(crop)
         # A clip's row holds all its frames: the pixel budget per call counts them all.
         frames = x.shape[1] if x.dim() == 5 else 1
         rows = settings.internal_batch_size or default_internal_batch_size(x.device, frames * x.shape[-2], x.shape[-1])
         objective = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
             x = x.detach().clone()
-            warn_if_too_large(self.forward_func, x, rows)
-            attribution = self._integrate(x, windows, objective, settings.path_schedule(), rows, show_progress, target)
+            if crop and x.dim() == 4:
+                # Finding the region takes one pass of a whole image; each crop then runs through attribute()
+                # again, which warns about its own memory.
+                warn_if_too_large(self.forward_func, x[:1], 1)
+                attribution = attribute_in_crops(self.forward_func, x, windows, objective, settings.kernel_size,
+                                                 self._attribute_on(settings, show_progress))
+            else:
+                warn_if_too_large(self.forward_func, x, rows)
+                attribution = self._integrate(x, windows, objective, settings.path_schedule(), rows, show_progress,
+                                              target)
             result = (attribution,) if is_tuple else attribution
             if not return_convergence_delta:
                 return result
@@ -197,6 +216,94 @@ class LAM(GradientAttribution):
             torch.Size([3])
         """
         return _WindowObjective(self.forward_func, window, resolve_detector(detector), frame)
+
+    def attribute_windows(
+        self,
+        inputs: Tensor,
+        windows: Sequence[WindowLike] | Tensor,
+        *,
+        n_steps: int = 50,
+        sigma: float = 1.2,
+        kernel_size: int = 9,
+        method: IntegrationMethod = "official",
+        detector: DetectorLike = "gradient",
+        internal_batch_size: int | None = None,
+        return_convergence_delta: bool = False,
+        dtype: torch.dtype | None = None,
+        show_progress: bool = False,
+        crop: CropMode = "auto",
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Attribute K windows of one image at once: one forward pass and K input gradients per path step.
+
+        The numbers are those of :meth:`attribute` called once per window; the path images, and so the
+        forward passes, are shared. With ``crop="auto"`` the computation runs on the smallest verified crop
+        that holds every window's region (see :meth:`attribute`); for windows far apart on a large image,
+        :meth:`attribute` per window, each on its own crop, can be cheaper.
+
+        Args:
+            inputs: ``(1, C, H, W)``: one LR image.
+            windows: K >= 1 windows in SR-output pixels, each ``(top, left, size)``,
+                ``(top, left, height, width)`` or a :class:`Window`, or a ``(K, 3)`` / ``(K, 4)`` tensor.
+            n_steps, sigma, kernel_size, method, detector, dtype, show_progress, crop: As in :meth:`attribute`.
+            internal_batch_size: Path steps per model call; each call also holds K gradients of that size.
+            return_convergence_delta: Also return each window's convergence delta, shape ``(K,)``.
+
+        Returns:
+            ``(K, C, H, W)``: window k's attribution in row k; with ``return_convergence_delta`` a tuple
+            ``(attribution, delta)``.
+
+        Raises:
+            ValueError: As :meth:`attribute`, and if ``inputs`` holds more than one image or ``windows`` is
+                not a sequence of windows.
+            TypeError: For inputs that are not a floating tensor.
+
+        Example:
+            >>> import torch
+            >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
+            >>> lam = LAM(model)
+            >>> image = torch.rand(1, 1, 12, 12)
+            >>> together = lam.attribute_windows(image, [(0, 0, 8), (12, 4, 8)], n_steps=5)
+            >>> together.shape
+            torch.Size([2, 1, 12, 12])
+            >>> torch.allclose(together[1], lam.attribute(image, (12, 4, 8), n_steps=5)[0])
+            True
+        """
+        settings = LAMSettings(n_steps, sigma, kernel_size, method, detector, internal_batch_size)
+        x = self._prepare_inputs(inputs, dtype)
+        if x.shape[0] != 1:
+            raise ValueError(f"`inputs` must hold one image, shape (1, C, H, W), got {tuple(x.shape)}; for one "
+                             "window per image use attribute()")
+        window_list = as_window_list(windows)
+        check_crop(crop)
+        objective = settings.resolved_detector()
+        with gradient_context(self.forward_func, x.device):
+            x = x.detach().clone()
+            attribution = attribute_windows_in_crop(self.forward_func, x, window_list, objective, settings.kernel_size,
+                                                    crop, self._windows_engine(settings, show_progress))
+            if not return_convergence_delta:
+                return attribution
+            baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
+            detected = window_values(self.forward_func, x, window_list, objective)
+            delta = attribution.flatten(1).sum(dim=1) - (detected - window_values(self.forward_func, baseline,
+                                                                                  window_list, objective))
+        return attribution, delta
+
+    def _windows_engine(self, settings: LAMSettings, show_progress: bool) -> Callable[..., Tensor]:
+        """``(model, image, windows, inspect) -> (K, C, H, W)``, integrating all windows in one pass."""
+
+        def integrate(forward_func: Callable[[Tensor], Tensor], image: Tensor, windows: list[Window],
+                      inspect: Callable[[Tensor], None] | None) -> Tensor:
+            rows = settings.internal_batch_size or default_internal_batch_size(image.device, *image.shape[-2:])
+            cleaner = _GradientHealth(len(windows))
+            progress = _progress_bar(settings.n_steps, show_progress)
+            attribution = integrate_windows(forward_func, image, windows, settings.resolved_detector(),
+                                            settings.path_schedule(), rows, check_output=self._check_output,
+                                            cleaner=cleaner, progress=progress, inspect=inspect)
+            progress.close()
+            cleaner.report()
+            return attribution
+
+        return integrate
 
     def compute_convergence_delta(  # type: ignore[override]
         self,
@@ -223,6 +330,15 @@ class LAM(GradientAttribution):
         end = end_point[0] if isinstance(end_point, tuple) else end_point
         with gradient_context(self.forward_func, end.device):
             return GradientAttribution(objective).compute_convergence_delta(attributions, start_point, end_point)
+
+    def _attribute_on(self, settings: LAMSettings, show_progress: bool) -> Callable[..., Tensor]:
+        """``(model, inputs, windows) -> attribution`` on the whole of ``inputs``, for crops and fallbacks."""
+
+        def attribute(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, windows: list[Window]) -> Tensor:
+            return type(self)(forward_func).attribute(inputs, windows, **settings.as_kwargs(), crop=False,
+                                                      show_progress=show_progress)
+
+        return attribute
 
     def _prepare_inputs(self, inputs: Tensor, dtype: torch.dtype | None) -> Tensor:
         if not isinstance(inputs, Tensor):

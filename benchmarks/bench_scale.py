@@ -1,0 +1,123 @@
+"""LAM at paper scale: the default call (on the smallest verified crop) against the full-image computation,
+and K windows of one image through ``attribute_windows`` against one window at a time. Side by side, one run.
+
+Whole images: for each model and LR size, the default ``LAM.attribute`` call at ``--steps`` steps against
+``crop=False`` (the whole image through the model at every step, the floor of the full-image computation).
+The full image can take minutes per step on a CPU, so it runs ``--floor-steps`` steps per size and is
+extrapolated per step; the maximum difference is measured between the two calls at those steps.
+
+K windows: ``attribute_windows`` with K windows against K calls of ``attribute``, time per window.
+
+    python benchmarks/bench_scale.py                       # the issue's table (slow on a CPU)
+    python benchmarks/bench_scale.py --sizes 64x64 --models default --windows-steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from lam_captum import LAM
+from lam_captum.models import build_model
+
+
+def seconds(function) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = function()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - started, result
+
+
+def warm_up(lam: LAM, device: torch.device) -> None:
+    """One small call of each kind first, so that no figure pays for the first use of a kernel."""
+    image = torch.rand(1, 3, 24, 24, device=device)
+    lam.attribute(image, (40, 40, 16), n_steps=2)
+    lam.attribute_windows(image, [(40, 40, 16), (8, 8, 16)], n_steps=2)
+
+
+def centre_window(height: int, width: int, scale: int, size: int = 16) -> tuple[int, int, int]:
+    return (height * scale // 2 - size // 2, width * scale // 2 - size // 2, size)
+
+
+def whole_images(models: list[str], sizes: list[tuple[int, int]], steps: int, floor_steps: dict[int, int],
+                 device: torch.device) -> None:
+    print(f"\nWhole images: default call ({steps} steps) vs the full image (crop=False, per step x {steps})")
+    print(f"{'model':<14} {'LR HxW':>9} {'default s':>10} {'full s/step':>12} {'full s (x steps)':>17} "
+          f"{'speed-up':>9} {'max diff / max':>15}")
+    for name in models:
+        model = build_model(name).to(device)
+        lam = LAM(model)
+        warm_up(lam, device)
+        for height, width in sizes:
+            image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
+            window = centre_window(height, width, 4)
+            default_s, _ = seconds(lambda: lam.attribute(image, window, n_steps=steps))
+            few = floor_steps.get(height * width, steps)
+            full_s, full = seconds(lambda: lam.attribute(image, window, n_steps=few, crop=False))
+            cropped = lam.attribute(image, window, n_steps=few)
+            difference = float((cropped - full).abs().max() / full.abs().max())
+            per_step = full_s / few
+            print(f"{name:<14} {f'{height}x{width}':>9} {default_s:10.1f} {per_step:12.2f} {per_step * steps:17.1f} "
+                  f"{per_step * steps / default_s:8.1f}x {difference:15.1e}   (full measured at {few} steps)",
+                  flush=True)
+
+
+def many_windows(models: list[str], size: int, counts: list[int], steps: int, device: torch.device) -> None:
+    print(f"\nK windows of one {size}x{size} image, {steps} steps: attribute_windows vs K calls of attribute")
+    print(f"{'model':<14} {'crop':>6} {'K':>3} {'one at a time s/window':>23} {'together s/window':>18} "
+          f"{'speed-up':>9} {'max diff / max':>15}")
+    generator = torch.Generator().manual_seed(1)
+    for name in models:
+        model = build_model(name).to(device)
+        lam = LAM(model)
+        warm_up(lam, device)
+        image = torch.rand(1, 3, size, size, generator=generator).to(device)
+        for crop in (False, "auto"):
+            for count in counts:
+                tops = torch.randint(0, size * 4 - 17, (count, 2), generator=generator).tolist()
+                windows = [(top, left, 16) for top, left in tops]
+                alone_s, alone = seconds(lambda: torch.cat([lam.attribute(image, w, n_steps=steps, crop=crop)
+                                                            for w in windows]))
+                together_s, together = seconds(lambda: lam.attribute_windows(image, windows, n_steps=steps, crop=crop))
+                difference = float((together - alone).abs().max() / alone.abs().max())
+                print(f"{name:<14} {str(crop):>6} {count:>3} {alone_s / count:23.2f} {together_s / count:18.2f} "
+                      f"{alone_s / together_s:8.2f}x {difference:15.1e}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--models", default="edsr-baseline,default")
+    parser.add_argument("--sizes", default="64x64,256x256,339x510", help="LR sizes, HxW")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--floor-steps", default="64x64:10,256x256:3,339x510:2",
+                        help="steps of the full-image computation per size (extrapolated per step)")
+    parser.add_argument("--windows-size", type=int, default=64)
+    parser.add_argument("--windows", default="1,4,16", help="window counts K")
+    parser.add_argument("--windows-steps", type=int, default=10)
+    parser.add_argument("--windows-models", default="default,edsr-baseline")
+    parser.add_argument("--skip", choices=["whole", "windows"], default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
+    floor_steps = {}
+    for entry in args.floor_steps.split(","):
+        size, count = entry.split(":")
+        height, width = (int(v) for v in size.split("x"))
+        floor_steps[height * width] = int(count)
+    print(f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, one run each")
+    if args.skip != "whole":
+        whole_images(args.models.split(","), sizes, args.steps, floor_steps, device)
+    if args.skip != "windows":
+        many_windows(args.windows_models.split(","), args.windows_size, [int(k) for k in args.windows.split(",")],
+                     args.windows_steps, device)
+
+
+if __name__ == "__main__":
+    main()

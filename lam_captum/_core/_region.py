@@ -1,0 +1,385 @@
+"""Compute only where the window can look: the input region that influences it, and a crop that holds it.
+
+LAM's attribution is zero wherever the window's detector does not depend on the input. For a local network
+(a CNN of bounded receptive field) that leaves a small region around the window, and LAM on a crop that
+holds the region plus the blur kernel's radius gives the full image's attribution: the blurred path images
+agree on the region (the crop's own reflect-101 border only changes the outer ring), and the model's
+padding at the crop's edge lies beyond the receptive field.
+
+Nothing of this is assumed of the model. One pass over the full image at the input finds the region (the
+support of the input gradient of a random projection of the detector's output pixels, which is zero only
+where the window cannot look, not by accident) and is the reference every crop is checked against: the
+window's output pixels and that input gradient must agree between crop and full image. Crops are tried
+from the smallest, then aligned to partition grids (window attention pads and partitions on a fixed grid)
+and widened; if none agrees the full image is used. While LAM runs on the crop, every path point's input
+gradient must stay inside the region; if it leaves it, the region is widened and the crop recomputed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from typing import Literal, TypeVar
+
+import torch
+from torch import Tensor
+
+from lam_captum._core._context import owning_module
+from lam_captum.functional._detectors import Detector, gradient_detector, intensity_detector
+from lam_captum.functional._window import Window
+
+CropMode = Literal["auto", False]
+Result = TypeVar("Result")
+
+_log = logging.getLogger(__name__)
+
+# Above this share of the image a crop saves too little to be worth its checks.
+_MAX_CROP_FRACTION = 0.75
+# The crop's ring around the region, where a gradient that leaves the region shows, is at least this wide.
+_MIN_RING = 2
+# Partition grids tried after the model's own `window_size` (SwinIR, HAT): multiples of the usual sizes.
+_GRIDS = (8, 16, 32, 64)
+_MAX_WIDENINGS = 2
+# Agreement between crop and full image, relative to the largest magnitude compared: float rounding of
+# the same sums in another order stays far below, a padding or global effect far above.
+_RELATIVE_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-6}
+_DEFAULT_TOLERANCE = 1e-6
+
+
+def check_crop(crop: object) -> None:
+    """Raise unless ``crop`` is ``"auto"`` or ``False``.
+
+    Example:
+        >>> check_crop("auto")
+    """
+    if crop is not False and crop != "auto":
+        raise ValueError(f"`crop` must be 'auto' (compute on the smallest verified crop) or False, got {crop!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    """Rows ``top:bottom`` and columns ``left:right`` (half-open) of an image, in pixels.
+
+    Example:
+        >>> Box(2, 6, 0, 3).grown(2, 10, 10)
+        Box(top=0, bottom=8, left=0, right=5)
+    """
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @property
+    def height(self) -> int:
+        return self.bottom - self.top
+
+    @property
+    def width(self) -> int:
+        return self.right - self.left
+
+    @property
+    def area(self) -> int:
+        return self.height * self.width
+
+    @classmethod
+    def of_window(cls, window: Window, extra: int = 0) -> Box:
+        """The window's pixels and ``extra`` rows below and columns to the right of it."""
+        return cls(window.top, window.top + window.height + extra, window.left, window.left + window.width + extra)
+
+    @classmethod
+    def of_support(cls, values: Tensor) -> Box | None:
+        """The bounding box of the nonzero (or non-finite) pixels of ``(..., H, W)`` values; None if all zero."""
+        support = (values != 0).reshape(-1, *values.shape[-2:]).any(dim=0)
+        rows, cols = support.any(dim=1).nonzero(), support.any(dim=0).nonzero()
+        if rows.numel() == 0:
+            return None
+        return cls(int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1)
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.top, self.bottom), slice(self.left, self.right)
+
+    def union(self, other: Box) -> Box:
+        return Box(min(self.top, other.top), max(self.bottom, other.bottom),
+                   min(self.left, other.left), max(self.right, other.right))
+
+    def contains(self, other: Box) -> bool:
+        return (self.top <= other.top and other.bottom <= self.bottom
+                and self.left <= other.left and other.right <= self.right)
+
+    def shifted(self, rows: int, cols: int) -> Box:
+        return Box(self.top + rows, self.bottom + rows, self.left + cols, self.right + cols)
+
+    def scaled(self, scale: int) -> Box:
+        return Box(self.top * scale, self.bottom * scale, self.left * scale, self.right * scale)
+
+    def grown(self, margin: int, height: int, width: int) -> Box:
+        """``margin`` more pixels on every side, clipped to a ``height`` x ``width`` image."""
+        return Box(max(0, self.top - margin), min(height, self.bottom + margin),
+                   max(0, self.left - margin), min(width, self.right + margin))
+
+    def aligned(self, grid: int, height: int, width: int) -> Box:
+        """The smallest box on multiples of ``grid`` that holds this one, clipped to the image."""
+        return Box(self.top // grid * grid, min(height, -(-self.bottom // grid) * grid),
+                   self.left // grid * grid, min(width, -(-self.right // grid) * grid))
+
+
+@dataclasses.dataclass(frozen=True)
+class Crop:
+    """A box of the LR input and the model's scale: cuts inputs and shifts windows into the crop."""
+
+    box: Box
+    scale: int
+
+    def cut(self, images: Tensor) -> Tensor:
+        return images[(..., *self.box.slices())]
+
+    def window(self, window: Window) -> Window:
+        """``window`` (SR pixels of the full output) in SR pixels of the crop's output."""
+        return window._replace(top=window.top - self.box.top * self.scale, left=window.left - self.box.left * self.scale)
+
+    def place(self, values: Tensor, height: int, width: int) -> Tensor:
+        """``values`` of the crop in a zero-filled tensor of the full ``height`` x ``width`` size."""
+        full = values.new_zeros((*values.shape[:-2], height, width))
+        full[(..., *self.box.slices())] = values
+        return full
+
+
+def detector_footprint(window: Window, detector: Detector) -> Box | None:
+    """The SR-output pixels a built-in detector reads for ``window``; None for a user's detector.
+
+    Example:
+        >>> detector_footprint(Window(4, 8, 16, 16), gradient_detector)
+        Box(top=4, bottom=21, left=8, right=25)
+    """
+    if detector is gradient_detector:
+        return Box.of_window(window, extra=1)
+    if detector is intensity_detector:
+        return Box.of_window(window)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reference:
+    """The full image at the input: its output, a random projection of the footprints, its input gradient."""
+
+    output: Tensor
+    projection: Tensor
+    gradient: Tensor
+    footprints: list[Box]
+    scale: int
+
+
+class GradientWatch:
+    """The model on a crop; checks that every input gradient it sees stays inside the region.
+
+    Used as the forward function of LAM on the crop, it hooks each input that requires grad; an engine
+    that computes gradients itself passes them to :meth:`inspect`.
+    """
+
+    def __init__(self, forward_func: Callable[[Tensor], Tensor], region: Box, height: int, width: int) -> None:
+        self.model = forward_func
+        self.outside = torch.ones(height, width, dtype=torch.bool)
+        self.outside[region.slices()] = False
+        self.escaped: Box | None = None
+        self.seen = 0
+
+    def __call__(self, points: Tensor) -> Tensor:
+        if points.requires_grad:
+            points.register_hook(self.inspect)
+        return self.model(points)
+
+    def inspect(self, gradients: Tensor) -> None:
+        """Record where ``(..., H, W)`` gradients are nonzero outside the region."""
+        self.seen += 1
+        escaped = Box.of_support((gradients != 0) & self.outside.to(gradients.device))
+        if escaped is not None:
+            self.escaped = escaped if self.escaped is None else self.escaped.union(escaped)
+
+    def held(self) -> bool:
+        return self.seen > 0 and self.escaped is None
+
+
+def compute_in_crop(
+    forward_func: Callable[[Tensor], Tensor],
+    image: Tensor,
+    footprints: list[Box],
+    kernel_size: int,
+    compute: Callable[[GradientWatch, Crop], Result],
+) -> tuple[Crop, Result] | None:
+    """Run ``compute(watch, crop)`` on the smallest crop of ``image`` verified to reproduce the full image.
+
+    Args:
+        forward_func: The model.
+        image: ``(1, C, H, W)`` input.
+        footprints: The SR-output pixels the detectors read.
+        kernel_size: The blur kernel's side (its radius is the crop's margin around the region).
+        compute: Runs LAM on ``crop.cut(image)`` with ``watch`` as the model, or with ``watch.model`` and
+            every input gradient passed to ``watch.inspect``.
+
+    Returns:
+        The crop and what ``compute`` returned, or None where the full image must be used.
+    """
+    reference = _reference(forward_func, image, footprints)
+    region = None if reference is None else Box.of_support(reference.gradient)
+    if region is None:
+        _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
+        return None
+    height, width = image.shape[-2:]
+    for _ in range(_MAX_WIDENINGS + 1):
+        box = _verified_crop(forward_func, image, reference, region, max(kernel_size // 2, _MIN_RING))
+        if box is None:
+            return None
+        crop = Crop(box, reference.scale)
+        inner = region.shifted(-box.top, -box.left)
+        watch = GradientWatch(forward_func, inner, box.height, box.width)
+        result = compute(watch, crop)
+        if watch.held():
+            _log.debug("LAM on the %dx%d crop at rows %d:%d, columns %d:%d of the %dx%d input", box.height, box.width,
+                       box.top, box.bottom, box.left, box.right, height, width)
+            return crop, result
+        if watch.seen == 0:
+            _log.debug("LAM on the full image: the input gradients on the crop could not be watched")
+            return None
+        region = region.union(watch.escaped.shifted(box.top, box.left))
+        _log.debug("the input gradient left the region on the path; widening it to %s", region)
+    _log.debug("LAM on the full image: the region kept growing along the path")
+    return None
+
+
+def _reference(forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]) -> _Reference | None:
+    point = image.detach().clone().requires_grad_(True)
+    output = forward_func(point)
+    scale = _integer_scale(output, point)
+    if scale is None or not output.requires_grad or not torch.isfinite(output).all():
+        return None
+    whole = Box(0, output.shape[-2], 0, output.shape[-1])
+    if not all(whole.contains(footprint) for footprint in footprints):
+        return None
+    projection = _random_projection(output, footprints)
+    (gradient,) = torch.autograd.grad((output * projection).sum(), point, allow_unused=True)
+    if gradient is None:
+        return None
+    return _Reference(output.detach(), projection, gradient, footprints, scale)
+
+
+def _integer_scale(output: object, point: Tensor) -> int | None:
+    if not isinstance(output, Tensor) or output.dim() != 4 or output.shape[:2] != point.shape[:2]:
+        return None
+    (height, width), (out_height, out_width) = point.shape[-2:], output.shape[-2:]
+    if out_height % height or out_width % width or out_height // height != out_width // width:
+        return None
+    return out_height // height
+
+
+def _random_projection(output: Tensor, footprints: list[Box]) -> Tensor:
+    # Random weights on every footprint pixel make the projection's input gradient zero only where no
+    # footprint pixel depends on the input, not where the detector's own gradient happens to vanish.
+    generator = torch.Generator().manual_seed(0)
+    projection = torch.zeros(output.shape, dtype=output.dtype)
+    for footprint in footprints:
+        shape = (*output.shape[:2], footprint.height, footprint.width)
+        projection[(..., *footprint.slices())] = torch.randn(shape, generator=generator, dtype=output.dtype)
+    return projection.to(output.device)
+
+
+def _verified_crop(
+    forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: _Reference, region: Box, margin: int
+) -> Box | None:
+    height, width = image.shape[-2:]
+    for box in _candidate_crops(region, margin, _partition_grids(forward_func), height, width):
+        if box.area > _MAX_CROP_FRACTION * height * width:
+            _log.debug("LAM on the full image: the window's region %s needs a %dx%d crop of the %dx%d input",
+                       region, box.height, box.width, height, width)
+            return None
+        if _agrees(forward_func, image, reference, box):
+            return box
+        _log.debug("the %dx%d crop at %s does not reproduce the full image; trying a larger or aligned one",
+                   box.height, box.width, box)
+    _log.debug("LAM on the full image: no crop reproduced the full image's output and gradient")
+    return None
+
+
+def _partition_grids(forward_func: Callable[[Tensor], Tensor]) -> list[int]:
+    window_size = getattr(owning_module(forward_func), "window_size", None)
+    own = [window_size] if isinstance(window_size, int) and window_size > 1 else []
+    return list(dict.fromkeys(own + list(_GRIDS)))
+
+
+def _candidate_crops(region: Box, margin: int, grids: list[int], height: int, width: int) -> Iterator[Box]:
+    """The region plus the blur margin; then aligned to each grid, as it is and one grid cell wider."""
+    smallest = region.grown(margin, height, width)
+    candidates = [smallest]
+    for grid in grids:
+        candidates += [smallest.aligned(grid, height, width), smallest.grown(grid, height, width).aligned(grid, height, width)]
+    yield from dict.fromkeys(candidates)
+
+
+def _agrees(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: _Reference, box: Box) -> bool:
+    """Whether the footprints' outputs and the projection's input gradient on the crop equal the full image's."""
+    point = image[(..., *box.slices())].detach().clone().requires_grad_(True)
+    output = forward_func(point)
+    area = box.scaled(reference.scale)
+    if _integer_scale(output, point) != reference.scale or not all(area.contains(f) for f in reference.footprints):
+        return False
+    for footprint in reference.footprints:
+        inside = footprint.shifted(-area.top, -area.left)
+        if not _close(output[(..., *inside.slices())], reference.output[(..., *footprint.slices())]):
+            return False
+    projection = reference.projection[(..., *area.slices())]
+    (gradient,) = torch.autograd.grad((output * projection).sum(), point, allow_unused=True)
+    if gradient is None:
+        return False
+    placed = Crop(box, reference.scale).place(gradient, *image.shape[-2:])
+    return _close(placed, reference.gradient)
+
+
+def _close(values: Tensor, expected: Tensor) -> bool:
+    tolerance = _RELATIVE_TOLERANCE.get(expected.dtype, _DEFAULT_TOLERANCE) * float(expected.abs().max())
+    return bool(((values.detach() - expected).abs() <= tolerance).all())
+
+
+def attribute_in_crops(
+    forward_func: Callable[[Tensor], Tensor],
+    images: Tensor,
+    windows: list[Window],
+    detector: Detector,
+    kernel_size: int,
+    attribute_on: Callable[[Callable[[Tensor], Tensor], Tensor, list[Window]], Tensor],
+) -> Tensor:
+    """LAM of every sample on its own verified crop, zero elsewhere; samples without one on the full image.
+
+    Args:
+        forward_func: The model.
+        images: ``(N, C, H, W)`` inputs.
+        windows: One window per sample.
+        detector: The detector (only the built-in ones have a known footprint).
+        kernel_size: The blur kernel's side.
+        attribute_on: ``(model, inputs, windows) -> attribution`` on the whole of ``inputs``.
+
+    Returns:
+        The attribution, shape of ``images``.
+    """
+    attribution = torch.zeros_like(images)
+    uncropped = []
+    for n, window in enumerate(windows):
+        image = images[n : n + 1]
+        footprint = detector_footprint(window, detector)
+        if footprint is None:
+            _log.debug("LAM on the full image: a user's detector may read any output pixel")
+            uncropped.append(n)
+            continue
+
+        def on_crop(watch: GradientWatch, crop: Crop, image: Tensor = image, window: Window = window) -> Tensor:
+            return attribute_on(watch, crop.cut(image), [crop.window(window)])
+
+        outcome = compute_in_crop(forward_func, image, [footprint], kernel_size, on_crop)
+        if outcome is None:
+            uncropped.append(n)
+            continue
+        crop, values = outcome
+        attribution[n] = crop.place(values[0], *images.shape[-2:])
+    if uncropped:
+        attribution[uncropped] = attribute_on(forward_func, images[uncropped], [windows[n] for n in uncropped])
+    return attribution

@@ -1,0 +1,87 @@
+"""``LAM.attribute_windows``: K windows of one image, one forward pass per path step, the same numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_sr
+from test_region import WindowAttentionSR, assert_same_attribution
+
+from lam_captum import LAM, Window
+from lam_captum.functional import blur_baseline
+
+WINDOWS = [(0, 0, 16), (40, 36, 16), Window(80, 10, 8, 12), (79, 79, 16)]
+
+
+@pytest.mark.parametrize("method", ["official", "gausslegendre"])
+def test_windows_together_equal_one_window_at_a_time(photo_lr, method):
+    lam = LAM(tiny_sr())
+    together = lam.attribute_windows(photo_lr, WINDOWS, n_steps=5, method=method, crop=False)
+    assert together.shape == (len(WINDOWS), *photo_lr.shape[1:])
+    for row, window in zip(together, WINDOWS):
+        assert torch.equal(row, lam.attribute(photo_lr, window, n_steps=5, method=method, crop=False)[0])
+
+
+def test_windows_together_on_a_crop_equal_the_full_image(photo_lr):
+    lam = LAM(tiny_sr())
+    windows = [(30, 30, 8), (40, 36, 16)]
+    together = lam.attribute_windows(photo_lr, windows, n_steps=5)
+    for row, window in zip(together, windows):
+        assert_same_attribution(row, lam.attribute(photo_lr, window, n_steps=5, crop=False)[0])
+
+
+def test_windows_together_on_window_attention_equal_one_at_a_time():
+    lam = LAM(WindowAttentionSR().eval())
+    image = torch.rand(1, 3, 62, 58, generator=torch.Generator().manual_seed(4))
+    windows = [(60, 52, 8), (64, 50, 8), (0, 0, 8)]
+    together = lam.attribute_windows(image, windows, n_steps=3)
+    for row, window in zip(together, windows):
+        assert_same_attribution(row, lam.attribute(image, window, n_steps=3, crop=False)[0])
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5])
+def test_internal_batch_size_does_not_change_the_windows(photo_lr, rows):
+    lam = LAM(tiny_sr())
+    reference = lam.attribute_windows(photo_lr, WINDOWS[:2], n_steps=5, crop=False)
+    chunked = lam.attribute_windows(photo_lr, WINDOWS[:2], n_steps=5, crop=False, internal_batch_size=rows)
+    torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-7)
+
+
+def test_each_windows_convergence_delta_equals_compute_convergence_delta(photo_lr):
+    lam = LAM(tiny_sr())
+    attribution, delta = lam.attribute_windows(photo_lr, WINDOWS, n_steps=5, return_convergence_delta=True)
+    assert delta.shape == (len(WINDOWS),)
+    baseline = blur_baseline(photo_lr)
+    for k, window in enumerate(WINDOWS):
+        expected = lam.compute_convergence_delta(attribution[k : k + 1], baseline, photo_lr, window=window)
+        torch.testing.assert_close(delta[k : k + 1], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_windows_as_a_tensor(photo_lr):
+    lam = LAM(tiny_sr())
+    as_tensor = lam.attribute_windows(photo_lr, torch.tensor([[0, 0, 16], [40, 36, 16]]), n_steps=3, crop=False)
+    assert torch.equal(as_tensor, lam.attribute_windows(photo_lr, WINDOWS[:2], n_steps=3, crop=False))
+
+
+@pytest.mark.parametrize(
+    ("inputs", "windows", "message"),
+    [
+        ("pair", [(0, 0, 8)], r"`inputs` must hold one image, shape \(1, C, H, W\), got \(2, 3, 24, 24\)"),
+        ("one", (0, 0, 8), r"`windows` must be a non-empty sequence of windows.* got \(0, 0, 8\)"),
+        ("one", [], r"`windows` must be a non-empty sequence of windows.* got \[\]"),
+        ("one", [(0, 0, 8), "top"], r"`windows` must be a non-empty sequence"),
+        ("one", [(90, 0, 8)], r"`window` must lie inside the 96x96 SR output"),
+    ],
+)
+def test_bad_inputs_and_windows_get_clear_errors(photo_lr, inputs, windows, message):
+    images = photo_lr if inputs == "one" else torch.cat([photo_lr, photo_lr])
+    with pytest.raises(ValueError, match=message):
+        LAM(tiny_sr()).attribute_windows(images, windows, n_steps=2)
+
+
+def test_flat_window_warns_and_gives_zero_not_nan():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2)).eval()
+    torch.nn.init.zeros_(model[0].weight)
+    with pytest.warns(RuntimeWarning, match="zero at every path step"):
+        attribution = LAM(model).attribute_windows(torch.rand(1, 1, 12, 12), [(0, 0, 8), (4, 4, 8)], n_steps=3)
+    assert torch.equal(attribution, torch.zeros_like(attribution))

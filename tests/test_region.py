@@ -1,0 +1,200 @@
+"""LAM on the smallest verified crop (``crop="auto"``): the full image's numbers at a crop's cost."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_sr
+from torch import nn
+
+from lam_captum import LAM
+from lam_captum._core._region import Box, compute_in_crop, detector_footprint
+from lam_captum.functional import Window, gradient_detector
+
+REGION_LOG = "lam_captum._core._region"
+
+
+def assert_same_attribution(cropped: torch.Tensor, full: torch.Tensor) -> None:
+    """The issue's bound: max abs difference <= 1e-5 of the attribution's max."""
+    assert full.abs().max() > 0
+    assert float((cropped - full).abs().max()) <= 1e-5 * float(full.abs().max())
+
+
+def crop_box(model: nn.Module, image: torch.Tensor, window: Window) -> Box | None:
+    def gradient_on_crop(watch, crop):
+        point = crop.cut(image).requires_grad_(True)
+        return torch.autograd.grad(gradient_detector(watch(point), crop.window(window)).sum(), point)
+
+    outcome = compute_in_crop(model, image, [detector_footprint(window, gradient_detector)], 9, gradient_on_crop)
+    return None if outcome is None else outcome[0].box
+
+
+def dilated_cnn(seed: int = 0) -> nn.Module:
+    """Receptive-field radius 1 (3x3) + 2 (3x3, dilation 2) + 2 (5x5) = 5 LR pixels; x2."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=2, dilation=2), nn.ReLU(),
+        nn.Conv2d(8, 12, 5, padding=2), nn.PixelShuffle(2),
+    ).eval()
+
+
+@pytest.mark.parametrize(("model", "radius", "scale"), [(tiny_sr(), 3, 4), (dilated_cnn(), 5, 2)])
+def test_crop_of_a_cnn_is_its_receptive_field_plus_the_blur_radius(model, radius, scale):
+    torch.manual_seed(1)
+    image = torch.rand(1, 3, 48, 48)
+    window = Window(20 * scale, 22 * scale, 4 * scale, 2 * scale)
+    # The gradient detector reads one SR row and column past the window: LR rows 20..24, columns 22..24.
+    region = Box(20 - radius, 25 + radius, 22 - radius, 25 + radius)
+    assert crop_box(model, image, window) == region.grown(4, 48, 48)
+
+
+CORNERS_AND_BORDERS = [(0, 0), (0, 60), (0, 143), (70, 0), (70, 143), (143, 0), (143, 70), (143, 143), (60, 70)]
+
+
+@pytest.mark.parametrize(("top", "left"), CORNERS_AND_BORDERS)
+def test_cnn_attribution_equals_the_full_image_at_every_border_and_corner(top, left, caplog):
+    model, image = tiny_sr(), torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(top + left))
+    lam = LAM(model)
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        cropped = lam.attribute(image, (top, left, 16), n_steps=4)
+    assert "crop at rows" in caplog.text
+    assert_same_attribution(cropped, lam.attribute(image, (top, left, 16), n_steps=4, crop=False))
+
+
+def test_attribution_outside_the_crop_is_exactly_zero_as_on_the_full_image(photo_lr):
+    model = tiny_sr()
+    cropped = LAM(model).attribute(photo_lr, (40, 36, 16), n_steps=4)
+    full = LAM(model).attribute(photo_lr, (40, 36, 16), n_steps=4, crop=False)
+    assert torch.equal(cropped == 0, full == 0)
+
+
+def test_every_sample_gets_its_own_crop_and_custom_detectors_use_the_full_image(photo_lr, caplog):
+    model = tiny_sr()
+    images = torch.cat([photo_lr, photo_lr.flip(-1)])
+    lam = LAM(model)
+    windows = [(0, 0, 16), (70, 60, 16)]
+    assert_same_attribution(lam.attribute(images, windows, n_steps=4),
+                            lam.attribute(images, windows, n_steps=4, crop=False))
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        custom = lam.attribute(images, windows, n_steps=4, detector=lambda y, w: y.flatten(1).sum(1))
+    assert "a user's detector" in caplog.text
+    assert torch.equal(custom, lam.attribute(images, windows, n_steps=4, crop=False,
+                                             detector=lambda y, w: y.flatten(1).sum(1)))
+
+
+class GlobalPoolingSR(nn.Module):
+    """A CNN with squeeze-and-excitation (RCAN's channel attention): every output pixel sees the whole image."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Conv2d(3, 8, 3, padding=1)
+        self.excite = nn.Sequential(nn.Conv2d(8, 8, 1), nn.Sigmoid())
+        self.to_sr = nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.PixelShuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.features(x)
+        return self.to_sr(features * self.excite(features.mean(dim=(-2, -1), keepdim=True)))
+
+
+@pytest.mark.parametrize("window", [(20, 20, 8), (0, 0, 8)])
+def test_global_pooling_branch_falls_back_to_the_full_image(photo_lr, window, caplog):
+    model = GlobalPoolingSR().eval()
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        cropped = LAM(model).attribute(photo_lr, window, n_steps=4)
+    assert "LAM on the full image" in caplog.text
+    assert torch.equal(cropped, LAM(model).attribute(photo_lr, window, n_steps=4, crop=False))
+
+
+class WindowAttentionSR(nn.Module):
+    """A small Swin-like SR block: attention inside M x M windows on a grid fixed to the image's top left
+    (padded by reflection to a multiple of M), then in windows shifted by M / 2 (a cyclic roll), x2."""
+
+    def __init__(self, window_size: int = 4, channels: int = 8, expose_window_size: bool = True) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        if expose_window_size:
+            self.window_size = window_size
+        self.size = window_size
+        self.embed = nn.Conv2d(3, channels, 3, padding=1)
+        self.qkv = nn.ModuleList([nn.Conv2d(channels, 3 * channels, 1) for _ in range(2)])
+        self.to_sr = nn.Sequential(nn.Conv2d(channels, 12, 3, padding=1), nn.PixelShuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        features = F.pad(self.embed(x), (0, -width % self.size, 0, -height % self.size), mode="reflect")
+        features = features + self._attend(features, self.qkv[0])
+        shift = self.size // 2
+        shifted = features.roll((-shift, -shift), dims=(-2, -1))
+        features = features + self._attend(shifted, self.qkv[1]).roll((shift, shift), dims=(-2, -1))
+        return self.to_sr(features[..., :height, :width])
+
+    def _attend(self, features: torch.Tensor, qkv: nn.Module) -> torch.Tensor:
+        n, c, h, w = features.shape
+        m = self.size
+        windows = qkv(features).reshape(n, 3, c, h // m, m, w // m, m).permute(1, 0, 3, 5, 4, 6, 2)
+        query, key, value = windows.reshape(3, -1, m * m, c)
+        attended = torch.softmax(query @ key.transpose(1, 2) / c**0.5, dim=-1) @ value
+        return attended.reshape(n, h // m, w // m, m, m, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, h, w)
+
+
+@pytest.mark.parametrize("expose_window_size", [True, False])
+@pytest.mark.parametrize("window", [(60, 52, 8), (72, 36, 6)])
+def test_window_attention_crop_is_aligned_to_the_partition_grid_and_exact(expose_window_size, window, caplog):
+    model = WindowAttentionSR(expose_window_size=expose_window_size).eval()
+    image = torch.rand(1, 3, 62, 58, generator=torch.Generator().manual_seed(2))
+    lam = LAM(model)
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        cropped = lam.attribute(image, window, n_steps=4)
+    box = crop_box(model, image, Window.square(*window))
+    assert box is not None and box.top % 4 == 0 and box.left % 4 == 0
+    assert box.area < 62 * 58 / 2
+    assert "does not reproduce the full image" in caplog.text
+    assert_same_attribution(cropped, lam.attribute(image, window, n_steps=4, crop=False))
+
+
+@pytest.mark.parametrize(("top", "left"), [(0, 0), (0, 40), (115, 107), (30, 0)])
+def test_window_attention_at_borders_is_exact(top, left):
+    model = WindowAttentionSR().eval()
+    image = torch.rand(1, 3, 62, 58, generator=torch.Generator().manual_seed(3))
+    lam = LAM(model)
+    assert_same_attribution(lam.attribute(image, (top, left, 8), n_steps=4),
+                            lam.attribute(image, (top, left, 8), n_steps=4, crop=False))
+
+
+class GatedReachSR(nn.Module):
+    """Local (3x3) everywhere, and a branch that reaches 3 pixels further only where the input is smooth:
+    silent at a sharp checkerboard, active once the path has blurred it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = nn.Conv2d(1, 4, 3, padding=1)
+        reach = torch.zeros(1, 1, 7, 7)
+        reach[0, 0, [0, 6, 3, 3], [3, 3, 0, 6]] = 0.25
+        self.register_buffer("reach", reach)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        smooth = torch.relu(0.3 - (F.conv2d(x, self.reach, padding=3) - 0.5).abs())
+        return self.shuffle(self.local(x) + smooth)
+
+
+def test_gradient_leaving_the_region_on_the_path_widens_the_crop(caplog):
+    torch.manual_seed(0)
+    model = GatedReachSR().eval()
+    rows, cols = torch.meshgrid(torch.arange(48), torch.arange(48), indexing="ij")
+    image = ((rows + cols) % 2).float()[None, None]
+    lam = LAM(model)
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        cropped = lam.attribute(image, (40, 40, 8), n_steps=5)
+    assert "left the region on the path; widening" in caplog.text
+    assert "crop at rows" in caplog.text
+    assert_same_attribution(cropped, lam.attribute(image, (40, 40, 8), n_steps=5, crop=False))
+
+
+def test_bad_crop_value_is_refused(photo_lr):
+    with pytest.raises(ValueError, match=r"`crop` must be 'auto' .* or False, got 'yes'"):
+        LAM(tiny_sr()).attribute(photo_lr, (8, 8, 8), crop="yes")
