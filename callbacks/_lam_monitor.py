@@ -25,9 +25,9 @@ from lam_captum.callbacks._probe import NAME_PATTERN, Probe
 from lam_captum.explain import LAMResult, explain, settings_with
 from lam_captum.imageio import save_png
 
-PictureName = Literal["map", "heat_blend", "kde_blend", "sr", "window", "figure"]
+PictureName = Literal["map", "heat_blend", "kde_blend", "zoom", "signed", "sr", "window", "figure"]
 PICTURE_NAMES: tuple[str, ...] = PictureName.__args__
-DEFAULT_PICTURES: tuple[str, ...] = ("map", "heat_blend", "kde_blend", "sr", "window")
+DEFAULT_PICTURES: tuple[str, ...] = ("map", "heat_blend", "kde_blend", "zoom", "sr", "window")
 
 # Three rows of four maps still read in a TensorBoard card; epochs in between are left out.
 _EVOLUTION_PANELS = 12
@@ -72,8 +72,10 @@ class LAMMonitor(Callback):
         every_n_epochs: Run in every n-th epoch of fitting.
         settings: The path settings (default: the paper's, :class:`~lam_captum.LAMSettings`); in a
             LightningCLI config, ``settings: {n_steps: 8}``.
-        images: Pictures to log, from ``"map"`` (heat map), ``"heat_blend"``, ``"kde_blend"``, ``"sr"``,
-            ``"window"``, ``"figure"`` (the demo's five panels); empty for scalars only.
+        images: Pictures to log, from ``"map"`` (heat map), ``"heat_blend"``, ``"kde_blend"``, ``"zoom"``
+            (the map and the blend cropped to where 99% of the attribution is, upscaled), ``"signed"`` (the
+            signed attribution), ``"sr"``, ``"window"``, ``"figure"`` (the demo's panels with a zoom and a
+            colour bar); empty for scalars only.
         alpha: Weight of the LR image in the blends.
         save_dir: Also write the pictures as PNG files, ``save_dir/<probe>/epoch<E>_step<S>/<picture>.png``
             and ``save_dir/<probe>/evolution.png`` (``save_dir/<name>/<probe>/...`` for a ``name`` other than

@@ -31,8 +31,9 @@ from lam_captum.functional import (
 from lam_captum.pictures import check_alpha
 
 PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
-# Pictures drawn on request only, not by default (the signed attribution, on a colour map centred at zero).
-EXTRA_PICTURES = ("signed",)
+# Pictures drawn on request only, not by default: the signed attribution on a colour map centred at zero, and
+# the heat map and heat blend zoomed to where 99% of the attribution is.
+EXTRA_PICTURES = ("signed", "zoom")
 SAVED_FILES = (*(f"{name}.png" for name in PICTURE_NAMES), "attribution.npy", "summary.json")
 
 
@@ -84,7 +85,8 @@ class LAMResult:
         input, since an SR output may show little), ``"heat"``, ``"heat_blend"``, ``"kde_blend"``, ``"sr"``
         or ``"figure"`` (the five in one row, with DI and the LR size, a zoom and a colour bar); and on
         request ``"signed"`` (the signed channel sum on a colour map centred at zero: red positive, blue
-        negative)."""
+        negative) and ``"zoom"`` (the heat map and the heat blend side by side, cropped to the box that
+        holds 99% of the attribution and the window, upscaled: a small map reads at a glance)."""
         if name not in PICTURE_NAMES + EXTRA_PICTURES:
             raise ValueError(f"`name` must be one of {', '.join(PICTURE_NAMES + EXTRA_PICTURES)}, got {name!r}")
         if name not in self._drawn:
@@ -110,6 +112,11 @@ class LAMResult:
             return pictures.sr_picture(self.sr)
         if name == "signed":
             return pictures.signed_map_picture(self.attribution, self.scale)
+        if name == "zoom":
+            box = pictures.focus_box(self.map, self.window, self.scale)
+            heat, heat_blend = pictures.zoom(self.picture("heat"), box), pictures.zoom(self.picture("heat_blend"), box)
+            gap = np.full((heat.shape[0], max(2, heat.shape[1] // 32), 3), 255, np.uint8)
+            return np.concatenate([heat, gap, heat_blend], axis=1)
         return pictures.render_figure(self.draw_figure())
 
     def draw_figure(self) -> Figure:

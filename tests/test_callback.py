@@ -21,7 +21,7 @@ from lam_captum.imageio import load_image, save_png
 
 SCALE = 2
 LAM_ARGUMENTS = {"n_steps": 4, "sigma": 1.2, "kernel_size": 5}
-DEFAULT_TAGS = ("map", "heat_blend", "kde_blend", "sr")
+DEFAULT_TAGS = ("map", "heat_blend", "kde_blend", "zoom", "sr")
 # Lightning logs validation metrics at the number of optimizer steps before the epoch's last one.
 LOGGED_STEPS = [1, 3]
 

@@ -115,3 +115,17 @@ def test_save_rejects_metadata_json_cannot_write_before_touching_the_folder(save
     with pytest.raises(TypeError, match="not JSON serializable"):
         _result(seed=1).save(saved, metadata={"image": Path("face.png")})
     assert _contents(saved) == before
+
+
+def test_zoom_picture_shows_the_map_and_blend_where_the_attribution_is() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2))
+    torch.manual_seed(0)
+    result = explain(model, torch.rand(3, 32, 32), (20, 24, 8), n_steps=4)
+    box = pictures.focus_box(result.map, result.window, result.scale)
+    zoomed = result.picture("zoom")
+    heat = pictures.zoom(result.picture("heat"), box)
+    # The box holds the window and is far smaller than the 64x64 SR image: the zoom enlarges it.
+    assert box.height < 64 and box.top <= 20 and box.top + box.height >= 28
+    assert zoomed.shape[0] == heat.shape[0] > box.height
+    np.testing.assert_array_equal(zoomed[:, : heat.shape[1]], heat)
+    np.testing.assert_array_equal(zoomed[:, -heat.shape[1] :], pictures.zoom(result.picture("heat_blend"), box))

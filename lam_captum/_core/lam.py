@@ -131,9 +131,9 @@ class LAM(GradientAttribution):
             n_steps: Steps along the path (the demo's ``fold``).
             sigma: Blur of the baseline (the path's largest sigma).
             kernel_size: Odd side of the Gaussian kernel (the demo's ``l``).
-            method: ``"official"`` (the demo's scheme) or one of Captum's rules ``"riemann_left"``,
-                ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``, ``"gausslegendre"``,
-                which use the analytic derivative of the path.
+            method: ``"official"`` (the demo's scheme) or a rule named as in Captum, ``"riemann_left"``,
+                ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"`` (its weights sum to 1,
+                Captum's to ``(n - 1) / n``), ``"gausslegendre"``, which use the analytic derivative of the path.
             detector: ``"gradient"`` (default), ``"intensity"`` or a callable
                 ``(output (B, C, sH, sW), window) -> (B,)``.
             internal_batch_size: Path steps per model call (all samples' steps are chunked together);
@@ -295,11 +295,10 @@ class LAM(GradientAttribution):
                       inspect: Callable[[Tensor], None] | None) -> Tensor:
             rows = settings.internal_batch_size or default_internal_batch_size(image.device, *image.shape[-2:])
             cleaner = _GradientHealth(len(windows))
-            progress = _progress_bar(settings.n_steps, show_progress)
-            attribution = integrate_windows(forward_func, image, windows, settings.resolved_detector(),
-                                            settings.path_schedule(), rows, check_output=self._check_output,
-                                            cleaner=cleaner, progress=progress, inspect=inspect)
-            progress.close()
+            with _progress_bar(settings.n_steps, show_progress) as progress:
+                attribution = integrate_windows(forward_func, image, windows, settings.resolved_detector(),
+                                                settings.path_schedule(), rows, check_output=self._check_output,
+                                                cleaner=cleaner, progress=progress, inspect=inspect)
             cleaner.report()
             return attribution
 
@@ -376,21 +375,21 @@ class LAM(GradientAttribution):
         frames = x.flatten(1, -3)
         attribution = torch.zeros_like(frames)
         failures = _GradientHealth(x.shape[0])
-        progress = _progress_bar(x.shape[0] * path.n_steps, show_progress)
-        for chunk in _chunks(x.shape[0], path.n_steps, rows_per_call):
-            kernels = [path.kernels(steps.start, steps.stop) for _, steps in chunk]
-            points = torch.cat([blur(frames[n : n + 1], step_kernels.points)[0]
-                                for (n, _), step_kernels in zip(chunk, kernels)])
-            gradients = self._input_gradients(points.reshape(-1, *x.shape[1:]), chunk, windows, objective, target)
-            start = 0
-            for (n, steps), step_kernels in zip(chunk, kernels):
-                block = failures.clean(n, gradients[start : start + len(steps)].flatten(1, -3))
-                derivatives = blur(frames[n : n + 1], step_kernels.derivatives)[0]
-                weights = step_kernels.weights.to(dtype=x.dtype, device=x.device)
-                attribution[n] += torch.einsum("s,schw->chw", weights, block * derivatives)
-                start += len(steps)
-            progress.update(points.shape[0])
-        progress.close()
+        # The bar closes its line whatever happens, Ctrl-C included.
+        with _progress_bar(x.shape[0] * path.n_steps, show_progress) as progress:
+            for chunk in _chunks(x.shape[0], path.n_steps, rows_per_call):
+                kernels = [path.kernels(steps.start, steps.stop) for _, steps in chunk]
+                points = torch.cat([blur(frames[n : n + 1], step_kernels.points)[0]
+                                    for (n, _), step_kernels in zip(chunk, kernels)])
+                gradients = self._input_gradients(points.reshape(-1, *x.shape[1:]), chunk, windows, objective, target)
+                start = 0
+                for (n, steps), step_kernels in zip(chunk, kernels):
+                    block = failures.clean(n, gradients[start : start + len(steps)].flatten(1, -3))
+                    derivatives = blur(frames[n : n + 1], step_kernels.derivatives)[0]
+                    weights = step_kernels.weights.to(dtype=x.dtype, device=x.device)
+                    attribution[n] += torch.einsum("s,schw->chw", weights, block * derivatives)
+                    start += len(steps)
+                progress.update(points.shape[0])
         failures.report()
         return attribution.reshape(x.shape)
 
@@ -606,17 +605,7 @@ def default_internal_batch_size(device: torch.device, height: int, width: int) -
     return max(1, budget // (height * width))
 
 
-class _NoProgress:
-    def update(self, count: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _progress_bar(total: int, show: bool):
-    if not show:
-        return _NoProgress()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="LAM path steps", unit="step")
+    return tqdm(total=total, desc="LAM path steps", unit="step", disable=not show)

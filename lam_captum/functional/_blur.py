@@ -206,7 +206,11 @@ class PathSchedule:
 
 
 def _quadrature(method: str, n_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes alpha in [0, 1] (0 = baseline, 1 = input) and weights of Captum's integration rules."""
+    """Nodes alpha in [0, 1] (0 = baseline, 1 = input) and weights of the rules Captum names.
+
+    The nodes are Captum's. The trapezoid weights differ on purpose: ours are the trapezoid rule on
+    ``linspace(0, 1, n)`` and sum to 1, Captum's (``1 / n`` with the ends halved) sum to ``(n - 1) / n``.
+    """
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n_steps)
         return (nodes + 1) / 2, weights / 2
@@ -228,8 +232,9 @@ def path_schedule(
 
     ``"official"`` is the demo's scheme: sigmas ``linspace(sigma, 0, n_steps + 1)``, points at the right
     end of each interval, derivatives as finite differences of kernels times ``n_steps`` and equal weights
-    ``1 / n_steps``. The other methods integrate the path ``blur(x, sigma * (1 - alpha))`` with Captum's rule
-    of that name and the analytic derivative ``-sigma * dk/ds``.
+    ``1 / n_steps``. The other methods integrate the path ``blur(x, sigma * (1 - alpha))`` with the rule of
+    that name in Captum (the trapezoid's weights sum to 1 here, to ``(n - 1) / n`` in Captum) and the analytic
+    derivative ``-sigma * dk/ds``.
 
     Raises:
         ValueError: For a negative or non-finite ``sigma``, ``n_steps < 1``, an unknown ``method``.

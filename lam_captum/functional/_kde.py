@@ -9,7 +9,7 @@ convolution of the weight map with one Gaussian sampled on all pixel offsets.
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
+import scipy.signal
 import torch
 from torch import Tensor
 
@@ -108,10 +108,6 @@ def _convolve_with_gaussian(weights: np.ndarray, bandwidth: np.ndarray) -> np.nd
         + precision[1, 1] * column_offsets**2
     )
     kernel = np.exp(-0.5 * quadratic_form)
-    # Any transform at least as large as the kernel suffices: the circular wrap-around of the
-    # zero-padded product only lands on outputs before index (H-1, W-1), which are cut off, so the
-    # kept block is exactly the linear convolution.
-    fft_shape = (scipy.fft.next_fast_len(2 * height - 1, real=True), scipy.fft.next_fast_len(2 * width - 1, real=True))
-    spectrum = scipy.fft.rfft2(weights, s=fft_shape) * scipy.fft.rfft2(kernel, s=fft_shape)
-    convolution = scipy.fft.irfft2(spectrum, s=fft_shape)
-    return convolution[height - 1 : 2 * height - 1, width - 1 : 2 * width - 1]
+    # The kernel holds every offset from -(H-1) to H-1, so the centred H x W block of the full
+    # convolution ("same") is the sum over all pixels q for every pixel p.
+    return scipy.signal.fftconvolve(weights, kernel, mode="same")
