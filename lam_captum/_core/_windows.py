@@ -62,7 +62,7 @@ def integrate_windows(
     forward_func: Callable[[Tensor], Tensor],
     image: Tensor,
     windows: list[Window],
-    objective: Detector,
+    detector: Detector,
     schedule: PathSchedule,
     rows_per_call: int,
     *,
@@ -84,7 +84,7 @@ def integrate_windows(
         points = blur(image, kernels.points)[0].requires_grad_(True)
         output = forward_func(points)
         check_output(output, points, windows)
-        gradients = _input_gradients(output, points, _detector_cotangents(output, windows, objective))
+        gradients = _input_gradients(output, points, _detector_cotangents(output, windows, detector))
         if inspect is not None:
             inspect(gradients)
         derivatives = blur(image, kernels.derivatives)[0]
@@ -102,7 +102,7 @@ def _input_gradients(output: Tensor, points: Tensor, cotangents: Tensor) -> Tens
     return torch.autograd.grad(output, points, grad_outputs=cotangents, is_grads_batched=True)[0]
 
 
-def _detector_cotangents(output: Tensor, windows: list[Window], objective: Detector) -> Tensor:
+def _detector_cotangents(output: Tensor, windows: list[Window], detector: Detector) -> Tensor:
     """``d(sum of D_k)/d(output)`` for every window k, ``(K, *output.shape)``.
 
     Differentiating the detectors apart from the model keeps the batched backward pass to the model: with
@@ -111,7 +111,7 @@ def _detector_cotangents(output: Tensor, windows: list[Window], objective: Detec
     detached = output.detach().requires_grad_(True)
     cotangents = []
     for window in windows:
-        value = _one_per_row(objective(detached, window), output.shape[0]).sum()
+        value = _one_per_row(detector(detached, window), output.shape[0]).sum()
         (cotangent,) = torch.autograd.grad(value, detached, allow_unused=True)
         cotangents.append(torch.zeros_like(output) if cotangent is None else cotangent)
     return torch.stack(cotangents)
@@ -148,8 +148,8 @@ def attribute_windows_in_crop(
 
 
 def window_values(forward_func: Callable[[Tensor], Tensor], image: Tensor, windows: list[Window],
-                  objective: Detector) -> Tensor:
+                  detector: Detector) -> Tensor:
     """The detector of every window on the model's output for ``image`` (1, C, H, W): shape ``(K,)``."""
     with torch.no_grad():
         output = forward_func(image)
-        return torch.cat([objective(output, window) for window in windows])
+        return torch.cat([detector(output, window) for window in windows])

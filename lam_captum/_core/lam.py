@@ -182,24 +182,24 @@ class LAM(GradientAttribution):
         # A clip's row holds all its frames: the pixel budget per call counts them all.
         frames = x.shape[1] if x.dim() == 5 else 1
         rows = settings.internal_batch_size or default_internal_batch_size(x.device, frames * x.shape[-2], x.shape[-1])
-        objective = settings.resolved_detector()
+        detector = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
             x = x.detach().clone()
             if crop and x.dim() == 4:
                 # Finding the region takes one pass of a whole image; each crop then runs through attribute()
                 # again, which warns about its own memory.
                 warn_if_too_large(self.forward_func, x[:1], 1)
-                attribution = attribute_in_crops(self.forward_func, x, windows, objective, settings.kernel_size,
+                attribution = attribute_in_crops(self.forward_func, x, windows, detector, settings.kernel_size,
                                                  self._attribute_on(settings, show_progress))
             else:
                 warn_if_too_large(self.forward_func, x, rows)
-                attribution = self._integrate(x, windows, objective, settings.path_schedule(), rows, show_progress,
+                attribution = self._integrate(x, windows, detector, settings.path_schedule(), rows, show_progress,
                                               target)
             result = (attribution,) if is_tuple else attribution
             if not return_convergence_delta:
                 return result
             baseline = blur_baseline(x.flatten(1, -3), settings.sigma, settings.kernel_size).reshape(x.shape)
-            delta = self.compute_convergence_delta(attribution, baseline, x, window=windows, detector=objective,
+            delta = self.compute_convergence_delta(attribution, baseline, x, window=windows, detector=detector,
                                                    frame=frame)
         return result, delta
 
@@ -275,17 +275,17 @@ class LAM(GradientAttribution):
                              "window per image use attribute()")
         window_list = as_window_list(windows)
         check_crop(crop)
-        objective = settings.resolved_detector()
+        detector = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device):
             x = x.detach().clone()
-            attribution = attribute_windows_in_crop(self.forward_func, x, window_list, objective, settings.kernel_size,
+            attribution = attribute_windows_in_crop(self.forward_func, x, window_list, detector, settings.kernel_size,
                                                     crop, self._windows_engine(settings, show_progress))
             if not return_convergence_delta:
                 return attribution
             baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
-            detected = window_values(self.forward_func, x, window_list, objective)
+            detected = window_values(self.forward_func, x, window_list, detector)
             delta = attribution.flatten(1).sum(dim=1) - (detected - window_values(self.forward_func, baseline,
-                                                                                  window_list, objective))
+                                                                                  window_list, detector))
         return attribution, delta
 
     def _windows_engine(self, settings: LAMSettings, show_progress: bool) -> Callable[..., Tensor]:
@@ -360,7 +360,7 @@ class LAM(GradientAttribution):
         self,
         x: Tensor,
         windows: list[Window],
-        objective: Detector,
+        detector: Detector,
         path: PathSchedule,
         rows_per_call: int,
         show_progress: bool,
@@ -381,7 +381,7 @@ class LAM(GradientAttribution):
                 kernels = [path.kernels(steps.start, steps.stop) for _, steps in chunk]
                 points = torch.cat([blur(frames[n : n + 1], step_kernels.points)[0]
                                     for (n, _), step_kernels in zip(chunk, kernels)])
-                gradients = self._input_gradients(points.reshape(-1, *x.shape[1:]), chunk, windows, objective, target)
+                gradients = self._input_gradients(points.reshape(-1, *x.shape[1:]), chunk, windows, detector, target)
                 start = 0
                 for (n, steps), step_kernels in zip(chunk, kernels):
                     block = failures.clean(n, gradients[start : start + len(steps)].flatten(1, -3))
@@ -394,12 +394,12 @@ class LAM(GradientAttribution):
         return attribution.reshape(x.shape)
 
     def _input_gradients(self, points: Tensor, chunk: list[tuple[int, range]], windows: list[Window],
-                         objective: Detector, target: OutputFrame) -> Tensor:
+                         detector: Detector, target: OutputFrame) -> Tensor:
         """``dD/dpoint`` for every path point of one chunk, in one forward and one backward pass."""
         points.requires_grad_(True)
         output = target.select(self.forward_func(points), points)
         self._check_output(output, points, windows)
-        detected = _detect(output, chunk, windows, objective)
+        detected = _detect(output, chunk, windows, detector)
         (gradients,) = torch.autograd.grad(detected.sum(), points, allow_unused=True)
         if gradients is None:
             raise ValueError(_NO_GRAPH_CAUSES)
@@ -544,10 +544,10 @@ def _chunks(n_samples: int, n_steps: int, rows: int) -> Iterator[list[tuple[int,
         yield chunk
 
 
-def _detect(output: Tensor, chunk: list[tuple[int, range]], windows: list[Window], objective: Detector) -> Tensor:
+def _detect(output: Tensor, chunk: list[tuple[int, range]], windows: list[Window], detector: Detector) -> Tensor:
     values, start = [], 0
     for n, steps in chunk:
-        value = objective(output[start : start + len(steps)], windows[n])
+        value = detector(output[start : start + len(steps)], windows[n])
         if not isinstance(value, Tensor) or value.shape != (len(steps),):
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"`detector` must return one value per row, shape ({len(steps)},), got {shape}")
