@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -86,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_up(f"{base}/data/runs", timeout=60)
-        query = f"?tagFilter={args.filter}" if args.filter else ""
-        screenshot(f"{base}/{query}#{args.dashboard}", args.output, tuple(args.size), args.render_ms)
+        # TensorBoard keeps a dashboard's state, its tag filter included, in the URL's fragment.
+        state = f"&tagFilter={urllib.parse.quote(args.filter)}" if args.filter else ""
+        screenshot(f"{base}/#{args.dashboard}{state}", args.output, tuple(args.size), args.render_ms)
     finally:
         server.terminate()
         server.wait(timeout=30)
