@@ -22,7 +22,7 @@ from typing_extensions import override
 from lam_captum import LAMSettings, pictures
 from lam_captum.callbacks._loggers import add_images, custom_scalars_layout, image_loggers, markdown_table, tensorboards
 from lam_captum.callbacks._probe import NAME_PATTERN, Probe
-from lam_captum.explain import LAMResult, explain, settings_with
+from lam_captum.explain import LAMResult, explain, explain_windows, settings_with
 from lam_captum.imageio import save_png
 
 PictureName = Literal["map", "heat_blend", "kde_blend", "zoom", "signed", "sr", "window", "figure"]
@@ -209,8 +209,9 @@ class LAMMonitor(Callback):
         # Validation runs under no_grad or inference_mode, and maybe autocast: tensors made here (a probe
         # read from disk, the pictures' sources) must be ordinary float32 tensors autograd can use.
         with torch.inference_mode(False), torch.autocast(pl_module.device.type, enabled=False):
+            results = self._explain_all(forward, pl_module.device, trainer)
             for probe in self.probes:
-                result = self._explain(probe, forward, pl_module.device, trainer)
+                result = results[probe.name]
                 if result is None:
                     continue
                 self._record(probe, result, trainer)
@@ -219,6 +220,31 @@ class LAMMonitor(Callback):
                     self._log_pictures(probe, result, trainer)
         metrics[f"{self.name}/seconds"] = time.perf_counter() - started
         self._log_metrics(metrics, trainer)
+
+    def _explain_all(
+        self, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer
+    ) -> dict[str, LAMResult | None]:
+        """Every probe's result (None where it failed); probes on one image share the path's forward passes."""
+        results: dict[str, LAMResult | None] = {}
+        for group in _same_image_groups(self.probes):
+            shared = self._explain_together(group, forward, device) if len(group) > 1 else None
+            if shared is not None:
+                results.update((probe.name, result) for probe, result in zip(group, shared))
+            else:
+                results.update((probe.name, self._explain(probe, forward, device, trainer)) for probe in group)
+        return results
+
+    def _explain_together(
+        self, group: list[Probe], forward: Callable[[Tensor], Tensor], device: torch.device
+    ) -> list[LAMResult] | None:
+        """The probes of one image in one run, or None if it fails: then each probe runs alone, so that the
+        warning names the probe at fault."""
+        try:
+            lr, hr = group[0].load()
+            return explain_windows(forward, lr, [probe.window for probe in group], self.settings, hr=hr,
+                                   alpha=self.alpha, device=device)
+        except Exception:  # reported per probe by the runs that follow
+            return None
 
     def _explain(
         self, probe: Probe, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer
@@ -369,6 +395,24 @@ def _logging_step(trainer: pl.Trainer) -> int:
     """The step Lightning logs validation metrics at (one less than ``global_step`` at the end of a training
     epoch), so that DI lines up with ``val_loss`` in TensorBoard; Lightning's own monitors use it too."""
     return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def _same_image_groups(probes: Sequence[Probe]) -> list[list[Probe]]:
+    """The probes in groups that explain the same LR image (the same file at the same scale, or equal tensors)."""
+    groups: list[list[Probe]] = []
+    for probe in probes:
+        group = next((group for group in groups if _same_image(group[0], probe)), None)
+        if group is None:
+            groups.append([probe])
+        else:
+            group.append(probe)
+    return groups
+
+
+def _same_image(first: Probe, second: Probe) -> bool:
+    if isinstance(first.image, Tensor) and isinstance(second.image, Tensor):
+        return first.image.shape == second.image.shape and bool(torch.equal(first.image, second.image))
+    return not isinstance(first.image, Tensor) and first.image == second.image and first.scale == second.scale
 
 
 def _uncompiled_forward(pl_module: pl.LightningModule) -> Callable[[Tensor], Tensor]:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lam_captum.callbacks import PICTURE_NAMES, LAMMonitor, Probe
-from lam_captum.explain import explain
+from lam_captum.explain import explain, explain_windows
 from lam_captum.imageio import load_image, save_png
 
 SCALE = 2
@@ -395,3 +395,27 @@ def test_monitor_rejects_bad_arguments(arguments: dict[str, object], error: type
 def test_picture_names_are_the_documented_tags() -> None:
     assert PICTURE_NAMES == ("map", "heat_blend", "kde_blend", "sr", "window", "figure")
     assert LAMMonitor(probe()).images == ("map", "heat_blend", "kde_blend", "sr", "window")
+
+
+def test_probes_of_one_image_share_one_run_with_the_numbers_of_explain(tmp_path: Path, monkeypatch) -> None:
+    import lam_captum.callbacks._lam_monitor as monitor_module
+
+    shared_runs = []
+
+    def counting_explain_windows(*args, **kwargs):
+        shared_runs.append(args[2])
+        return explain_windows(*args, **kwargs)
+
+    monkeypatch.setattr(monitor_module, "explain_windows", counting_explain_windows)
+    probes = [probe("left", (8, 4, 8)), probe("right", (14, 12, 8)), probe("other", (8, 8, 8), index=1)]
+    monitor = LAMMonitor(probes, **LAM_ARGUMENTS, images=())
+    model = TinySR()
+    trainer(tmp_path, [monitor], max_epochs=1, logger=False, enable_checkpointing=False).fit(model, loader(), loader())
+
+    # The two probes of image 0 ran together; the probe of image 1 ran alone.
+    assert [[tuple(window) for window in windows] for windows in shared_runs] == [[(8, 4, 8, 8), (14, 12, 8, 8)]]
+    for one in probes:
+        alone = explain(model, one.image, one.window, **LAM_ARGUMENTS)
+        logged = monitor.history[one.name][-1]
+        assert logged["di"] == pytest.approx(alone.di, rel=1e-5)
+        assert logged["delta"] == pytest.approx(alone.delta, rel=1e-4, abs=1e-6)

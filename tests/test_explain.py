@@ -129,3 +129,20 @@ def test_zoom_picture_shows_the_map_and_blend_where_the_attribution_is() -> None
     assert zoomed.shape[0] == heat.shape[0] > box.height
     np.testing.assert_array_equal(zoomed[:, : heat.shape[1]], heat)
     np.testing.assert_array_equal(zoomed[:, -heat.shape[1] :], pictures.zoom(result.picture("heat_blend"), box))
+
+
+def test_explain_windows_gives_the_numbers_of_explain_per_window() -> None:
+    from lam_captum.explain import explain_windows
+
+    model = tiny_sr(channels=3, scale=2)
+    lr = torch.rand(3, 20, 20, generator=torch.Generator().manual_seed(2))
+    windows = [(4, 4, 8), (20, 24, 8), (30, 2, 6)]
+    together = explain_windows(model, lr, windows, n_steps=6)
+    for window, shared in zip(windows, together):
+        alone = explain(model, lr, window, n_steps=6)
+        assert shared.window == alone.window
+        tolerance = 1e-6 * float(alone.attribution.abs().max())
+        torch.testing.assert_close(shared.attribution, alone.attribution, rtol=1e-4, atol=tolerance)
+        assert shared.di == pytest.approx(alone.di, rel=1e-5) and shared.delta == pytest.approx(alone.delta, rel=1e-4)
+    with pytest.raises(ValueError, match=r"`windows` must be a non-empty sequence of windows, got \[\]"):
+        explain_windows(model, lr, [])
