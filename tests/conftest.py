@@ -26,7 +26,7 @@ def tiny_sr(channels: int = 3, scale: int = 4, width: int = 16, seed: int = 0) -
     ).eval()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def photo_lr() -> torch.Tensor:
     """A real 24x24 crop of a photo (grace_hopper, shipped with matplotlib), as a (1, 3, H, W) tensor."""
     import matplotlib.cbook
@@ -36,6 +36,18 @@ def photo_lr() -> torch.Tensor:
     with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
         crop = image.convert("RGB").crop((200, 120, 296, 216)).resize((24, 24), Image.BICUBIC)
     return torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255).permute(2, 0, 1).unsqueeze(0)
+
+
+@pytest.fixture
+def hr_photo(tmp_path: Path) -> Path:
+    """A 96x80 HR crop of the built-in photo (the face), saved as PNG: an image file as users give one."""
+    import matplotlib.cbook
+    from PIL import Image
+
+    path = tmp_path / "face.png"
+    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as image:
+        image.convert("RGB").crop((180, 140, 260, 236)).save(path)
+    return path
 
 
 def finish_or_kill(process: subprocess.Popen, timeout: float, what: str) -> subprocess.CompletedProcess:

@@ -18,17 +18,6 @@ from lam_captum.cli import DEFAULT_CROP, main
 FAST = ["--steps", "3", "--no-progress"]
 
 
-@pytest.fixture
-def hr_photo(tmp_path):
-    """A 96x80 HR crop of the built-in photo, saved as PNG."""
-    from lam_captum.imageio import default_image_path
-
-    path = tmp_path / "face.png"
-    with Image.open(default_image_path()) as image:
-        image.convert("RGB").crop((180, 140, 260, 236)).save(path)
-    return path
-
-
 def test_python_dash_m_runs_the_built_in_default(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "lam_captum", *FAST, "--output", str(tmp_path / "out")],
                                capture_output=True, text=True, timeout=300)

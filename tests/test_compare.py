@@ -38,11 +38,9 @@ def models() -> dict[str, torch.nn.Module]:
 
 
 @pytest.fixture(scope="module")
-def lr() -> torch.Tensor:
-    """A real 24x24 crop of the built-in photo, bicubic-downscaled from 96x96."""
-    hr = Image.open(default_image_path()).convert("RGB").crop((200, 120, 296, 216))
-    pixels = np.asarray(hr.resize((24, 24), Image.Resampling.BICUBIC), dtype=np.float32) / 255
-    return torch.from_numpy(pixels).permute(2, 0, 1)
+def lr(photo_lr: torch.Tensor) -> torch.Tensor:
+    """The shared real 24x24 crop of the built-in photo, as one (3, H, W) image."""
+    return photo_lr[0]
 
 
 @pytest.fixture(scope="module")
