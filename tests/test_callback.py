@@ -393,8 +393,8 @@ def test_monitor_rejects_bad_arguments(arguments: dict[str, object], error: type
 
 
 def test_picture_names_are_the_documented_tags() -> None:
-    assert PICTURE_NAMES == ("map", "heat_blend", "kde_blend", "sr", "window", "figure")
-    assert LAMMonitor(probe()).images == ("map", "heat_blend", "kde_blend", "sr", "window")
+    assert PICTURE_NAMES == ("map", "heat_blend", "kde_blend", "zoom", "signed", "sr", "window", "figure")
+    assert LAMMonitor(probe()).images == ("map", "heat_blend", "kde_blend", "zoom", "sr", "window")
 
 
 def test_probes_of_one_image_share_one_run_with_the_numbers_of_explain(tmp_path: Path, monkeypatch) -> None:
