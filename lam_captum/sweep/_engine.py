@@ -164,9 +164,9 @@ class LAMProbeModule(LightningModule):
                 return self._failed(probe, str(failure), started, caught)
             except Exception as error:  # any failure of one probe is recorded and the run goes on
                 return self._failed(probe, f"lam: {type(error).__name__}: {error}", started, caught)
-        row = probe_row(probe, di=result.di, gini=result.gini, area_50=result.area, convergence_delta=result.delta,
-                        psnr=psnr, seconds=result.seconds, device=result.device, status="ok",
-                        warning=_warning_text(caught))
+        row = probe_row(probe, di=result.di, gini=result.gini, negative_share=result.negative_share,
+                        area_50=result.area, convergence_delta=result.delta, psnr=psnr, seconds=result.seconds,
+                        device=result.device, status="ok", warning=_warning_text(caught))
         return ProbeOutcome(probe, row, result)
 
     def _explain(self, probe: StudyProbe) -> tuple[LAMResult, float | None]:
