@@ -27,16 +27,19 @@ from typing_extensions import override
 
 from lam_captum._atomic import write_atomically
 from lam_captum.explain import PICTURE_NAMES, LAMResult, explain
+from lam_captum.pictures import sr_picture
 from lam_captum.sweep._lock import OutputLock, prepare_output
 from lam_captum.sweep._quality import sr_psnr
 from lam_captum.sweep._records import (
     assemble,
+    keeps_maps,
     maps_path,
     pending_probes,
     pictures_folder,
     probe_row,
     record_path,
     remove_temporary_files,
+    sr_path,
     write_json,
 )
 from lam_captum.sweep._study import ImageEntry, ModelEntry, Study, StudyProbe, load_study
@@ -295,8 +298,12 @@ class ProbeRecordWriter(BasePredictionWriter):
 
     def _write(self, outcome: ProbeOutcome) -> None:
         output, probe_id = self.study.output, outcome.probe.id
-        if outcome.result is not None and self.study.maps:
+        if outcome.result is not None and keeps_maps(self.study):
             write_atomically(maps_path(output, probe_id), lambda stream: _save_maps(stream, outcome.result))
+        if outcome.result is not None and self.study.figures is not None:
+            # Every window of the image rewrites the same pixels: the file is current whichever wrote last.
+            _save_png(sr_path(output, outcome.probe.model.name, outcome.probe.image.name),
+                      sr_picture(outcome.result.sr))
         if outcome.result is not None and self.study.pictures:
             _save_pictures(pictures_folder(output, probe_id), outcome.result)
         write_json(record_path(output, probe_id), {**outcome.row, "fingerprint": outcome.probe.fingerprint})
@@ -307,11 +314,15 @@ def _save_maps(stream: Any, result: LAMResult) -> None:
 
 
 def _save_pictures(folder: Path, result: LAMResult) -> None:
+    for name in PICTURE_NAMES:
+        _save_png(folder / f"{name}.png", result.pictures[name])
+
+
+def _save_png(path: Path, picture: np.ndarray) -> None:
     from lam_captum.imageio import to_pil
 
-    for name in PICTURE_NAMES:
-        picture = to_pil(result.pictures[name])
-        write_atomically(folder / f"{name}.png", lambda stream, picture=picture: picture.save(stream, format="PNG"))
+    image = to_pil(picture)
+    write_atomically(path, lambda stream: image.save(stream, format="PNG"))
 
 
 class SweepProgress(Callback):

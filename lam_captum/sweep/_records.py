@@ -50,6 +50,16 @@ def maps_path(output: Path, probe_id: str) -> Path:
     return output / "maps" / f"{probe_id}.npz"
 
 
+def sr_path(output: Path, model: str, image: str) -> Path:
+    """Where a model's SR output of an image lives (8-bit PNG), kept for the comparison figures."""
+    return output / "sr" / model / f"{image}.png"
+
+
+def keeps_maps(study: Study) -> bool:
+    """Whether the probes' maps are saved: asked for, or needed by the comparison figures."""
+    return study.maps or study.figures is not None
+
+
 def pictures_folder(output: Path, probe_id: str) -> Path:
     """Where a probe's PNG pictures live."""
     return output / "pictures" / probe_id
@@ -85,8 +95,8 @@ def read_record(output: Path, probe: StudyProbe) -> dict[str, Any] | None:
 def pending_probes(study: Study) -> list[StudyProbe]:
     """The probes of the study that are not finished, in the study's order.
 
-    A probe is finished when its record is current (same fingerprint) and successful, and the maps
-    and pictures that the study asks for are on disk. Failed probes are pending: a re-run retries them.
+    A probe is finished when its record is current (same fingerprint) and successful, and the maps,
+    pictures and SR output that the study asks for (or its figures need) are on disk. Failed probes are pending: a re-run retries them.
     """
     return [probe for probe in study.probes() if not _is_finished(study, probe)]
 
@@ -95,7 +105,9 @@ def _is_finished(study: Study, probe: StudyProbe) -> bool:
     record = read_record(study.output, probe)
     if record is None or record.get("status") != "ok":
         return False
-    if study.maps and not maps_path(study.output, probe.id).is_file():
+    if keeps_maps(study) and not maps_path(study.output, probe.id).is_file():
+        return False
+    if study.figures is not None and not sr_path(study.output, probe.model.name, probe.image.name).is_file():
         return False
     folder = pictures_folder(study.output, probe.id)
     return not study.pictures or all((folder / f"{name}.png").is_file() for name in PICTURE_NAMES)
@@ -117,7 +129,7 @@ def probe_row(probe: StudyProbe, **values: Any) -> dict[str, Any]:
 
 
 def assemble(study: Study) -> list[dict[str, Any]]:
-    """Rebuild ``probes.csv``, ``probes.jsonl``, ``models.csv``, ``study.json`` and the plots.
+    """Rebuild ``probes.csv``, ``probes.jsonl``, ``models.csv``, ``study.json``, the plots and the figures.
 
     Every probe of the study gets a row, sorted by probe id: its record's values if the record is
     current, else status ``pending``.
@@ -139,6 +151,10 @@ def assemble(study: Study) -> list[dict[str, Any]]:
     _write_csv(study.output / "models.csv", MODEL_COLUMNS, summary)
     plot_di_per_model(rows, [model.name for model in study.models], study.output / "plots" / "di_per_model.png")
     plot_di_versus_psnr(summary, study.output / "plots" / "di_versus_psnr.png")
+    if study.figures is not None:
+        from lam_captum.sweep._figures import write_figures
+
+        write_figures(study, rows)
     return rows
 
 

@@ -195,6 +195,30 @@ LAMSection = create_model(
 )
 
 
+class FigureSection(_Schema):
+    """The study's ``figures``: the comparison figure of every image (``true``: these defaults).
+
+    Attributes:
+        blend: The cells' picture: ``heat`` (the heat map on the LR image) or ``kde`` (its KDE on it).
+        zoom: Whether each row shows only the part of the image that holds 99% of the attribution.
+        formats: The files written, ``figures/<image>.<format>``; PDF and SVG keep the labels as text.
+    """
+
+    blend: Literal["heat", "kde"] = "heat"
+    zoom: bool = False
+    formats: Annotated[list[Literal["png", "pdf", "svg"]], Field(min_length=1)] = ["png", "pdf"]
+
+
+def _figures_switch(value: Any) -> Any:
+    """``true`` means the default figures, ``false`` none; a mapping chooses."""
+    if value is True:
+        return {}
+    return None if value is False else value
+
+
+Figures = Annotated[FigureSection | None, BeforeValidator(_figures_switch)]
+
+
 class ModelSpec(_Schema):
     """One entry of ``models``: a spec, or a mapping with ``spec``, ``name``, ``weights``, ``args``, ``scale``."""
 
@@ -374,6 +398,7 @@ class StudySpec(_Schema):
     output: Text | None = None
     maps: bool = False
     pictures: bool = False
+    figures: Figures = None
     models: Annotated[list[ModelSpec], Field(min_length=1)]
     windows: WindowList | None = None
     images: Annotated[list[ImageSpec], Field(min_length=1)]
