@@ -213,7 +213,11 @@ def _figures_switch(value: Any) -> Any:
     """``true`` means the default figures, ``false`` none; a mapping chooses."""
     if value is True:
         return {}
-    return None if value is False else value
+    if value is False or value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _problem(f"must be true, false or a mapping, got {value!r}")
+    return value
 
 
 Figures = Annotated[FigureSection | None, BeforeValidator(_figures_switch)]

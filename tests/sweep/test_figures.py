@@ -1,0 +1,165 @@
+"""What a study shows: the comparison figure of every image, the tables and plots per LR size with
+bootstrap intervals, and the negative share beside DI."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from pypdf import PdfReader
+from sweep_helpers import N_STEPS, read_csv
+
+from lam_captum.explain import explain
+from lam_captum.imageio import load_input
+from lam_captum.models import build_model
+from lam_captum.sweep import MODEL_COLUMNS, StudyError, load_study, run_sweep
+from lam_captum.sweep._quality import PSNR_LABEL
+from lam_captum.sweep._records import BOOTSTRAP_RESAMPLES, bootstrap_interval
+
+README = Path(__file__).parents[2] / "README.md"
+IMAGES = ("astro", "cat")
+
+
+def figure_study(root: Path, output: Path) -> dict:
+    """Two models, two images of different LR sizes (16x16 and 16x12), three windows."""
+    return {
+        "models": ["default", {"spec": f"{root / 'odd_models.py'}:Quick", "name": "quick"}],
+        "images": [
+            {"path": str(root / "astro.png"), "windows": [[20, 20, 16], [40, 8, 12]]},
+            {"path": str(root / "cat.png"), "crop": [0, 0, 64, 48], "windows": [[8, 8, 16]]},
+        ],
+        "lam": {"n_steps": N_STEPS},
+        "figures": {"formats": ["png", "pdf"]},
+        "output": str(output),
+    }
+
+
+@pytest.fixture(scope="module")
+def resumed_run(workspace: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The study run in two parts: 3 of its 6 probes, then the rest; what the first part left is kept."""
+    output = tmp_path_factory.mktemp("figures") / "out"
+    study = load_study(figure_study(workspace, output))
+    first = run_sweep(study, limit=3, accelerator="cpu", devices=1, progress=False)
+    unfinished = sorted(path.name for path in (output / "figures").glob("*")) if (output / "figures").exists() else []
+    report = run_sweep(study, accelerator="cpu", devices=1, progress=False)
+    return first, unfinished, report, study
+
+
+def figure_summary(output: Path, image: str) -> dict:
+    return json.loads((output / "figures" / f"{image}.json").read_text())
+
+
+def test_an_image_gets_its_figure_only_once_all_its_probes_are_done(resumed_run) -> None:
+    first, unfinished, report, _ = resumed_run
+    assert first.count("ok") == 3 and unfinished == []  # each image still lacks the second model's probes
+    assert report.count("ok") == 6
+    files = sorted(path.name for path in (report.output / "figures").iterdir())
+    assert files == sorted(f"{image}.{kind}" for image in IMAGES for kind in ("json", "pdf", "png"))
+
+
+def test_the_figure_cells_are_the_tables_numbers_after_a_resumed_run(resumed_run) -> None:
+    report = resumed_run[2]
+    rows = {row["probe_id"]: row for row in read_csv(report.output / "probes.csv")}
+    for image, windows in (("astro", 2), ("cat", 1)):
+        summary = figure_summary(report.output, image)
+        assert summary["models"] == ["default", "quick"] and len(summary["windows"]) == windows
+        assert len(summary["cells"]) == 2 * windows
+        with Image.open(report.output / "figures" / f"{image}.png") as picture:
+            width, height = picture.size
+        for cell in summary["cells"]:
+            row = rows[summary["probes"][cell["row"]][cell["column"]]]
+            assert (row["model"], row["image"]) == (cell["model"], image)
+            assert cell["di"] == float(row["di"]) and cell["negative_share"] == float(row["negative_share"])
+            assert cell["label"].splitlines()[0] == cell["model"]
+            assert f"DI {float(row['di']):.2f} (LR {row['lr_height']}x{row['lr_width']})" in cell["label"]
+            top, left, box_height, box_width = cell["pixel_box"]
+            assert 0 <= top and top + box_height <= height and 0 <= left and left + box_width <= width
+
+
+def test_the_figure_shows_what_explain_gives_for_the_probe(workspace: Path, resumed_run) -> None:
+    report = resumed_run[2]
+    summary = figure_summary(report.output, "astro")
+    cell = next(cell for cell in summary["cells"] if cell["model"] == "default" and cell["row"] == 1)
+    lr, hr = load_input(workspace / "astro.png", scale=4)
+    result = explain(build_model("default"), lr, (40, 8, 12), hr=hr, n_steps=N_STEPS)
+    assert (cell["di"], cell["gini"], cell["negative_share"]) == (result.di, result.gini, result.negative_share)
+
+
+def test_the_pdf_keeps_the_labels_as_text_and_the_maps_as_images(resumed_run) -> None:
+    report = resumed_run[2]
+    for image in IMAGES:
+        summary = figure_summary(report.output, image)
+        (page,) = PdfReader(report.output / "figures" / f"{image}.pdf").pages
+        text = " ".join(page.extract_text().split())
+        for cell in summary["cells"]:
+            assert " ".join(cell["label"].split()) in text
+        images = [item for item in page["/Resources"]["/XObject"].values() if item.get_object()["/Subtype"] == "/Image"]
+        assert len(images) >= len(summary["cells"]) + 1  # every cell's map and the HR image
+
+
+def test_an_unchanged_figure_is_not_drawn_again(resumed_run) -> None:
+    output, study = resumed_run[2].output, resumed_run[3]
+    before = {path.name: path.stat().st_mtime_ns for path in (output / "figures").iterdir()}
+    again = run_sweep(study, limit=0, progress=False)
+    assert again.count("ok") == 6
+    assert {path.name: path.stat().st_mtime_ns for path in (output / "figures").iterdir()} == before
+
+
+def test_models_csv_has_a_row_per_model_and_lr_size_with_bootstrap_intervals(resumed_run) -> None:
+    output = resumed_run[2].output
+    rows = read_csv(output / "probes.csv")
+    summary = read_csv(output / "models.csv")
+    assert [(row["model"], row["lr_size"]) for row in summary] == [
+        ("default", "16x12"), ("default", "16x16"), ("quick", "16x12"), ("quick", "16x16")]
+    for line in summary:
+        probes = [row for row in rows if row["model"] == line["model"]
+                  and f"{row['lr_height']}x{row['lr_width']}" == line["lr_size"]]
+        di = [float(row["di"]) for row in probes]
+        psnr = list({row["image"]: float(row["psnr"]) for row in probes}.values())
+        assert math.isclose(float(line["di_mean"]), statistics.fmean(di))
+        assert (float(line["di_mean_ci_low"]), float(line["di_mean_ci_high"])) == bootstrap_interval(di)
+        assert float(line["di_mean_ci_low"]) <= float(line["di_mean"]) <= float(line["di_mean_ci_high"])
+        assert (float(line["psnr_y_mean_ci_low"]), float(line["psnr_y_mean_ci_high"])) == bootstrap_interval(psnr)
+        shares = [float(row["negative_share"]) for row in probes]
+        assert math.isclose(float(line["negative_share_mean"]), statistics.fmean(shares))
+
+
+def test_the_bootstrap_interval_is_seeded_and_covers_the_mean_of_a_real_spread() -> None:
+    values = [3.1, 4.7, 5.2, 6.8, 2.9, 7.4, 5.5, 4.1]
+    low, high = bootstrap_interval(values)
+    assert bootstrap_interval(values) == (low, high) and BOOTSTRAP_RESAMPLES == 2000
+    # The standard error of this mean is about 0.57; a 95% interval spans about 4 of them.
+    assert low < statistics.fmean(values) < high and 1.5 < high - low < 3.0
+    assert bootstrap_interval([4.0]) == (4.0, 4.0) and bootstrap_interval([]) == (None, None)
+
+
+def test_the_psnr_is_named_by_its_colour_space_in_the_readme_the_table_and_the_plot() -> None:
+    assert PSNR_LABEL in README.read_text()
+    assert "psnr_y_mean" in MODEL_COLUMNS and "Y" in PSNR_LABEL and "dB" in PSNR_LABEL
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("yes", r"`figures`: must be true, false or a mapping, got 'yes'"),
+        ({"blend": "sharp"}, r"`figures\.blend`: must be one of heat, kde, got 'sharp'"),
+        ({"formats": ["png", "jpg"]}, r"`figures\.formats\[1\]`: must be one of png, pdf, svg, got 'jpg'"),
+        ({"zom": True}, r"`figures\.zom`: unknown key; did you mean 'zoom'\?"),
+    ],
+)
+def test_a_bad_figures_key_is_reported_with_its_path(workspace: Path, value: object, message: str) -> None:
+    study = figure_study(workspace, workspace / "unused")
+    study["figures"] = value
+    with pytest.raises(StudyError, match=message):
+        load_study(study)
+
+
+def test_figures_false_draws_none_and_true_draws_heat_blends_in_png_and_pdf(workspace: Path) -> None:
+    study = figure_study(workspace, workspace / "unused")
+    assert load_study({**study, "figures": False}).figures is None
+    figures = load_study({**study, "figures": True}).figures
+    assert (figures.blend, figures.zoom, figures.formats) == ("heat", False, ["png", "pdf"])
