@@ -398,6 +398,8 @@ def run_sweep(
         maps: Save each probe's attribution and map as ``maps/<probe id>.npz``; default the study's.
         pictures: Save each probe's pictures under ``pictures/<probe id>/``; default the study's.
         limit: Compute at most this many pending probes in this run (0: only rebuild the tables).
+            With the study's ``erf`` section, the models' ERFs that are not current are computed at the
+            end of every run but one with ``limit`` 0 (see :mod:`lam_captum.sweep._erf`).
         accelerator, devices, strategy, num_nodes: Passed to :class:`lightning.pytorch.Trainer`.
         progress: Show a progress bar of the probes.
 
@@ -430,7 +432,9 @@ def run_sweep(
     prepare_output(study.output)
     if limit == 0 or not pending_probes(study):
         with OutputLock(study.output):
-            return SweepReport(study.output, assemble(study), computed=0)
+            rows = assemble(study)
+            _write_erfs(study, _assembly_device(accelerator), compute=limit != 0)
+            return SweepReport(study.output, rows, computed=0)
     trainer = _trainer(study, accelerator, devices, strategy, num_nodes, progress)
     data = ProbeDataModule(study, limit)
     # The process that starts the run holds the folder until it ends; the processes it starts (other
@@ -443,6 +447,8 @@ def run_sweep(
             # One probe is seconds of LAM; loading it is microseconds, so worker processes would not help.
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             trainer.predict(LAMProbeModule(study), datamodule=data, return_predictions=False)
+        if trainer.is_global_zero:
+            _write_erfs(study, trainer.strategy.root_device)
     finally:
         lock.release()
         _release_process_group()
@@ -450,6 +456,18 @@ def run_sweep(
         return None
     writer = next(callback for callback in trainer.callbacks if isinstance(callback, ProbeRecordWriter))
     return SweepReport(study.output, writer.rows, computed=len(data.pending))
+
+
+def _write_erfs(study: Study, device: torch.device, *, compute: bool = True) -> None:
+    if study.erf is not None:
+        from lam_captum.sweep._erf import write_erfs
+
+        write_erfs(study, device, compute=compute)
+
+
+def _assembly_device(accelerator: str) -> torch.device:
+    """The device of a run without a Trainer (nothing left to explain): the GPU unless told otherwise."""
+    return torch.device("cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu")
 
 
 def _release_process_group() -> None:

@@ -83,13 +83,19 @@ def remove_temporary_files(output: Path) -> int:
     return removed
 
 
-def read_record(output: Path, probe: StudyProbe) -> dict[str, Any] | None:
-    """The probe's record, or None if absent, unreadable or stale (another fingerprint)."""
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None if absent, unreadable or not an object."""
     try:
-        record = json.loads(record_path(output, probe.id).read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("fingerprint") == probe.fingerprint else None
+    return value if isinstance(value, dict) else None
+
+
+def read_record(output: Path, probe: StudyProbe) -> dict[str, Any] | None:
+    """The probe's record, or None if absent, unreadable or stale (another fingerprint)."""
+    record = read_json(record_path(output, probe.id))
+    return record if record is not None and record.get("fingerprint") == probe.fingerprint else None
 
 
 def pending_probes(study: Study) -> list[StudyProbe]:
@@ -146,9 +152,9 @@ def assemble(study: Study) -> list[dict[str, Any]]:
         rows.append(probe_row(probe, **values))
     summary = model_summary(rows, [model.name for model in study.models])
     write_json(study.output / "study.json", study.to_dict())
-    _write_csv(study.output / "probes.csv", COLUMNS, rows)
+    write_csv(study.output / "probes.csv", COLUMNS, rows)
     _write_jsonl(study.output / "probes.jsonl", rows)
-    _write_csv(study.output / "models.csv", MODEL_COLUMNS, summary)
+    write_csv(study.output / "models.csv", MODEL_COLUMNS, summary)
     plot_di_per_model(rows, [model.name for model in study.models], study.output / "plots" / "di_per_model.png")
     plot_di_versus_psnr(summary, study.output / "plots" / "di_versus_psnr.png")
     if study.figures is not None:
@@ -244,7 +250,8 @@ def bootstrap_interval(values: list[float]) -> tuple[float | None, float | None]
     return float(low), float(high)
 
 
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as CSV with ``columns``, atomically."""
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

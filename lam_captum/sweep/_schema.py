@@ -209,8 +209,8 @@ class FigureSection(_Schema):
     formats: Annotated[list[Literal["png", "pdf", "svg"]], Field(min_length=1)] = ["png", "pdf"]
 
 
-def _figures_switch(value: Any) -> Any:
-    """``true`` means the default figures, ``false`` none; a mapping chooses."""
+def _section_switch(value: Any) -> Any:
+    """``true`` means the section with its defaults, ``false`` (or null) none; a mapping chooses."""
     if value is True:
         return {}
     if value is False or value is None:
@@ -220,7 +220,23 @@ def _figures_switch(value: Any) -> Any:
     return value
 
 
-Figures = Annotated[FigureSection | None, BeforeValidator(_figures_switch)]
+Figures = Annotated[FigureSection | None, BeforeValidator(_section_switch)]
+
+
+class ERFSection(_Schema):
+    """The study's ``erf``: each model's effective receptive field over the study's LR images
+    (:func:`lam_captum.erf.dataset_erf`; ``true``: these defaults).
+
+    Attributes:
+        size: ``(height, width)`` every LR image is resized to (nearest), 120x120 as MambaIR uses.
+        batch_size: Images per model call; the ERF does not depend on it.
+    """
+
+    size: Pair = (120, 120)
+    batch_size: int = Field(default=8, ge=1)
+
+
+ERFSwitch = Annotated[ERFSection | None, BeforeValidator(_section_switch)]
 
 
 class ModelSpec(_Schema):
@@ -403,6 +419,7 @@ class StudySpec(_Schema):
     maps: bool = False
     pictures: bool = False
     figures: Figures = None
+    erf: ERFSwitch = None
     models: Annotated[list[ModelSpec], Field(min_length=1)]
     windows: WindowList | None = None
     images: Annotated[list[ImageSpec], Field(min_length=1)]

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional import Window
 from lam_captum.sweep._fingerprints import digest, file_digest
-from lam_captum.sweep._schema import FigureSection, ImageSpec, ModelSpec, StudySpec, problems_of
+from lam_captum.sweep._schema import ERFSection, FigureSection, ImageSpec, ModelSpec, StudySpec, problems_of
 
 # A study names files and windows; even thousands of explicit windows take a few hundred kilobytes.
 MAX_STUDY_BYTES = 1 << 20
@@ -137,6 +137,7 @@ class Study:
         maps: Whether to save each probe's attribution and map (``.npz``).
         pictures: Whether to save each probe's pictures (PNG).
         figures: How to draw each image's comparison figure (``figures/<image>.png``), or None for none.
+        erf: How to compute each model's effective receptive field (``erf/<model>.npy``), or None for none.
         source: The study file, if read from one.
     """
 
@@ -149,6 +150,7 @@ class Study:
     maps: bool = False
     pictures: bool = False
     figures: FigureSection | None = None
+    erf: ERFSection | None = None
     source: Path | None = None
 
     def probes(self) -> list[StudyProbe]:
@@ -183,6 +185,7 @@ class Study:
             "maps": self.maps,
             "pictures": self.pictures,
             "figures": self.figures.model_dump() if self.figures else None,
+            "erf": self.erf.model_dump() if self.erf else None,
             "probes": sum(len(self.windows[i.name]) for i in self.images) * len(self.models),
         }
 
@@ -231,7 +234,7 @@ def _resolved(spec: StudySpec, source: Path | None, base: Path) -> Study:
     output = spec.output or (f"{source.stem}-sweep" if source else "sweep")
     return Study(models=models, images=images, windows=windows, lam=spec.lam.settings(), alpha=spec.lam.alpha,
                  output=(base / output).resolve(), maps=spec.maps, pictures=spec.pictures, figures=spec.figures,
-                 source=source)
+                 erf=spec.erf, source=source)
 
 
 def _model_entry(spec: StudySpec, model: ModelSpec, index: int) -> ModelEntry:

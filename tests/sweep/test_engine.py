@@ -27,7 +27,7 @@ from sweep_helpers import (
 
 from lam_captum.explain import PICTURE_NAMES, explain
 from lam_captum.imageio import hr_to_lr, load_image
-from lam_captum.models import build_model, load_model_spec
+from lam_captum.models import build_model, load_model
 from lam_captum.sweep import COLUMNS, OutputFolderError, load_study, run_sweep
 from lam_captum.sweep._lock import LOCK_NAME
 from lam_captum.sweep._quality import sr_psnr
@@ -173,7 +173,7 @@ def test_a_model_that_returns_a_tuple_gets_the_api_error_in_its_row(workspace: P
     report = run_sweep(study, accelerator="cpu", devices=1, progress=False)
     lr, hr = hr_to_lr(load_image(workspace / "astro.png"), 4)
     with pytest.raises(ValueError, match=r"the model must return an \(N, C, sH, sW\) tensor") as caught:
-        explain(load_model_spec(study.models[0].spec), lr, (20, 20, 16), hr=hr, n_steps=N_STEPS)
+        explain(load_model(study.models[0].spec), lr, (20, 20, 16), hr=hr, n_steps=N_STEPS)
     (row,) = report.rows
     assert (row["status"], row["error"]) == ("error", f"lam: ValueError: {caught.value}")
 

@@ -1,5 +1,5 @@
 """What a study shows: the comparison figure of every image, the tables and plots per LR size with
-bootstrap intervals, and the negative share beside DI."""
+bootstrap intervals, the negative share beside DI, and each model's ERF."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 from pypdf import PdfReader
 from sweep_helpers import N_STEPS, read_csv
 
+from lam_captum.erf import dataset_erf, erf_area_ratios
 from lam_captum.explain import explain
 from lam_captum.imageio import load_input
-from lam_captum.models import build_model
+from lam_captum.models import build_model, load_model
 from lam_captum.sweep import MODEL_COLUMNS, StudyError, load_study, run_sweep
 from lam_captum.sweep._quality import PSNR_LABEL
 from lam_captum.sweep._records import BOOTSTRAP_RESAMPLES, bootstrap_interval
@@ -158,8 +160,51 @@ def test_a_bad_figures_key_is_reported_with_its_path(workspace: Path, value: obj
         load_study(study)
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (1, r"`erf`: must be true, false or a mapping, got 1"),
+        ({"size": [120, 0]}, r"`erf\.size`: must be an integer >= 1 or a list of two, got \[120, 0\]"),
+        ({"batch_size": 0}, r"`erf\.batch_size`: must be >= 1, got 0"),
+    ],
+)
+def test_a_bad_erf_key_is_reported_with_its_path(workspace: Path, value: object, message: str) -> None:
+    study = figure_study(workspace, workspace / "unused")
+    study["erf"] = value
+    with pytest.raises(StudyError, match=message):
+        load_study(study)
+
+
 def test_figures_false_draws_none_and_true_draws_heat_blends_in_png_and_pdf(workspace: Path) -> None:
     study = figure_study(workspace, workspace / "unused")
     assert load_study({**study, "figures": False}).figures is None
     figures = load_study({**study, "figures": True}).figures
     assert (figures.blend, figures.zoom, figures.formats) == ("heat", False, ["png", "pdf"])
+
+
+def test_each_models_erf_is_dataset_erf_over_the_studys_lr_inputs(workspace: Path, tmp_path: Path) -> None:
+    study = load_study({
+        "models": [{"spec": f"{workspace / 'odd_models.py'}:Quick", "name": "quick"},
+                   {"spec": f"{workspace / 'odd_models.py'}:TupleOut", "name": "tuple"}],
+        "images": [str(workspace / "astro.png"), {"path": str(workspace / "cat.png"), "crop": [0, 0, 64, 48]}],
+        "windows": [[20, 20, 16]], "lam": {"n_steps": 2}, "erf": {"size": [24, 20]}, "output": str(tmp_path),
+    })
+    run_sweep(study, limit=0, progress=False)
+    assert [row["status"] for row in read_csv(tmp_path / "erf.csv")] == ["pending", "pending"]
+    run_sweep(study, accelerator="cpu", devices=1, progress=False)
+    quick, failed = read_csv(tmp_path / "erf.csv")
+    inputs = [load_input(workspace / "astro.png", scale=4)[0],
+              load_input(workspace / "cat.png", scale=4, crop=(0, 0, 64, 48))[0]]
+    expected = dataset_erf(load_model(study.models[0].spec), inputs, size=(24, 20))
+    saved = np.load(tmp_path / "erf" / "quick.npy")
+    np.testing.assert_array_equal(saved, expected.numpy())
+    for threshold, square in erf_area_ratios(expected).items():
+        assert float(quick[f"area_ratio_{100 * threshold:g}"]) == square.ratio
+        assert int(quick[f"side_{100 * threshold:g}"]) == square.side
+    assert (quick["images"], quick["height"], quick["width"], quick["status"]) == ("2", "24", "20", "ok")
+    with Image.open(tmp_path / "erf" / "quick.png") as picture:
+        assert picture.size[0] >= 20 * 4  # upscaled to be seen
+    assert failed["status"] == "error" and "tensor" in failed["error"]
+    before = (tmp_path / "erf" / "quick.json").stat().st_mtime_ns
+    run_sweep(study, accelerator="cpu", devices=1, progress=False)
+    assert (tmp_path / "erf" / "quick.json").stat().st_mtime_ns == before, "a current ERF was computed again"
