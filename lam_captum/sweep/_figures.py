@@ -41,11 +41,13 @@ def write_figures(study: Study, rows: list[dict[str, Any]]) -> list[Path]:
         The figure files written (the summaries included) in this call.
     """
     by_id = {row["probe_id"]: row for row in rows}
+    groups: dict[tuple[str, int], list[StudyProbe]] = {}
+    for probe in study.probes():
+        groups.setdefault((probe.image.name, probe.model.scale), []).append(probe)
     written: list[Path] = []
     for image in study.images:
         for scale in dict.fromkeys(model.scale for model in study.models):
-            probes = [probe for probe in study.probes() if probe.image == image and probe.model.scale == scale]
-            written += _write_figure(study, image, scale, probes, by_id)
+            written += _write_figure(study, image, scale, groups[image.name, scale], by_id)
     return written
 
 

@@ -19,6 +19,7 @@ from lam_captum.explain import explain
 from lam_captum.imageio import load_input
 from lam_captum.models import build_model, load_model
 from lam_captum.sweep import MODEL_COLUMNS, StudyError, load_study, run_sweep
+from lam_captum.sweep._plots import plot_di_per_model, plot_di_versus_psnr
 from lam_captum.sweep._quality import PSNR_LABEL
 from lam_captum.sweep._records import BOOTSTRAP_RESAMPLES, bootstrap_interval
 
@@ -208,3 +209,25 @@ def test_each_models_erf_is_dataset_erf_over_the_studys_lr_inputs(workspace: Pat
     before = (tmp_path / "erf" / "quick.json").stat().st_mtime_ns
     run_sweep(study, accelerator="cpu", devices=1, progress=False)
     assert (tmp_path / "erf" / "quick.json").stat().st_mtime_ns == before, "a current ERF was computed again"
+
+
+def test_the_plots_have_one_panel_per_lr_size(resumed_run, tmp_path: Path) -> None:
+    output = resumed_run[2].output
+    rows = read_rows(output)
+    one_size = [row for row in rows if row["lr_width"] == 16]
+    assert plot_di_per_model(one_size, ["default", "quick"], tmp_path / "one.png")
+    summary = [row for row in read_summary(output) if row["lr_size"] == "16x16"]
+    assert plot_di_versus_psnr(summary, tmp_path / "one_psnr.png")
+    for name, single in (("di_per_model", "one"), ("di_versus_psnr", "one_psnr")):
+        with Image.open(output / "plots" / f"{name}.png") as both, Image.open(tmp_path / f"{single}.png") as one:
+            # Two panels side by side, each as wide as the single one (the margin for the legend is shared).
+            assert both.height == one.height and both.width > 1.6 * one.width
+
+
+def read_rows(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "probes.jsonl").read_text().splitlines()]
+
+
+def read_summary(output: Path) -> list[dict]:
+    return [{key: (float(value) if key.startswith(("di_", "psnr_")) and value else value or None)
+             for key, value in row.items()} for row in read_csv(output / "models.csv")]
