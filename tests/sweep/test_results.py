@@ -231,3 +231,18 @@ def read_rows(output: Path) -> list[dict]:
 def read_summary(output: Path) -> list[dict]:
     return [{key: (float(value) if key.startswith(("di_", "psnr_")) and value else value or None)
              for key, value in row.items()} for row in read_csv(output / "models.csv")]
+
+
+def test_models_of_different_scales_get_one_figure_per_scale(workspace: Path, tmp_path: Path) -> None:
+    study = load_study({
+        "models": [{"spec": f"{workspace / 'odd_models.py'}:Quick", "name": "quick"},
+                   {"spec": f"{workspace / 'odd_models.py'}:Doubler", "name": "doubler", "scale": 2}],
+        "images": [str(workspace / "astro.png")], "windows": [[20, 20, 16]], "lam": {"n_steps": 2},
+        "figures": {"formats": ["svg"]}, "output": str(tmp_path),
+    })
+    run_sweep(study, accelerator="cpu", devices=1, progress=False)
+    files = sorted(path.name for path in (tmp_path / "figures").iterdir())
+    assert files == ["astro-x2.json", "astro-x2.svg", "astro-x4.json", "astro-x4.svg"]
+    for scale, model, lr_size in ((2, "doubler", "32x32"), (4, "quick", "16x16")):
+        (cell,) = figure_summary(tmp_path, f"astro-x{scale}")["cells"]
+        assert cell["model"] == model and f"(LR {lr_size})" in cell["label"]
