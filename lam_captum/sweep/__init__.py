@@ -12,8 +12,10 @@ model and LR size: probe counts, DI statistics, mean PSNR, with 95% bootstrap in
 :data:`MODEL_COLUMNS`), ``plots/`` (DI per model, DI versus PSNR, one panel per LR size),
 ``study.json`` (the study as resolved), and on request ``maps/<probe id>.npz``,
 ``pictures/<probe id>/`` and ``figures/<image>.png`` / ``.pdf`` / ``.json`` (the comparison figure of
-each image, with the SR outputs it needs in ``sr/<model>/<image>.png``). A re-run skips the probes whose record is current and successful. One sweep
-at a time writes to a folder: a second one is refused with the first one's process id and host.
+each image, with the SR outputs it needs in ``sr/<model>/<image>.png``) and ``erf/<model>.npy`` /
+``.png`` with ``erf.csv`` (each model's effective receptive field). A re-run skips the probes whose
+record is current and successful. One sweep at a time writes to a folder: a second one is refused with
+the first one's process id and host.
 
 Columns: ``di``, ``gini``, ``area_50`` (fewest LR pixels holding half the map) and
 ``convergence_delta`` and ``negative_share`` (the share of the absolute attribution that is negative) as

@@ -25,8 +25,8 @@ from lam_captum.sweep._study import StudyProbe, Study
 
 COLUMNS = (
     "probe_id", "model", "image", "lr_height", "lr_width", "scale", "window_top", "window_left", "window_height",
-    "window_width", "di", "gini", "negative_share", "area_50", "convergence_delta", "psnr", "seconds", "device", "status", "error",
-    "warning",
+    "window_width", "di", "gini", "negative_share", "area_50", "convergence_delta", "psnr", "seconds", "device",
+    "status", "error", "warning",
 )  # fmt: skip
 MODEL_COLUMNS = (
     "model", "lr_size", "probes", "ok", "failed", "pending", "di_mean", "di_mean_ci_low", "di_mean_ci_high",
@@ -102,7 +102,8 @@ def pending_probes(study: Study) -> list[StudyProbe]:
     """The probes of the study that are not finished, in the study's order.
 
     A probe is finished when its record is current (same fingerprint) and successful, and the maps,
-    pictures and SR output that the study asks for (or its figures need) are on disk. Failed probes are pending: a re-run retries them.
+    pictures and SR output that the study asks for (or its figures need) are on disk. Failed probes are
+    pending: a re-run retries them.
     """
     return [probe for probe in study.probes() if not _is_finished(study, probe)]
 
