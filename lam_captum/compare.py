@@ -118,17 +118,19 @@ class Comparison:
         *,
         name: str = "comparison",
         metadata: Mapping[str, object] | None = None,
+        summary_name: str = "summary.json",
     ) -> list[Path]:
-        """Write the figure in each format and ``summary.json`` beside it.
+        """Write the figure in each format and its summary beside it.
 
         Args:
             folder: The output folder (created).
             formats: Any of ``"png"``, ``"pdf"``, ``"svg"``; PDF and SVG keep the labels as text.
             name: The figure files' stem.
             metadata: Extra entries for ``summary.json`` (the image's path, the models' weights, ...).
+            summary_name: The summary's file name (several figures in one folder need one each).
 
         Returns:
-            The files written, the figures first and ``summary.json`` last.
+            The files written, the figures first and the summary last.
 
         Raises:
             ValueError: If ``formats`` is empty or holds an unknown format.
@@ -138,7 +140,7 @@ class Comparison:
         folder = Path(folder)
         written = [save_figure(self.draw(), folder / f"{name}.{kind}", kind) for kind in formats]
         summary = {**(metadata or {}), "figures": [path.name for path in written], **self.summary()}
-        written.append(write_text_atomically(folder / "summary.json", json.dumps(summary, indent=2) + "\n"))
+        written.append(write_text_atomically(folder / summary_name, json.dumps(summary, indent=2) + "\n"))
         return written
 
     @functools.cached_property

@@ -8,14 +8,19 @@ The study is validated as a whole before any work starts, without importing Ligh
 The output folder holds ``records/<probe id>.json`` (one per finished probe, written atomically; the
 source of truth), ``probes.csv`` and ``probes.jsonl`` (one row per probe of the study, sorted by probe
 id, rebuilt from the records at the end of every run; columns :data:`COLUMNS`), ``models.csv`` (per
-model: probe counts, DI statistics, mean PSNR; :data:`MODEL_COLUMNS`), ``plots/`` (DI per model, DI
-versus PSNR), ``study.json`` (the study as resolved), and on request ``maps/<probe id>.npz`` and
-``pictures/<probe id>/``. A re-run skips the probes whose record is current and successful. One sweep
-at a time writes to a folder: a second one is refused with the first one's process id and host.
+model and LR size: probe counts, DI statistics, mean PSNR, with 95% bootstrap intervals of the means;
+:data:`MODEL_COLUMNS`), ``plots/`` (DI per model, DI versus PSNR, one panel per LR size),
+``study.json`` (the study as resolved), and on request ``maps/<probe id>.npz``,
+``pictures/<probe id>/`` and ``figures/<image>.png`` / ``.pdf`` / ``.json`` (the comparison figure of
+each image, with the SR outputs it needs in ``sr/<model>/<image>.png``) and ``erf/<model>.npy`` /
+``.png`` with ``erf.csv`` (each model's effective receptive field). A re-run skips the probes whose
+record is current and successful. One sweep at a time writes to a folder: a second one is refused with
+the first one's process id and host.
 
 Columns: ``di``, ``gini``, ``area_50`` (fewest LR pixels holding half the map) and
-``convergence_delta`` as :func:`lam_captum.explain.explain` reports them; ``psnr`` of the model on the
-HR image (dB on the luminance, ``scale`` pixels shaved; empty for LR inputs); ``seconds`` (the
+``convergence_delta`` and ``negative_share`` (the share of the absolute attribution that is negative) as
+:func:`lam_captum.explain.explain` reports them; ``psnr`` of the model on the HR image (PSNR on Y, dB
+(BT.601 luma, ``scale`` px shaved); empty for LR inputs); ``seconds`` (the
 attribution) and ``device`` depend on the run; ``status`` is ``ok``, ``error`` (with ``error``, the
 reason) or ``pending``; ``warning`` holds the warnings LAM raised on the probe.
 

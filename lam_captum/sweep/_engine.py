@@ -27,16 +27,19 @@ from typing_extensions import override
 
 from lam_captum._atomic import write_atomically
 from lam_captum.explain import PICTURE_NAMES, LAMResult, explain
+from lam_captum.pictures import sr_picture
 from lam_captum.sweep._lock import OutputLock, prepare_output
 from lam_captum.sweep._quality import sr_psnr
 from lam_captum.sweep._records import (
     assemble,
+    keeps_maps,
     maps_path,
     pending_probes,
     pictures_folder,
     probe_row,
     record_path,
     remove_temporary_files,
+    sr_path,
     write_json,
 )
 from lam_captum.sweep._study import ImageEntry, ModelEntry, Study, StudyProbe, load_study
@@ -164,9 +167,9 @@ class LAMProbeModule(LightningModule):
                 return self._failed(probe, str(failure), started, caught)
             except Exception as error:  # any failure of one probe is recorded and the run goes on
                 return self._failed(probe, f"lam: {type(error).__name__}: {error}", started, caught)
-        row = probe_row(probe, di=result.di, gini=result.gini, area_50=result.area, convergence_delta=result.delta,
-                        psnr=psnr, seconds=result.seconds, device=result.device, status="ok",
-                        warning=_warning_text(caught))
+        row = probe_row(probe, di=result.di, gini=result.gini, negative_share=result.negative_share,
+                        area_50=result.area, convergence_delta=result.delta, psnr=psnr, seconds=result.seconds,
+                        device=result.device, status="ok", warning=_warning_text(caught))
         return ProbeOutcome(probe, row, result)
 
     def _explain(self, probe: StudyProbe) -> tuple[LAMResult, float | None]:
@@ -295,8 +298,12 @@ class ProbeRecordWriter(BasePredictionWriter):
 
     def _write(self, outcome: ProbeOutcome) -> None:
         output, probe_id = self.study.output, outcome.probe.id
-        if outcome.result is not None and self.study.maps:
+        if outcome.result is not None and keeps_maps(self.study):
             write_atomically(maps_path(output, probe_id), lambda stream: _save_maps(stream, outcome.result))
+        if outcome.result is not None and self.study.figures is not None:
+            # Every window of the image rewrites the same pixels: the file is current whichever wrote last.
+            _save_png(sr_path(output, outcome.probe.model.name, outcome.probe.image.name),
+                      sr_picture(outcome.result.sr))
         if outcome.result is not None and self.study.pictures:
             _save_pictures(pictures_folder(output, probe_id), outcome.result)
         write_json(record_path(output, probe_id), {**outcome.row, "fingerprint": outcome.probe.fingerprint})
@@ -307,11 +314,15 @@ def _save_maps(stream: Any, result: LAMResult) -> None:
 
 
 def _save_pictures(folder: Path, result: LAMResult) -> None:
+    for name in PICTURE_NAMES:
+        _save_png(folder / f"{name}.png", result.pictures[name])
+
+
+def _save_png(path: Path, picture: np.ndarray) -> None:
     from lam_captum.imageio import to_pil
 
-    for name in PICTURE_NAMES:
-        picture = to_pil(result.pictures[name])
-        write_atomically(folder / f"{name}.png", lambda stream, picture=picture: picture.save(stream, format="PNG"))
+    image = to_pil(picture)
+    write_atomically(path, lambda stream: image.save(stream, format="PNG"))
 
 
 class SweepProgress(Callback):
@@ -387,6 +398,8 @@ def run_sweep(
         maps: Save each probe's attribution and map as ``maps/<probe id>.npz``; default the study's.
         pictures: Save each probe's pictures under ``pictures/<probe id>/``; default the study's.
         limit: Compute at most this many pending probes in this run (0: only rebuild the tables).
+            With the study's ``erf`` section, the models' ERFs that are not current are computed at the
+            end of every run but one with ``limit`` 0 (see :mod:`lam_captum.sweep._erf`).
         accelerator, devices, strategy, num_nodes: Passed to :class:`lightning.pytorch.Trainer`.
         progress: Show a progress bar of the probes.
 
@@ -419,7 +432,9 @@ def run_sweep(
     prepare_output(study.output)
     if limit == 0 or not pending_probes(study):
         with OutputLock(study.output):
-            return SweepReport(study.output, assemble(study), computed=0)
+            rows = assemble(study)
+            _write_erfs(study, _assembly_device(accelerator), compute=limit != 0)
+            return SweepReport(study.output, rows, computed=0)
     trainer = _trainer(study, accelerator, devices, strategy, num_nodes, progress)
     data = ProbeDataModule(study, limit)
     # The process that starts the run holds the folder until it ends; the processes it starts (other
@@ -432,6 +447,8 @@ def run_sweep(
             # One probe is seconds of LAM; loading it is microseconds, so worker processes would not help.
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
             trainer.predict(LAMProbeModule(study), datamodule=data, return_predictions=False)
+        if trainer.is_global_zero:
+            _write_erfs(study, trainer.strategy.root_device)
     finally:
         lock.release()
         _release_process_group()
@@ -439,6 +456,18 @@ def run_sweep(
         return None
     writer = next(callback for callback in trainer.callbacks if isinstance(callback, ProbeRecordWriter))
     return SweepReport(study.output, writer.rows, computed=len(data.pending))
+
+
+def _write_erfs(study: Study, device: torch.device, *, compute: bool = True) -> None:
+    if study.erf is not None:
+        from lam_captum.sweep._erf import write_erfs
+
+        write_erfs(study, device, compute=compute)
+
+
+def _assembly_device(accelerator: str) -> torch.device:
+    """The device of a run without a Trainer (nothing left to explain): the GPU unless told otherwise."""
+    return torch.device("cuda" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu")
 
 
 def _release_process_group() -> None:

@@ -10,6 +10,8 @@ from torch import Tensor
 # ITU-R BT.601 luma from [0, 1] RGB, in [16, 235] / 255 (MATLAB's rgb2ycbcr).
 _LUMA_WEIGHTS = (65.481 / 255, 128.553 / 255, 24.966 / 255)
 _LUMA_OFFSET = 16 / 255
+# How the tables, the plots and the README name the PSNR, in the same words everywhere.
+PSNR_LABEL = "PSNR on Y, dB (BT.601 luma, `scale` px shaved)"
 
 
 def sr_psnr(sr: Tensor, hr: Tensor, shave: int) -> float:

@@ -17,19 +17,26 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lam_captum._atomic import TEMPORARY_SUFFIX, write_atomically, write_text_atomically
 from lam_captum.explain import PICTURE_NAMES
 from lam_captum.sweep._study import StudyProbe, Study
 
 COLUMNS = (
     "probe_id", "model", "image", "lr_height", "lr_width", "scale", "window_top", "window_left", "window_height",
-    "window_width", "di", "gini", "area_50", "convergence_delta", "psnr", "seconds", "device", "status", "error",
-    "warning",
+    "window_width", "di", "gini", "negative_share", "area_50", "convergence_delta", "psnr", "seconds", "device",
+    "status", "error", "warning",
 )  # fmt: skip
 MODEL_COLUMNS = (
-    "model", "probes", "ok", "failed", "pending", "di_mean", "di_median", "di_std", "gini_mean", "psnr_mean",
-    "images_with_psnr", "seconds_mean",
+    "model", "lr_size", "probes", "ok", "failed", "pending", "di_mean", "di_mean_ci_low", "di_mean_ci_high",
+    "di_median", "di_std", "gini_mean", "negative_share_mean", "psnr_y_mean", "psnr_y_mean_ci_low",
+    "psnr_y_mean_ci_high", "images_with_psnr", "seconds_mean",
 )  # fmt: skip
+# Resamples of the bootstrap confidence intervals, and their fixed seed: the tables are the same every run.
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+_CONFIDENCE = 0.95
 _RESULT_COLUMNS = COLUMNS[COLUMNS.index("di"):]
 
 
@@ -41,6 +48,16 @@ def record_path(output: Path, probe_id: str) -> Path:
 def maps_path(output: Path, probe_id: str) -> Path:
     """Where a probe's attribution and map (``.npz``) live."""
     return output / "maps" / f"{probe_id}.npz"
+
+
+def sr_path(output: Path, model: str, image: str) -> Path:
+    """Where a model's SR output of an image lives (8-bit PNG), kept for the comparison figures."""
+    return output / "sr" / model / f"{image}.png"
+
+
+def keeps_maps(study: Study) -> bool:
+    """Whether the probes' maps are saved: asked for, or needed by the comparison figures."""
+    return study.maps or study.figures is not None
 
 
 def pictures_folder(output: Path, probe_id: str) -> Path:
@@ -66,20 +83,27 @@ def remove_temporary_files(output: Path) -> int:
     return removed
 
 
-def read_record(output: Path, probe: StudyProbe) -> dict[str, Any] | None:
-    """The probe's record, or None if absent, unreadable or stale (another fingerprint)."""
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None if absent, unreadable or not an object."""
     try:
-        record = json.loads(record_path(output, probe.id).read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("fingerprint") == probe.fingerprint else None
+    return value if isinstance(value, dict) else None
+
+
+def read_record(output: Path, probe: StudyProbe) -> dict[str, Any] | None:
+    """The probe's record, or None if absent, unreadable or stale (another fingerprint)."""
+    record = read_json(record_path(output, probe.id))
+    return record if record is not None and record.get("fingerprint") == probe.fingerprint else None
 
 
 def pending_probes(study: Study) -> list[StudyProbe]:
     """The probes of the study that are not finished, in the study's order.
 
-    A probe is finished when its record is current (same fingerprint) and successful, and the maps
-    and pictures that the study asks for are on disk. Failed probes are pending: a re-run retries them.
+    A probe is finished when its record is current (same fingerprint) and successful, and the maps,
+    pictures and SR output that the study asks for (or its figures need) are on disk. Failed probes are
+    pending: a re-run retries them.
     """
     return [probe for probe in study.probes() if not _is_finished(study, probe)]
 
@@ -88,7 +112,9 @@ def _is_finished(study: Study, probe: StudyProbe) -> bool:
     record = read_record(study.output, probe)
     if record is None or record.get("status") != "ok":
         return False
-    if study.maps and not maps_path(study.output, probe.id).is_file():
+    if keeps_maps(study) and not maps_path(study.output, probe.id).is_file():
+        return False
+    if study.figures is not None and not sr_path(study.output, probe.model.name, probe.image.name).is_file():
         return False
     folder = pictures_folder(study.output, probe.id)
     return not study.pictures or all((folder / f"{name}.png").is_file() for name in PICTURE_NAMES)
@@ -110,7 +136,7 @@ def probe_row(probe: StudyProbe, **values: Any) -> dict[str, Any]:
 
 
 def assemble(study: Study) -> list[dict[str, Any]]:
-    """Rebuild ``probes.csv``, ``probes.jsonl``, ``models.csv``, ``study.json`` and the plots.
+    """Rebuild ``probes.csv``, ``probes.jsonl``, ``models.csv``, ``study.json``, the plots and the figures.
 
     Every probe of the study gets a row, sorted by probe id: its record's values if the record is
     current, else status ``pending``.
@@ -127,54 +153,106 @@ def assemble(study: Study) -> list[dict[str, Any]]:
         rows.append(probe_row(probe, **values))
     summary = model_summary(rows, [model.name for model in study.models])
     write_json(study.output / "study.json", study.to_dict())
-    _write_csv(study.output / "probes.csv", COLUMNS, rows)
+    write_csv(study.output / "probes.csv", COLUMNS, rows)
     _write_jsonl(study.output / "probes.jsonl", rows)
-    _write_csv(study.output / "models.csv", MODEL_COLUMNS, summary)
+    write_csv(study.output / "models.csv", MODEL_COLUMNS, summary)
     plot_di_per_model(rows, [model.name for model in study.models], study.output / "plots" / "di_per_model.png")
     plot_di_versus_psnr(summary, study.output / "plots" / "di_versus_psnr.png")
+    if study.figures is not None:
+        from lam_captum.sweep._figures import write_figures
+
+        write_figures(study, rows)
     return rows
 
 
 def model_summary(rows: Iterable[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
-    """One row per model: probe counts, DI statistics and the mean PSNR over its images.
+    """One row per model and LR size: probe counts, DI statistics and the mean PSNR over its images.
 
-    PSNR is per (model, image); each image counts once however many windows it has.
+    DI depends on the LR size, so it is only compared at one size: a model's probes on inputs of
+    different sizes make different rows. PSNR is per (model, image); each image counts once however
+    many windows it has. The means have 95% bootstrap confidence intervals (:func:`bootstrap_interval`).
 
     Example:
-        >>> rows = [{"model": "a", "image": "x", "status": "ok", "di": 2.0, "gini": 0.9, "psnr": 30.0,
-        ...          "seconds": 1.0}, {"model": "a", "image": "x", "status": "ok", "di": 4.0, "gini": 0.8,
-        ...          "psnr": 30.0, "seconds": 3.0}]
+        >>> rows = [{"model": "a", "image": "x", "lr_height": 16, "lr_width": 16, "status": "ok", "di": 2.0,
+        ...          "gini": 0.9, "negative_share": 0.1, "psnr": 30.0, "seconds": 1.0},
+        ...         {"model": "a", "image": "x", "lr_height": 16, "lr_width": 16, "status": "ok", "di": 4.0,
+        ...          "gini": 0.8, "negative_share": 0.3, "psnr": 30.0, "seconds": 3.0}]
         >>> summary = model_summary(rows, ["a"])[0]
-        >>> summary["di_mean"], summary["psnr_mean"], summary["images_with_psnr"]
-        (3.0, 30.0, 1)
+        >>> summary["lr_size"], summary["di_mean"], summary["psnr_y_mean"], summary["images_with_psnr"]
+        ('16x16', 3.0, 30.0, 1)
+        >>> summary["di_mean_ci_low"], summary["di_mean_ci_high"]
+        (2.0, 4.0)
     """
-    grouped: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
-    for row in rows:
-        grouped[row["model"]].append(row)
-    return [_summarise(name, model_rows) for name, model_rows in grouped.items()]
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda row: (models.index(row["model"]), row["lr_height"], row["lr_width"])):
+        grouped.setdefault((row["model"], lr_size_text(row)), []).append(row)
+    return [_summarise(name, size, size_rows) for (name, size), size_rows in grouped.items()]
 
 
-def _summarise(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def lr_size_text(row: dict[str, Any]) -> str:
+    """A row's LR size as ``HxW``, as the tables and plots group DI by it."""
+    return f"{row['lr_height']}x{row['lr_width']}"
+
+
+def _summarise(name: str, lr_size: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     done = [row for row in rows if row["status"] == "ok"]
-    di = [row["di"] for row in done]
+    di = [row["di"] for row in done if row["di"] is not None]
     psnr = {row["image"]: row["psnr"] for row in done if row["psnr"] is not None}
+    shares = [row["negative_share"] for row in done if row["negative_share"] is not None]
+    di_low, di_high = bootstrap_interval(di)
+    psnr_low, psnr_high = bootstrap_interval(list(psnr.values()))
     return {
         "model": name,
+        "lr_size": lr_size,
         "probes": len(rows),
         "ok": len(done),
         "failed": sum(row["status"] == "error" for row in rows),
         "pending": sum(row["status"] == "pending" for row in rows),
         "di_mean": statistics.fmean(di) if di else None,
+        "di_mean_ci_low": di_low,
+        "di_mean_ci_high": di_high,
         "di_median": statistics.median(di) if di else None,
         "di_std": statistics.pstdev(di) if di else None,
-        "gini_mean": statistics.fmean(row["gini"] for row in done) if done else None,
-        "psnr_mean": statistics.fmean(psnr.values()) if psnr else None,
+        "gini_mean": _mean(row["gini"] for row in done),
+        "negative_share_mean": statistics.fmean(shares) if shares else None,
+        "psnr_y_mean": statistics.fmean(psnr.values()) if psnr else None,
+        "psnr_y_mean_ci_low": psnr_low,
+        "psnr_y_mean_ci_high": psnr_high,
         "images_with_psnr": len(psnr),
         "seconds_mean": statistics.fmean(row["seconds"] for row in done) if done else None,
     }
 
 
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+def _mean(values: Iterable[float | None]) -> float | None:
+    # An all-zero map has no DI or Gini (None): it has no spread to average.
+    present = [value for value in values if value is not None]
+    return statistics.fmean(present) if present else None
+
+
+def bootstrap_interval(values: list[float]) -> tuple[float | None, float | None]:
+    """The 95% percentile bootstrap confidence interval of the mean of ``values``.
+
+    :data:`BOOTSTRAP_RESAMPLES` resamples with replacement, drawn with :data:`BOOTSTRAP_SEED`, so the
+    tables are the same on every run. One value gives the interval ``(value, value)``; none, or a value
+    that is not finite (the PSNR of an exact output), gives ``(None, None)``.
+
+    Example:
+        >>> low, high = bootstrap_interval([1.0, 2.0, 3.0, 4.0])
+        >>> 1.0 <= low < 2.5 < high <= 4.0
+        True
+    """
+    if not values or not all(math.isfinite(value) for value in values):
+        return None, None
+    samples = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = samples[rng.integers(0, len(samples), size=(BOOTSTRAP_RESAMPLES, len(samples)))].mean(axis=1)
+    tail = (1 - _CONFIDENCE) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as CSV with ``columns``, atomically."""
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

@@ -195,6 +195,50 @@ LAMSection = create_model(
 )
 
 
+class FigureSection(_Schema):
+    """The study's ``figures``: the comparison figure of every image (``true``: these defaults).
+
+    Attributes:
+        blend: The cells' picture: ``heat`` (the heat map on the LR image) or ``kde`` (its KDE on it).
+        zoom: Whether each row shows only the part of the image that holds 99% of the attribution.
+        formats: The files written, ``figures/<image>.<format>``; PDF and SVG keep the labels as text.
+    """
+
+    blend: Literal["heat", "kde"] = "heat"
+    zoom: bool = False
+    formats: Annotated[list[Literal["png", "pdf", "svg"]], Field(min_length=1)] = ["png", "pdf"]
+
+
+def _section_switch(value: Any) -> Any:
+    """``true`` means the section with its defaults, ``false`` (or null) none; a mapping chooses."""
+    if value is True:
+        return {}
+    if value is False or value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _problem(f"must be true, false or a mapping, got {value!r}")
+    return value
+
+
+Figures = Annotated[FigureSection | None, BeforeValidator(_section_switch)]
+
+
+class ERFSection(_Schema):
+    """The study's ``erf``: each model's effective receptive field over the study's LR images
+    (:func:`lam_captum.erf.dataset_erf`; ``true``: these defaults).
+
+    Attributes:
+        size: ``(height, width)`` every LR image is resized to (nearest), 120x120 as MambaIR uses.
+        batch_size: Images per model call; the ERF does not depend on it.
+    """
+
+    size: Pair = (120, 120)
+    batch_size: int = Field(default=8, ge=1)
+
+
+ERFSwitch = Annotated[ERFSection | None, BeforeValidator(_section_switch)]
+
+
 class ModelSpec(_Schema):
     """One entry of ``models``: a spec, or a mapping with ``spec``, ``name``, ``weights``, ``args``, ``scale``."""
 
@@ -374,6 +418,8 @@ class StudySpec(_Schema):
     output: Text | None = None
     maps: bool = False
     pictures: bool = False
+    figures: Figures = None
+    erf: ERFSwitch = None
     models: Annotated[list[ModelSpec], Field(min_length=1)]
     windows: WindowList | None = None
     images: Annotated[list[ImageSpec], Field(min_length=1)]

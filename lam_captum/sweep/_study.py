@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional import Window
 from lam_captum.sweep._fingerprints import digest, file_digest
-from lam_captum.sweep._schema import ImageSpec, ModelSpec, StudySpec, problems_of
+from lam_captum.sweep._schema import ERFSection, FigureSection, ImageSpec, ModelSpec, StudySpec, problems_of
 
 # A study names files and windows; even thousands of explicit windows take a few hundred kilobytes.
 MAX_STUDY_BYTES = 1 << 20
@@ -136,6 +136,8 @@ class Study:
         alpha: Weight of the LR image in the blended pictures (not a LAM setting: no number depends on it).
         maps: Whether to save each probe's attribution and map (``.npz``).
         pictures: Whether to save each probe's pictures (PNG).
+        figures: How to draw each image's comparison figure (``figures/<image>.png``), or None for none.
+        erf: How to compute each model's effective receptive field (``erf/<model>.npy``), or None for none.
         source: The study file, if read from one.
     """
 
@@ -147,6 +149,8 @@ class Study:
     alpha: float = 0.5
     maps: bool = False
     pictures: bool = False
+    figures: FigureSection | None = None
+    erf: ERFSection | None = None
     source: Path | None = None
 
     def probes(self) -> list[StudyProbe]:
@@ -180,6 +184,8 @@ class Study:
             "lam": self._lam_values(),
             "maps": self.maps,
             "pictures": self.pictures,
+            "figures": self.figures.model_dump() if self.figures else None,
+            "erf": self.erf.model_dump() if self.erf else None,
             "probes": sum(len(self.windows[i.name]) for i in self.images) * len(self.models),
         }
 
@@ -227,7 +233,8 @@ def _resolved(spec: StudySpec, source: Path | None, base: Path) -> Study:
     windows = {file.name: image.windows_of(file) for image in spec.images for file in image.files}
     output = spec.output or (f"{source.stem}-sweep" if source else "sweep")
     return Study(models=models, images=images, windows=windows, lam=spec.lam.settings(), alpha=spec.lam.alpha,
-                 output=(base / output).resolve(), maps=spec.maps, pictures=spec.pictures, source=source)
+                 output=(base / output).resolve(), maps=spec.maps, pictures=spec.pictures, figures=spec.figures,
+                 erf=spec.erf, source=source)
 
 
 def _model_entry(spec: StudySpec, model: ModelSpec, index: int) -> ModelEntry:

@@ -40,6 +40,21 @@ class Doubler(nn.Module):
         return self.shuffle(self.conv(x))
 
 
+class Quick(nn.Module):
+    """A small x4 model: a second network to compare with the built-in one, seconds per study."""
+
+    def __init__(self):
+        super().__init__()
+        generator = torch.Generator().manual_seed(7)
+        self.conv = nn.Conv2d(3, 48, 5, padding=2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=generator) * 0.1)
+        self.shuffle = nn.PixelShuffle(4)
+
+    def forward(self, x):
+        return self.shuffle(self.conv(x))
+
+
 class TupleOut(nn.Module):
     """An x4 model that returns (SR, features), as some research code does."""
 

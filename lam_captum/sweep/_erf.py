@@ -1,0 +1,94 @@
+"""Each model's effective receptive field over the study's images, and ``erf.csv``.
+
+With the study's ``erf`` section, global rank 0 computes at the end of a run, for every model, the
+mean ERF over the study's LR inputs (each image as the model's probes read it, resized to ``erf.size``
+with nearest interpolation: :func:`lam_captum.erf.dataset_erf`) and RepLKNet's area ratios
+(:func:`lam_captum.erf.erf_area_ratios`). It writes ``erf/<model>.npy`` (the map), ``erf/<model>.png``
+(the published picture) and ``erf/<model>.json`` (the row, written last, with the fingerprint of the
+model, the images and the size), and ``erf.csv`` with one row per model. A model whose ERF is current
+is not computed again; a model that fails gets a row with its reason.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lam_captum._atomic import write_atomically
+from lam_captum.erf import REPLKNET_THRESHOLDS, dataset_erf, erf_area_ratios
+from lam_captum.sweep._fingerprints import digest
+from lam_captum.sweep._records import read_json, write_csv, write_json
+from lam_captum.sweep._study import ModelEntry, Study
+
+ERF_COLUMNS = (
+    "model", "images", "height", "width", *(f"{kind}_{100 * t:g}" for t in REPLKNET_THRESHOLDS
+                                             for kind in ("area_ratio", "side")),
+    "seconds", "device", "status", "error",
+)  # fmt: skip
+# The published pictures are about this many pixels across; a 120x120 ERF is small on screen.
+_PICTURE_PIXELS = 480
+
+
+def erf_path(output: Path, model: str, suffix: str) -> Path:
+    """Where a model's ERF files live: ``erf/<model>.npy``, ``.png`` and ``.json``."""
+    return output / "erf" / f"{model}.{suffix}"
+
+
+def write_erfs(study: Study, device: torch.device, *, compute: bool = True) -> list[dict[str, Any]]:
+    """Compute the ERF of every model whose ERF is not current, and write ``erf.csv``.
+
+    Args:
+        study: The study; ``study.erf`` holds the size.
+        device: Where to run the models.
+        compute: Compute missing ERFs (False: only list what is on disk; the others are ``pending``).
+
+    Returns:
+        The rows of ``erf.csv``, one per model in the study's order.
+    """
+    rows = []
+    for model in study.models:
+        fingerprint = _fingerprint(study, model)
+        record = read_json(erf_path(study.output, model.name, "json"))
+        if record is not None and record.get("fingerprint") == fingerprint and record.get("status") == "ok":
+            row = {key: record.get(key) for key in ERF_COLUMNS}
+        elif compute:
+            row = _model_erf(study, model, device)
+            write_json(erf_path(study.output, model.name, "json"), {**row, "fingerprint": fingerprint})
+        else:
+            row = {**dict.fromkeys(ERF_COLUMNS), "model": model.name, "status": "pending"}
+        rows.append(row)
+    write_csv(study.output / "erf.csv", ERF_COLUMNS, rows)
+    return rows
+
+
+def _fingerprint(study: Study, model: ModelEntry) -> str:
+    return digest([model.digest, [image.digest for image in study.images], list(study.erf.size)])
+
+
+def _model_erf(study: Study, model: ModelEntry, device: torch.device) -> dict[str, Any]:
+    from lam_captum.imageio import load_input, save_png
+    from lam_captum.models import load_model
+    from lam_captum.pictures import erf_picture
+
+    height, width = study.erf.size
+    row = {**dict.fromkeys(ERF_COLUMNS), "model": model.name, "images": len(study.images), "height": height,
+           "width": width, "device": str(device)}
+    started = time.perf_counter()
+    try:
+        network = load_model(model.spec, model.args, weights=model.weights, scale=model.scale)
+        inputs = [load_input(image.path, scale=model.scale, crop=image.crop, lr=image.lr)[0] for image in study.images]
+        erf = dataset_erf(network, inputs, size=(height, width), batch_size=study.erf.batch_size, device=device)
+        ratios = erf_area_ratios(erf)
+    except Exception as error:  # one model's failure is its row, as a probe's is
+        return {**row, "status": "error", "error": f"{type(error).__name__}: {error}"}
+    for threshold, square in ratios.items():
+        row[f"area_ratio_{100 * threshold:g}"], row[f"side_{100 * threshold:g}"] = square.ratio, square.side
+    write_atomically(erf_path(study.output, model.name, "npy"), lambda stream: np.save(stream, erf.numpy()))
+    save_png(erf_picture(erf, scale=max(1, math.ceil(_PICTURE_PIXELS / max(height, width)))),
+             erf_path(study.output, model.name, "png"))
+    return {**row, "seconds": time.perf_counter() - started, "status": "ok"}
