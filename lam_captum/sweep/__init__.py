@@ -10,9 +10,9 @@ source of truth), ``probes.csv`` and ``probes.jsonl`` (one row per probe of the 
 id, rebuilt from the records at the end of every run; columns :data:`COLUMNS`), ``models.csv`` (per
 model and LR size: probe counts, DI statistics, mean PSNR, with 95% bootstrap intervals of the means;
 :data:`MODEL_COLUMNS`), ``plots/`` (DI per model, DI versus PSNR, one panel per LR size),
-``study.json`` (the study as resolved), and on request ``maps/<probe id>.npz``,
-``pictures/<probe id>/`` and ``figures/<image>.png`` / ``.pdf`` / ``.json`` (the comparison figure of
-each image, with the SR outputs it needs in ``sr/<model>/<image>.png``) and ``erf/<model>.npy`` /
+``study.json`` (the study as resolved), ``figures/<image>.png`` / ``.pdf`` / ``.json`` (the comparison
+figure of each image, unless ``figures: false``, with the maps and SR outputs it needs in ``maps/`` and
+``sr/<model>/<image>.png``), and on request ``maps/<probe id>.npz``, ``pictures/<probe id>/`` and ``erf/<model>.npy`` /
 ``.png`` with ``erf.csv`` (each model's effective receptive field). A re-run skips the probes whose
 record is current and successful. One sweep at a time writes to a folder: a second one is refused with
 the first one's process id and host.

@@ -196,7 +196,8 @@ LAMSection = create_model(
 
 
 class FigureSection(_Schema):
-    """The study's ``figures``: the comparison figure of every image (``true``: these defaults).
+    """The study's ``figures``: the comparison figure of every image (by default, or ``true``: these defaults;
+    ``false``: none).
 
     Attributes:
         blend: The cells' picture: ``heat`` (the heat map on the LR image) or ``kde`` (its KDE on it).
@@ -418,7 +419,7 @@ class StudySpec(_Schema):
     output: Text | None = None
     maps: bool = False
     pictures: bool = False
-    figures: Figures = None
+    figures: Figures = FigureSection()
     erf: ERFSwitch = None
     models: Annotated[list[ModelSpec], Field(min_length=1)]
     windows: WindowList | None = None

@@ -136,7 +136,8 @@ class Study:
         alpha: Weight of the LR image in the blended pictures (not a LAM setting: no number depends on it).
         maps: Whether to save each probe's attribution and map (``.npz``).
         pictures: Whether to save each probe's pictures (PNG).
-        figures: How to draw each image's comparison figure (``figures/<image>.png``), or None for none.
+        figures: How to draw each image's comparison figure (``figures/<image>.png``; drawn by default), or
+            None for none (``figures: false``).
         erf: How to compute each model's effective receptive field (``erf/<model>.npy``), or None for none.
         source: The study file, if read from one.
     """
