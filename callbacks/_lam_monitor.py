@@ -22,6 +22,7 @@ from typing_extensions import override
 from lam_captum import LAMSettings, pictures
 from lam_captum.callbacks._loggers import add_images, custom_scalars_layout, image_loggers, markdown_table, tensorboards
 from lam_captum.callbacks._probe import NAME_PATTERN, Probe
+from lam_captum.erf import dataset_erf, erf_area_ratios
 from lam_captum.explain import LAMResult, explain, explain_windows, settings_with
 from lam_captum.imageio import save_png
 
@@ -82,13 +83,17 @@ class LAMMonitor(Callback):
             ``lam``): the way to keep them when no logger can take images.
         name: The first part of every tag and the key of the monitor's state in checkpoints. Two monitors in
             one Trainer need two names (Lightning refuses two with the same ``state_key``).
+        erf: Also log the network's effective receptive field over the probes' LR images (resized to 120x120
+            with nearest interpolation, as the published ERFs are; or to a given ``(height, width)``): the
+            scalars ``lam/erf/area_{20,30,50,99}`` (RepLKNet's area ratios) and the picture ``lam/erf``, to
+            watch how far the network looks while it learns.
         **setting_values: Fields of :class:`~lam_captum.LAMSettings` (``n_steps=25``, ...) that replace
             those of ``settings``.
 
     Attributes:
         history: Per probe name, one dict per run with ``epoch``, ``step`` (the global step), ``di``,
-            ``gini``, ``negative_share``, ``delta``, ``seconds`` (LAM's own time) and ``map`` (nested lists of ints 0-255, one
-            per LR pixel). Saved in checkpoints in plain types, so a resumed run continues it; resumed with
+            ``gini``, ``negative_share``, ``delta``, ``seconds`` (LAM's own time) and ``map`` (nested lists of
+            ints 0-255, one per LR pixel). Saved in checkpoints in plain types, so a resumed run continues it; resumed with
             another probe list, it keeps the history of the probes still there and warns about the others.
 
     Raises:
@@ -114,6 +119,7 @@ class LAMMonitor(Callback):
         alpha: float = 0.5,
         save_dir: str | Path | None = None,
         name: str = DEFAULT_NAME,
+        erf: bool | tuple[int, int] = False,
         **setting_values: Any,
     ) -> None:
         super().__init__()
@@ -125,6 +131,7 @@ class LAMMonitor(Callback):
         self.alpha = pictures.check_alpha(alpha)
         self.save_dir = _check_save_dir(save_dir)
         self.name = _check_name(name)
+        self.erf_size = _check_erf(erf)
         self.history: dict[str, list[dict[str, Any]]] = {probe.name: [] for probe in self.probes}
         self._last_step: int | None = None
         self._warned_no_image_logger = False
@@ -218,8 +225,26 @@ class LAMMonitor(Callback):
                 metrics.update(self._scalars(probe, result))
                 if draw:
                     self._log_pictures(probe, result, trainer)
+            if self.erf_size is not None:
+                metrics.update(self._log_erf(forward, pl_module.device, trainer, draw))
         metrics[f"{self.name}/seconds"] = time.perf_counter() - started
         self._log_metrics(metrics, trainer)
+
+    def _log_erf(self, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer, draw: bool
+                 ) -> dict[str, float]:
+        """The network's ERF over the probes' LR images: RepLKNet's area ratios as scalars, and its picture."""
+        with self._isolated(trainer, f"skipped the ERF of probes {[probe.name for probe in self.probes]}"):
+            erf = dataset_erf(forward, [probe.load()[0] for probe in self.probes], size=self.erf_size, device=device)
+            ratios = {f"{self.name}/erf/area_{round(share * 100)}": area.ratio
+                      for share, area in erf_area_ratios(erf).items()}
+            if draw:
+                scale = max(1, 240 // max(self.erf_size))
+                picture = {f"{self.name}/erf": pictures.erf_picture(erf, scale=scale)}
+                for logger in image_loggers(trainer):
+                    with self._isolated(trainer, f"could not give the ERF picture to {type(logger).__name__}"):
+                        add_images(logger, picture, _logging_step(trainer))
+            return ratios
+        return {}
 
     def _explain_all(
         self, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer
@@ -462,6 +487,18 @@ def _check_probes(probes: Probe | Sequence[Probe]) -> list[Probe]:
     if len(set(names)) != len(names):
         raise ValueError(f"`probes` must have unique names (they name the tags), got {names}")
     return list(probes)
+
+
+def _check_erf(erf: bool | tuple[int, int]) -> tuple[int, int] | None:
+    """None for no ERF; ``True`` means the published size, 120x120."""
+    if erf is True:
+        return (120, 120)
+    if erf is False or erf is None:
+        return None
+    if (isinstance(erf, Sequence) and len(erf) == 2
+            and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in erf)):
+        return (erf[0], erf[1])
+    raise ValueError(f"`erf` must be True, False or a (height, width) of positive ints, got {erf!r}")
 
 
 def _check_every_n_epochs(every_n_epochs: int) -> int:

@@ -419,3 +419,22 @@ def test_probes_of_one_image_share_one_run_with_the_numbers_of_explain(tmp_path:
         logged = monitor.history[one.name][-1]
         assert logged["di"] == pytest.approx(alone.di, rel=1e-5)
         assert logged["delta"] == pytest.approx(alone.delta, rel=1e-4, abs=1e-6)
+
+
+def test_erf_of_the_probe_images_is_logged_each_epoch(tmp_path: Path) -> None:
+    from lam_captum.erf import dataset_erf, erf_area_ratios
+
+    monitor = LAMMonitor([probe("a"), probe("b", index=1)], **LAM_ARGUMENTS, images=("map",), erf=(24, 24))
+    model = TinySR()
+    run = trainer(tmp_path, [monitor])
+    run.fit(model, loader(), loader())
+
+    events = read_events(run.logger.log_dir)
+    expected = erf_area_ratios(dataset_erf(model, [probe("a").image, probe("b", index=1).image], size=(24, 24)))
+    for share, area in expected.items():
+        logged = events.Scalars(f"lam/erf/area_{round(share * 100)}")
+        assert [event.step for event in logged] == LOGGED_STEPS
+        assert logged[-1].value == pytest.approx(area.ratio, rel=1e-6)
+    assert steps(events, "lam/erf") == LOGGED_STEPS
+    with pytest.raises(ValueError, match=r"`erf` must be True, False or a \(height, width\) of positive ints, got 3"):
+        LAMMonitor(probe(), erf=3)
