@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lam_captum._core.erf import ERF
+from lam_captum.imageio import IMAGE_SUFFIXES
 
-__all__ = ["ERF", "IMAGE_SUFFIXES", "SquareArea", "dataset_erf", "erf_area_ratios", "image_files"]
+__all__ = ["ERF", "SquareArea", "dataset_erf", "erf_area_ratios", "image_files"]
 
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 REPLKNET_THRESHOLDS = (0.2, 0.3, 0.5, 0.99)
 
 ImageSource = str | Path | Tensor
@@ -154,7 +154,7 @@ def erf_area_ratios(
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """The image files of a folder (by suffix, see :data:`IMAGE_SUFFIXES`), sorted by name.
+    """The image files of a folder (by suffix, see :data:`lam_captum.imageio.IMAGE_SUFFIXES`), sorted by name.
 
     Raises:
         ValueError: If the folder holds no image files.

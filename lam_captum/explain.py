@@ -9,7 +9,6 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ from lam_captum.functional import (
     gini,
     negative_share,
 )
+from lam_captum.imageio import write_png
 from lam_captum.pictures import check_alpha
 
 PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
@@ -127,7 +127,7 @@ class LAMResult:
 
         panels = [self.picture(panel) for panel in PICTURE_NAMES[:-1]]
         return pictures.draw_lam_figure(
-            *panels, di=_score_or_none(self.di), lr_size=self.lr_size,
+            *panels, di=score_or_none(self.di), lr_size=self.lr_size,
             zoom_box=pictures.focus_box(self.map, self.window, self.scale),
             map_max=float(self.attribution.sum(dim=0).abs().max()),
         )
@@ -135,8 +135,8 @@ class LAMResult:
     def summary(self) -> dict[str, object]:
         """The plain numbers of the run, as written to ``summary.json``."""
         return {
-            "di": _score_or_none(self.di),
-            "gini": _score_or_none(self.gini),
+            "di": score_or_none(self.di),
+            "gini": score_or_none(self.gini),
             "negative_share": self.negative_share,
             "area_50": self.area,
             "convergence_delta": self.delta,
@@ -194,7 +194,7 @@ class LAMResult:
         folder = check_writable_folder(folder, "folder")
         summary = json.dumps({**(metadata or {}), **self.summary()}, indent=2) + "\n"
         drawn = {**self.pictures, **{name: self.picture(name) for name in extra_pictures}}
-        files = {f"{name}.png": functools.partial(_write_png, picture) for name, picture in drawn.items()}
+        files = {f"{name}.png": functools.partial(write_png, picture) for name, picture in drawn.items()}
         for format in dict.fromkeys(figure_formats):
             if format != "png":
                 files[f"figure.{format}"] = figure_writer(self.draw_figure(), format)
@@ -358,8 +358,13 @@ def _spread(lam_map: Tensor) -> tuple[float, float]:
     return float(diffusion_index(lam_map)), float(gini(lam_map))
 
 
-def _score_or_none(value: float) -> float | None:
-    # JSON has no NaN, and a figure must not print one: an undefined score is None, never a number it lacks.
+def score_or_none(value: float) -> float | None:
+    """A score for JSON and captions: None where it is undefined (NaN), never a number it lacks.
+
+    Example:
+        >>> score_or_none(float("nan")) is None, score_or_none(1.5)
+        (True, 1.5)
+    """
     return None if math.isnan(value) else value
 
 
@@ -375,11 +380,6 @@ def _model_device(model: Callable) -> torch.device:
     parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
     return parameter.device if parameter is not None else torch.device("cpu")
 
-
-def _write_png(picture: np.ndarray, stream: BinaryIO) -> None:
-    from lam_captum.imageio import to_pil
-
-    to_pil(picture).save(stream, format="PNG")
 
 
 def _super_resolve(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -71,6 +71,10 @@ class InputError(ValueError):
     def __init__(self, argument: str, message: str) -> None:
         super().__init__(message)
         self.argument = argument
+
+
+# The file types read as images when a folder is given (a study's image folder, an ERF data set, video frames).
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 
 
 def load_image(path: str | Path, *, mode: ImageMode | None = "RGB") -> Tensor:
@@ -245,6 +249,11 @@ def save_png(image: Tensor | np.ndarray, path: str | Path) -> Path:
     except OSError as error:
         raise OSError(f"cannot write `path` {str(path)!r}: {error}") from error
     return path
+
+
+def write_png(picture: Tensor | np.ndarray, stream: BinaryIO) -> None:
+    """Encode a picture (anything :func:`to_pil` takes) as PNG into a binary stream, for sets of files."""
+    to_pil(picture).save(stream, format="PNG")
 
 
 def default_image_path() -> Path:

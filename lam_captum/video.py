@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,8 +24,9 @@ from lam_captum._atomic import check_writable_folder, write_files_atomically
 from lam_captum._core._context import eval_mode, owning_module
 from lam_captum._core.lam import LAM, OutputFrame
 from lam_captum._core.settings import LAMSettings
-from lam_captum.explain import settings_with
+from lam_captum.explain import score_or_none, settings_with
 from lam_captum.functional import Window, as_window, diffusion_index, gini, negative_share
+from lam_captum.imageio import IMAGE_SUFFIXES, write_png
 from lam_captum.pictures import check_alpha
 
 Normalisation = Literal["clip", "frame"]
@@ -106,9 +107,9 @@ class ClipResult:
     def summary(self) -> dict[str, object]:
         """The plain numbers of the run, as written to ``summary.json``."""
         return {
-            "di": _score_or_none(self.di),
-            "gini": _score_or_none(self.gini),
-            "frame_di": [_score_or_none(float(value)) for value in self.frame_di],
+            "di": score_or_none(self.di),
+            "gini": score_or_none(self.gini),
+            "frame_di": [score_or_none(float(value)) for value in self.frame_di],
             "temporal_profile": self.profile.tolist(),
             "negative_share": self.negative_share,
             "convergence_delta": self.delta,
@@ -146,7 +147,7 @@ class ClipResult:
         """
         folder = check_writable_folder(folder, "folder")
         summary = json.dumps({**(metadata or {}), **self.summary()}, indent=2) + "\n"
-        files = {f"{name}.png": functools.partial(_write_png, picture) for name, picture in self.pictures.items()}
+        files = {f"{name}.png": functools.partial(write_png, picture) for name, picture in self.pictures.items()}
         files["attribution.npy"] = functools.partial(np.save, arr=self.attribution.numpy())
         files["summary.json"] = lambda stream: stream.write(summary.encode())
         try:
@@ -293,17 +294,6 @@ def _placement(model: Callable, device: str | torch.device | None) -> tuple[torc
     return torch.device(device), parameters[0].dtype if parameters else torch.float32
 
 
-def _score_or_none(value: float) -> float | None:
-    return None if math.isnan(value) else value
-
-
-def _write_png(picture: np.ndarray, stream: BinaryIO) -> None:
-    from lam_captum.imageio import to_pil
-
-    to_pil(picture).save(stream, format="PNG")
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def frame_paths(folder: str | Path) -> list[Path]:

@@ -39,9 +39,9 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from lam_captum._core.settings import LAMSettings, SettingsError, setting_fields
 from lam_captum.functional import Window
+from lam_captum.imageio import IMAGE_SUFFIXES
 from lam_captum.sweep._windows import Location, Problem, detector_margin, expand_windows
 
-IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".ppm", ".tif", ".tiff", ".webp")
 BUILTIN_IMAGE = "builtin"
 _NAME_RULE = "letters, digits and . _ + - (starting with a letter or digit)"
 _WINDOW_FORMS = "[top, left, size], [top, left, height, width] or a mapping with `grid` or `random`"
