@@ -295,7 +295,7 @@ class LAM(GradientAttribution):
                       inspect: Callable[[Tensor], None] | None) -> Tensor:
             rows = settings.internal_batch_size or default_internal_batch_size(image.device, *image.shape[-2:])
             cleaner = _GradientHealth(len(windows))
-            with _progress_bar(settings.n_steps, show_progress) as progress:
+            with _progress_bar(settings.n_steps, show_progress, image.shape) as progress:
                 attribution = integrate_windows(forward_func, image, windows, settings.resolved_detector(),
                                                 settings.path_schedule(), rows, check_output=self._check_output,
                                                 cleaner=cleaner, progress=progress, inspect=inspect)
@@ -376,7 +376,7 @@ class LAM(GradientAttribution):
         attribution = torch.zeros_like(frames)
         failures = _GradientHealth(x.shape[0])
         # The bar closes its line whatever happens, Ctrl-C included.
-        with _progress_bar(x.shape[0] * path.n_steps, show_progress) as progress:
+        with _progress_bar(x.shape[0] * path.n_steps, show_progress, x.shape) as progress:
             for chunk in _chunks(x.shape[0], path.n_steps, rows_per_call):
                 kernels = [path.kernels(steps.start, steps.stop) for _, steps in chunk]
                 points = torch.cat([blur(frames[n : n + 1], step_kernels.points)[0]
@@ -605,7 +605,9 @@ def default_internal_batch_size(device: torch.device, height: int, width: int) -
     return max(1, budget // (height * width))
 
 
-def _progress_bar(total: int, show: bool):
+def _progress_bar(total: int, show: bool, shape: torch.Size):
+    """A bar over the path steps naming the size computed on (the crop's, when LAM runs on a crop), with
+    tqdm's estimate of the time left."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="LAM path steps", unit="step", disable=not show)
+    return tqdm(total=total, desc=f"LAM on {shape[-2]}x{shape[-1]}", unit="step", disable=not show)
