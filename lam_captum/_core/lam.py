@@ -610,4 +610,4 @@ def _progress_bar(total: int, show: bool, shape: torch.Size):
     tqdm's estimate of the time left."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"LAM on {shape[-2]}x{shape[-1]}", unit="step", disable=not show)
+    return tqdm(total=total, desc=f"LAM path steps on {shape[-2]}x{shape[-1]}", unit="step", disable=not show)
