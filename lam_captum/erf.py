@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lam_captum._core._context import model_placement
 from lam_captum._core.erf import ERF
 from lam_captum.imageio import IMAGE_SUFFIXES
 
@@ -80,7 +81,7 @@ def dataset_erf(
     _check_size(size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device if device is not None else model_placement(model)[0] or "cpu")
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
     attribution = ERF(model)
@@ -241,8 +242,3 @@ def _check_centre(centre: tuple[int, int] | None, height: int, width: int) -> tu
     if not (0 <= row < height and 0 <= column < width):
         raise ValueError(f"`centre` must lie inside the {height}x{width} map, got row={row}, column={column}")
     return row, column
-
-
-def _model_device(model: Callable) -> torch.device:
-    parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-    return parameter.device if parameter is not None else torch.device("cpu")

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from lam_captum._atomic import check_writable_folder, write_files_atomically
+from lam_captum._core._context import eval_mode, model_placement, owning_module
 from lam_captum._core.lam import LAM
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional import (
@@ -296,10 +297,11 @@ def explain_windows(
     if isinstance(windows, (str, bytes)) or not isinstance(windows, Sequence) or not windows:
         raise ValueError(f"`windows` must be a non-empty sequence of windows, got {windows!r}")
     windows = [as_window(window) for window in windows]
-    device = torch.device(device) if device is not None else _model_device(model)
+    model_device, model_dtype = model_placement(model)
+    device = torch.device(device if device is not None else model_device or "cpu")
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
-    inputs = lr.unsqueeze(0).to(device=device, dtype=dtype or _model_dtype(model))
+    inputs = lr.unsqueeze(0).to(device=device, dtype=dtype or model_dtype or torch.float32)
     # The SR output first: one forward pass that tells whether `hr` fits, before the whole path is paid for.
     sr = _super_resolve(model, inputs)
     if hr is not None and tuple(hr.shape[-2:]) != tuple(sr.shape[-2:]):
@@ -322,7 +324,7 @@ def explain_windows(
 def _result(attribution: Tensor, delta: float, window: Window, lr: Tensor, sr: Tensor, hr: Tensor | None,
             settings: LAMSettings, alpha: float, seconds: float, device: torch.device) -> LAMResult:
     lam_map = attribution_map(attribution)
-    di, map_gini = _spread(lam_map)
+    di, map_gini = map_scores(lam_map)
     return LAMResult(
         attribution=attribution, map=lam_map, di=di, gini=map_gini, negative_share=float(negative_share(attribution)),
         area=int(attribution_area(lam_map)), delta=delta, lr=lr, sr=sr, window=window,
@@ -351,11 +353,18 @@ def settings_with(settings: LAMSettings | None, values: dict[str, object]) -> LA
     return dataclasses.replace(settings, **values) if values else settings
 
 
-def _spread(lam_map: Tensor) -> tuple[float, float]:
-    """DI and Gini of the map; NaN for an all-zero map (``attribution_map`` has said why it is all zero)."""
-    if not lam_map.any():
+def map_scores(values: Tensor) -> tuple[float, float]:
+    """DI and Gini of one map of any shape (a clip's maps count as one); NaN for an all-zero map, whose
+    cause LAM has already warned about.
+
+    Example:
+        >>> map_scores(torch.zeros(2, 3))
+        (nan, nan)
+    """
+    if not values.any():
         return math.nan, math.nan
-    return float(diffusion_index(lam_map)), float(gini(lam_map))
+    flat = values.flatten()
+    return float(diffusion_index(flat)), float(gini(flat))
 
 
 def score_or_none(value: float) -> float | None:
@@ -368,22 +377,6 @@ def score_or_none(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _model_dtype(model: Callable) -> torch.dtype:
-    from lam_captum._core._context import owning_module
-
-    module = owning_module(model)
-    floating = [p.dtype for p in module.parameters() if p.is_floating_point()] if module is not None else []
-    return floating[0] if floating else torch.float32
-
-
-def _model_device(model: Callable) -> torch.device:
-    parameter = next(model.parameters(), None) if isinstance(model, torch.nn.Module) else None
-    return parameter.device if parameter is not None else torch.device("cpu")
-
-
-
 def _super_resolve(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
-    from lam_captum._core._context import eval_mode, owning_module
-
     with torch.inference_mode(), eval_mode(owning_module(model)):
         return model(inputs)[0].float().cpu()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,11 +20,11 @@ import torch
 from torch import Tensor
 
 from lam_captum._atomic import check_writable_folder, write_files_atomically
-from lam_captum._core._context import eval_mode, owning_module
+from lam_captum._core._context import eval_mode, model_placement, owning_module
 from lam_captum._core.lam import LAM, OutputFrame
 from lam_captum._core.settings import LAMSettings
-from lam_captum.explain import score_or_none, settings_with
-from lam_captum.functional import Window, as_window, diffusion_index, gini, negative_share
+from lam_captum.explain import map_scores, score_or_none, settings_with
+from lam_captum.functional import Window, as_window, negative_share
 from lam_captum.imageio import IMAGE_SUFFIXES, write_png
 from lam_captum.pictures import check_alpha
 
@@ -212,7 +211,9 @@ def explain_clip(
     if clip.dim() != 4:
         raise ValueError(f"`clip` must be one (T, C, H, W) clip, got shape {tuple(clip.shape)}")
     window = as_window(window)
-    device, dtype = _placement(model, device)
+    model_device, model_dtype = model_placement(model)
+    device = torch.device(device if device is not None else model_device or "cpu")
+    dtype = model_dtype or torch.float32
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
     inputs = clip.unsqueeze(0).to(device=device, dtype=dtype)
@@ -229,10 +230,10 @@ def explain_clip(
     seconds = time.perf_counter() - started
     attribution = attribution[0].detach().cpu()
     magnitude = attribution.sum(dim=1).abs()
-    di, clip_gini = _spread(magnitude)
+    di, clip_gini = map_scores(magnitude)
     return ClipResult(
         attribution=attribution, maps=_normalised(magnitude, normalise), di=di, gini=clip_gini,
-        frame_di=torch.tensor([_spread(frame_map)[0] for frame_map in magnitude], dtype=torch.float64),
+        frame_di=torch.tensor([map_scores(frame_map)[0] for frame_map in magnitude], dtype=torch.float64),
         profile=temporal_profile(attribution),
         negative_share=float(negative_share(attribution.transpose(0, 1).flatten(1, 2))), delta=float(delta[0]),
         lr=clip.detach().cpu().float(), sr=sr, window=window, frame=target.index, scale=sr.shape[-1] // clip.shape[-1],
@@ -263,14 +264,6 @@ def _normalised(magnitude: Tensor, normalise: Normalisation) -> Tensor:
     return magnitude / torch.where(peaks > 0, peaks, torch.ones_like(peaks))
 
 
-def _spread(values: Tensor) -> tuple[float, float]:
-    """DI and Gini of a map (any shape, flattened); NaN for an all-zero one (LAM has warned why)."""
-    if not values.any():
-        return math.nan, math.nan
-    flat = values.flatten()
-    return float(diffusion_index(flat)), float(gini(flat))
-
-
 def _output_frame(model: Callable[[Tensor], Tensor], inputs: Tensor, frame: int | None) -> tuple[OutputFrame, Tensor]:
     """Which output frame holds the window, and that frame of the SR output ``(C, sH, sW)``."""
     target = OutputFrame.of(inputs, frame)
@@ -283,17 +276,6 @@ def _output_frame(model: Callable[[Tensor], Tensor], inputs: Tensor, frame: int 
         # A clip-to-frame model's output is its centre frame, whatever `frame` said (select has warned).
         target = OutputFrame.of(inputs, None)
     return target, sr[0].float().cpu()
-
-
-def _placement(model: Callable, device: str | torch.device | None) -> tuple[torch.device, torch.dtype]:
-    """The device (given, else the model's) and the dtype (the model's floating parameters', else float32)."""
-    module = owning_module(model)
-    parameters = [p for p in module.parameters() if p.is_floating_point()] if module is not None else []
-    if device is None:
-        device = parameters[0].device if parameters else torch.device("cpu")
-    return torch.device(device), parameters[0].dtype if parameters else torch.float32
-
-
 
 
 def frame_paths(folder: str | Path) -> list[Path]:

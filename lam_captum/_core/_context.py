@@ -61,6 +61,20 @@ class _ModeHolds:
 _MODE_HOLDS = _ModeHolds()
 
 
+def model_placement(forward_func: Callable | None) -> tuple[torch.device | None, torch.dtype | None]:
+    """The device and dtype of the model's first floating parameter; ``(None, None)`` for a function without one.
+
+    Example:
+        >>> model_placement(torch.nn.Linear(2, 2).double())
+        (device(type='cpu'), torch.float64)
+    """
+    module = owning_module(forward_func)
+    for parameter in module.parameters() if module is not None else ():
+        if parameter.is_floating_point():
+            return parameter.device, parameter.dtype
+    return None, None
+
+
 @contextlib.contextmanager
 def eval_mode(module: nn.Module | None) -> Iterator[None]:
     """Put every submodule in eval mode and give each its own previous mode back afterwards.

@@ -13,7 +13,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from lam_captum._core._context import eval_mode, gradient_context, owning_module
+from lam_captum._core._context import eval_mode, gradient_context, model_placement, owning_module
 from lam_captum._core._memory import warn_if_too_large
 from lam_captum._core._region import CropMode, attribute_in_crops, check_crop
 from lam_captum._core._windows import as_window_list, attribute_windows_in_crop, integrate_windows, window_values
@@ -566,23 +566,15 @@ def _unpack_inputs(inputs: Tensor | tuple[Tensor]) -> tuple[bool, Tensor]:
     return True, inputs[0]
 
 
-def _parameter_dtype(module: torch.nn.Module | None) -> torch.dtype | None:
-    """The dtype of the model's first floating parameter, None for a function without one."""
-    for parameter in module.parameters() if module is not None else ():
-        if parameter.is_floating_point():
-            return parameter.dtype
-    return None
-
-
 def _default_dtype(module: torch.nn.Module | None, inputs: Tensor) -> torch.dtype:
     """The model's parameter dtype; for a function without parameters the inputs', float32 for half types."""
-    return _parameter_dtype(module) or (torch.float32 if inputs.dtype in _HALF_TYPES else inputs.dtype)
+    return model_placement(module)[1] or (torch.float32 if inputs.dtype in _HALF_TYPES else inputs.dtype)
 
 
 @contextlib.contextmanager
 def _naming_dtype_errors(forward_func: Callable, dtype: torch.dtype) -> Iterator[None]:
     """Turn the model's raw error on inputs of another dtype than its parameters' into one that names `dtype`."""
-    model_dtype = _parameter_dtype(owning_module(forward_func))
+    model_dtype = model_placement(forward_func)[1]
     try:
         yield
     except RuntimeError as error:
