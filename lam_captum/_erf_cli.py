@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lam_captum._flags import model_from_flags
+from lam_captum._flags import model_from_flags, run_reported
 
 # A 120x120 ERF is drawn 480 pixels wide: large enough to read, nearest so every pixel stays a square.
 _PICTURE_PIXELS = 480
@@ -42,13 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``lam-captum erf``; returns the exit status (0 success, 2 bad input)."""
+    """Run ``lam-captum erf``; returns the exit status (0 success, 2 bad input, 1 unexpected error, 130 Ctrl-C)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        summary, folder = _run(args)
-    except (ValueError, TypeError, OSError, ImportError, torch.OutOfMemoryError) as error:
-        print(f"lam-captum erf: error: {error}", file=sys.stderr)
-        return 2
+    status, outcome = run_reported("lam-captum erf", lambda: _run(args))
+    if outcome is None:
+        return status
+    summary, folder = outcome
     ratios = ", ".join(f"{key}% {value['ratio']:.4f}" for key, value in summary["area_ratios"].items())
     print(f"ERF of {summary['images']} images ({summary['size'][0]}x{summary['size'][1]}): area ratios {ratios}")
     print(f"results in {folder}/: erf.png, erf.npy, summary.json")

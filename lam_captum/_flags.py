@@ -9,11 +9,50 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from lam_captum._core.settings import PRESETS, LAMSettings, SettingsError, setting_fields
+
+# What a bad input raises: exit status 2 and its message. Anything else is unexpected: status 1.
+BAD_INPUT = (ValueError, TypeError, OSError, ImportError, torch.OutOfMemoryError)
+Outcome = TypeVar("Outcome")
+
+
+def run_reported(prog: str, run: Callable[[], Outcome]) -> tuple[int, Outcome | None]:
+    """Run a command's work; every failure becomes one line on stderr, never a traceback.
+
+    Returns:
+        ``(0, outcome)``, or ``(status, None)``: 2 for bad input (:data:`BAD_INPUT`), 1 for an unexpected
+        error (named by its type), 130 for Ctrl-C.
+    """
+    try:
+        return 0, run()
+    except KeyboardInterrupt:
+        pass
+    except BAD_INPUT as error:
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return 2, None
+    except Exception as error:
+        print(f"{prog}: error: unexpected {type(error).__name__}: {one_line(error)}", file=sys.stderr)
+        return 1, None
+    # Said once the interrupted frames are gone, so that a progress bar they held has closed its line.
+    print(f"{prog}: interrupted", file=sys.stderr)
+    return 130, None
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (PyTorch's often span several).
+
+    Example:
+        >>> one_line(ValueError("shapes differ:\\n  (1, 3)\\n  (1, 4)"))
+        'shapes differ: (1, 3) (1, 4)'
+    """
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
 
 
 def add_setting_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

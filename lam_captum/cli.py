@@ -20,7 +20,14 @@ import torch
 
 from lam_captum._atomic import check_writable_folder
 from lam_captum._core.settings import LAMSettings
-from lam_captum._flags import add_setting_flags, input_from_flags, model_from_flags, settings_from_flags
+from lam_captum._flags import (
+    add_setting_flags,
+    input_from_flags,
+    model_from_flags,
+    one_line,
+    run_reported,
+    settings_from_flags,
+)
 from lam_captum.pictures import FIGURE_FORMATS
 
 # The built-in photo is explained on a 256x256 crop of the face (LR 64x64, the paper's usual size), with
@@ -29,8 +36,6 @@ DEFAULT_CROP = (80, 120, 256, 256)
 DEFAULT_WINDOW = (106, 96, 16)
 # `lam-captum NAME ...` runs the module's own command line; anything else is the single-image command.
 SUBCOMMANDS = {"sweep": "lam_captum.sweep.cli", "compare": "lam_captum.compare_cli", "erf": "lam_captum._erf_cli"}
-# What a bad input raises: exit status 2 and its message. Anything else is unexpected: status 1.
-BAD_INPUT = (ValueError, TypeError, OSError, ImportError, torch.OutOfMemoryError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,20 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] and argv[0] in SUBCOMMANDS:
         return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        outcome = _run(args)
-    except KeyboardInterrupt:
-        outcome = None
-    except BAD_INPUT as error:
-        print(f"lam-captum: error: {_one_line(error)}", file=sys.stderr)
-        return 2
-    except Exception as error:
-        print(f"lam-captum: error: unexpected {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
-        return 1
+    status, outcome = run_reported("lam-captum", lambda: _run(args))
     if outcome is None:
-        # Said once the interrupted frames are gone, so that a progress bar they held has closed its line.
-        print("lam-captum: interrupted", file=sys.stderr)
-        return 130
+        return status
     result, folder = outcome
     from lam_captum.explain import SAVED_FILES
     from lam_captum.video import CLIP_SAVED_FILES, ClipResult
@@ -278,7 +272,7 @@ def _check_model_runs(model: torch.nn.Module, spec: str, lr: torch.Tensor, devic
         model.to(device).eval()
     except Exception as error:
         raise ValueError(f"`--device` {str(device)!r} cannot run the model {spec!r}: "
-                         f"{type(error).__name__}: {_one_line(error)}") from None
+                         f"{type(error).__name__}: {one_line(error)}") from None
     fed: list[tuple[int, int]] = []
 
     def record_first_convolution(convolution: torch.nn.Conv2d, inputs: tuple) -> None:
@@ -307,16 +301,11 @@ def _forward_failure(spec: str, lr: torch.Tensor, device: torch.device, error: E
                 f"{_channels(wanted)}, got {given}){advice}")
     shape = "x".join(map(str, (1, *lr.shape)))
     return (f"the model {spec!r} raised {type(error).__name__} in forward on the {shape} LR image on {device}: "
-            f"{_one_line(error)}")
+            f"{one_line(error)}")
 
 
 def _channels(count: int) -> str:
     return f"{count} channel" if count == 1 else f"{count} channels"
-
-
-def _one_line(error: BaseException) -> str:
-    """The error's message on one line (PyTorch's often span several)."""
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
 
 
 if __name__ == "__main__":

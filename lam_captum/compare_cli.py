@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from lam_captum._flags import add_setting_flags, input_from_flags, model_from_flags, settings_from_flags
+from lam_captum._flags import (
+    add_setting_flags,
+    input_from_flags,
+    model_from_flags,
+    run_reported,
+    settings_from_flags,
+)
 from lam_captum.cli import DEFAULT_CROP
 
 if TYPE_CHECKING:
@@ -91,13 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``lam-captum compare``; returns the exit status (0 success, 2 bad input)."""
+    """Run ``lam-captum compare``; returns the exit status (0 success, 2 bad input, 1 unexpected error, 130 Ctrl-C)."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        comparison, written = _run(args)
-    except (ValueError, TypeError, OSError, ImportError, torch.OutOfMemoryError) as error:
-        print(f"lam-captum compare: error: {error}", file=sys.stderr)
-        return 2
+    status, outcome = run_reported("lam-captum compare", lambda: _run(args))
+    if outcome is None:
+        return status
+    comparison, written = outcome
     for row, window in enumerate(comparison.windows):
         for column, name in enumerate(comparison.models):
             result = comparison.results[row][column]
