@@ -130,12 +130,7 @@ def _run(args: argparse.Namespace):
     if args.frames is not None or args.frame is not None:
         return _run_clip(args, settings)
     image_path = _image_path(args, default_image_path())
-    spec = args.model or ("edsr-baseline" if args.weights else "default")
-    with _flags_named(_model_flags(args)):
-        model = model_from_flags(spec, args.model_args, args.weights, args.scale)
-    scale = args.scale if args.scale is not None else int(getattr(model, "scale", 4))
-    if scale < 1:
-        raise ValueError(f"`--scale` must be a positive integer, got {scale}")
+    spec, model, scale = _model(args)
     # The default crop and window belong to the built-in photo as the default, not to its file named by hand.
     builtin = args.image is None and args.image_option is None
     crop = args.crop or (DEFAULT_CROP if builtin else None)
@@ -144,7 +139,7 @@ def _run(args: argparse.Namespace):
     if args.degrade:
         lr = _degraded(lr, args.degrade, args.seed)
     window = _window(args, lr, scale, builtin=builtin and args.crop is None)
-    device = _device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _device(args.device)
     _check_model_runs(model, spec, lr, device, grayscale=args.grayscale)
     result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=device,
                      show_progress=not args.no_progress)
@@ -174,10 +169,7 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
         raise ValueError("give an image or `--frames`, not both")
     with _flags_named({"`frames`": "`--frames`"}):
         paths = frame_paths(args.frames)
-    spec = args.model or ("edsr-baseline" if args.weights else "default")
-    with _flags_named(_model_flags(args)):
-        model = model_from_flags(spec, args.model_args, args.weights, args.scale)
-    scale = args.scale if args.scale is not None else int(getattr(model, "scale", 4))
+    spec, model, scale = _model(args)
     frames = [input_from_flags(path, scale=scale, crop=args.crop, lr=args.lr, grayscale=args.grayscale)
               for path in paths]
     sizes = {tuple(lr.shape) for lr, _ in frames}
@@ -185,7 +177,7 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
         raise ValueError(f"the frames of `--frames` {args.frames!r} must all have one size, got {sorted(sizes)}")
     clip = torch.stack([lr for lr, _ in frames])
     hr = None if args.lr else torch.stack([hr for _, hr in frames])
-    device = _device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _device(args.device)
     _check_model_runs(model, spec, clip, device, grayscale=args.grayscale)
     with _flags_named({"`frame`": "`--frame`"}):
         result = explain_clip(model, clip, _window(args, clip[0], scale, builtin=False), settings, frame=args.frame,
@@ -250,7 +242,21 @@ def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: 
     return top, left, args.size
 
 
-def _device(name: str) -> torch.device:
+def _model(args: argparse.Namespace) -> tuple[str, torch.nn.Module, int]:
+    """``--model`` (EDSR-baseline when only ``--weights`` are given, as the unofficial tool does), built and
+    loaded, and the scale: ``--scale``, else the model's own, else 4."""
+    spec = args.model or ("edsr-baseline" if args.weights else "default")
+    with _flags_named(_model_flags(args)):
+        model = model_from_flags(spec, args.model_args, args.weights, args.scale)
+    scale = args.scale if args.scale is not None else int(getattr(model, "scale", 4))
+    if scale < 1:
+        raise ValueError(f"`--scale` must be a positive integer, got {scale}")
+    return spec, model, scale
+
+
+def _device(name: str | None) -> torch.device:
+    """``--device``, checked; by default the GPU when there is one."""
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
