@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from lam_captum._flags import model_from_flags, run_reported
+from lam_captum._flags import device_from_flag, model_from_flags, run_reported
 
 # A 120x120 ERF is drawn 480 pixels wide: large enough to read, nearest so every pixel stays a square.
 _PICTURE_PIXELS = 480
@@ -62,7 +61,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, object], Path]:
     _check_numbers(args)
     images = [path for source in args.images for path in (image_files(source) if Path(source).is_dir() else [Path(source)])]
     model = model_from_flags(args.model, args.model_args, args.weights, None)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_from_flag(args.device)
     started = time.perf_counter()
     erf = dataset_erf(model, images, size=tuple(args.size), batch_size=args.batch_size,
                       mode="L" if args.grayscale else "RGB", device=device)

@@ -127,3 +127,18 @@ def input_from_flags(path: str | Path, *, scale: int, crop: tuple[int, int, int,
     except InputError as error:
         flag = {"crop": "--crop", "scale": "--scale"}[error.argument]
         raise ValueError(str(error).replace(f"`{error.argument}`", f"`{flag}`")) from None
+
+
+def device_from_flag(name: str | None) -> torch.device:
+    """``--device``, checked; by default the GPU when there is one."""
+    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"`--device` must be a torch device such as cpu or cuda:0, got {name!r}") from None
+    if device.type == "meta":
+        raise ValueError(f"`--device` {name!r} holds shapes only, no values, so nothing can be computed there: "
+                         "use cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"`--device` {name!r} asks for a GPU, but torch sees none")
+    return device

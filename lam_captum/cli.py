@@ -22,6 +22,7 @@ from lam_captum._atomic import check_writable_folder
 from lam_captum._core.settings import LAMSettings
 from lam_captum._flags import (
     add_setting_flags,
+    device_from_flag,
     input_from_flags,
     model_from_flags,
     one_line,
@@ -139,7 +140,7 @@ def _run(args: argparse.Namespace):
     if args.degrade:
         lr = _degraded(lr, args.degrade, args.seed)
     window = _window(args, lr, scale, builtin=builtin and args.crop is None)
-    device = _device(args.device)
+    device = device_from_flag(args.device)
     _check_model_runs(model, spec, lr, device, grayscale=args.grayscale)
     result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=device,
                      show_progress=not args.no_progress)
@@ -177,7 +178,7 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
         raise ValueError(f"the frames of `--frames` {args.frames!r} must all have one size, got {sorted(sizes)}")
     clip = torch.stack([lr for lr, _ in frames])
     hr = None if args.lr else torch.stack([hr for _, hr in frames])
-    device = _device(args.device)
+    device = device_from_flag(args.device)
     _check_model_runs(model, spec, clip, device, grayscale=args.grayscale)
     with _flags_named({"`frame`": "`--frame`"}):
         result = explain_clip(model, clip, _window(args, clip[0], scale, builtin=False), settings, frame=args.frame,
@@ -253,20 +254,6 @@ def _model(args: argparse.Namespace) -> tuple[str, torch.nn.Module, int]:
         raise ValueError(f"`--scale` must be a positive integer, got {scale}")
     return spec, model, scale
 
-
-def _device(name: str | None) -> torch.device:
-    """``--device``, checked; by default the GPU when there is one."""
-    name = name or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"`--device` must be a torch device such as cpu or cuda:0, got {name!r}") from None
-    if device.type == "meta":
-        raise ValueError(f"`--device` {name!r} holds shapes only, no values, so nothing can be computed there: "
-                         "use cpu or cuda")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`--device` {name!r} asks for a GPU, but torch sees none")
-    return device
 
 
 def _check_model_runs(model: torch.nn.Module, spec: str, lr: torch.Tensor, device: torch.device, *,

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 
 from lam_captum._flags import (
     add_setting_flags,
+    device_from_flag,
     input_from_flags,
     model_from_flags,
     run_reported,
@@ -129,7 +129,7 @@ def _run(args: argparse.Namespace) -> tuple[Comparison, list[Path]]:
     image_path = Path(args.image) if args.image else default_image_path()
     crop = args.crop or (DEFAULT_CROP if args.image is None else None)
     lr, hr = input_from_flags(image_path, scale=scale, crop=crop, lr=args.lr, grayscale=args.grayscale)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_from_flag(args.device)
     comparison = compare(models, lr, [tuple(window) for window in args.windows], settings, hr=hr,
                          blend="kde" if args.kde else "heat", zoom=args.zoom, alpha=args.alpha, device=device,
                          show_progress=not args.no_progress)
