@@ -1,10 +1,13 @@
 """A study on Lightning's engine: ``Trainer.predict`` over the pending probes, one record per probe.
 
-The work is a dataset of probes (model, image, window). Global rank 0 decides which probes are still
-to do and broadcasts the list, so that every process partitions the same list; Lightning's distributed
-sampler hands each process its share. Each predict step runs :func:`lam_captum.explain.explain` on one
-probe, exactly as the single-image CLI does, and a prediction writer stores the result as soon as the
-step ends. A failing probe becomes a record with its reason; it never stops the run.
+The work is a dataset of passes: the windows of one model and image that share one LAM pass (at most the
+study's ``windows_per_pass``). Global rank 0 decides which probes are still to do and broadcasts the list,
+so that every process builds the same passes; Lightning's distributed sampler hands each process its share.
+Each predict step runs :func:`lam_captum.explain.explain_windows` on one pass (one forward pass and K input
+gradients per path step; :func:`lam_captum.explain.explain` for a pass of one window, exactly as the
+single-image CLI does), and a prediction writer stores each pending probe's result as soon as the step
+ends. A failing pass is retried window by window, so that a failure is recorded for the probe that caused
+it; a failing probe becomes a record with its reason and never stops the run.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from lam_captum._atomic import write_atomically
-from lam_captum.explain import PICTURE_NAMES, LAMResult, explain
+from lam_captum.explain import PICTURE_NAMES, LAMResult, explain, explain_windows
 from lam_captum.pictures import sr_picture
 from lam_captum.sweep._lock import OutputLock, prepare_output
 from lam_captum.sweep._quality import sr_psnr
@@ -73,22 +76,43 @@ class SweepReport:
         return sum(row["status"] == status for row in self.rows)
 
 
-class ProbeDataset(Dataset):
-    """The probes of one run, one per item (None for an idle item)."""
+@dataclasses.dataclass(frozen=True)
+class ProbePass:
+    """The windows of one model and image that share one LAM pass, and those of them this run records.
 
-    def __init__(self, probes: list[StudyProbe | None]) -> None:
-        self.probes = probes
+    Attributes:
+        probes: Every probe of the pass as the study groups them (:meth:`Study.passes`): the numbers of a
+            window depend, in the last bits, on the windows it shares its pass with, so a pass is computed
+            whole even when some of its probes are finished.
+        pending: The probes whose records this run writes.
+    """
+
+    probes: tuple[StudyProbe, ...]
+    pending: tuple[StudyProbe, ...]
+
+
+class PassDataset(Dataset):
+    """The passes of one run, one per item (None for an idle item)."""
+
+    def __init__(self, passes: list[ProbePass | None]) -> None:
+        self.passes = passes
 
     def __len__(self) -> int:
-        return len(self.probes)
+        return len(self.passes)
 
-    def __getitem__(self, index: int) -> StudyProbe | None:
-        return self.probes[index]
+    def __getitem__(self, index: int) -> ProbePass | None:
+        return self.passes[index]
 
 
-def _one_probe(batch: list[StudyProbe | None]) -> StudyProbe | None:
-    # One probe per step: a batch of windows would change the floating-point rounding of the numbers.
+def _one_pass(batch: list[ProbePass | None]) -> ProbePass | None:
     return batch[0]
+
+
+def pending_passes(study: Study, pending: list[StudyProbe]) -> list[ProbePass]:
+    """The study's passes that hold a pending probe, in the study's order."""
+    wanted = {probe.id for probe in pending}
+    passes = [ProbePass(group, tuple(probe for probe in group if probe.id in wanted)) for group in study.passes()]
+    return [item for item in passes if item.pending]
 
 
 class ProbeDataModule(LightningDataModule):
@@ -107,6 +131,7 @@ class ProbeDataModule(LightningDataModule):
         self.study = study
         self.limit = limit
         self.pending: list[StudyProbe] = []
+        self.passes: list[ProbePass] = []
         self.total = 0
         self.finished = 0
         self.started_ns = 0
@@ -122,24 +147,26 @@ class ProbeDataModule(LightningDataModule):
             state = ([probe.id for probe in pending[: self.limit]], len(probes) - len(pending), time.time_ns())
         pending_ids, self.finished, self.started_ns = self.trainer.strategy.broadcast(state, src=0)
         self.pending = [probes[probe_id] for probe_id in pending_ids]
+        self.passes = pending_passes(self.study, self.pending)
 
     @override
     def predict_dataloader(self) -> DataLoader:
         # Lightning's distributed sampler needs an item for every process; None marks an idle one.
-        idle = [None] * max(0, self.trainer.world_size - len(self.pending))
-        return DataLoader(ProbeDataset(self.pending + idle), batch_size=1, shuffle=False, collate_fn=_one_probe)
+        idle = [None] * max(0, self.trainer.world_size - len(self.passes))
+        return DataLoader(PassDataset(self.passes + idle), batch_size=1, shuffle=False, collate_fn=_one_pass)
 
     @override
-    def transfer_batch_to_device(self, batch: StudyProbe | None, device: torch.device, dataloader_idx: int
-                                 ) -> StudyProbe | None:
+    def transfer_batch_to_device(self, batch: ProbePass | None, device: torch.device, dataloader_idx: int
+                                 ) -> ProbePass | None:
         # A probe only names its model, image and window; the step loads the tensors onto the device.
         return batch
 
 
 class LAMProbeModule(LightningModule):
-    """LAM as a LightningModule: each predict step explains one probe and returns a :class:`ProbeOutcome`.
+    """LAM as a LightningModule: each predict step explains one :class:`ProbePass` and returns a
+    :class:`ProbeOutcome` per pending probe.
 
-    The networks are built on first use and kept while consecutive probes use them (the probes come
+    The networks are built on first use and kept while consecutive passes use them (the passes come
     model by model); a network or image that fails to load fails its probes without retrying.
 
     Args:
@@ -154,32 +181,62 @@ class LAMProbeModule(LightningModule):
         self._checked_scales: set[str] = set()
 
     @override
-    def predict_step(self, probe: StudyProbe | None, batch_idx: int) -> ProbeOutcome | None:
-        if probe is None:
+    def predict_step(self, batch: ProbePass | None, batch_idx: int) -> list[ProbeOutcome] | None:
+        if batch is None:
             return None
+        if len(batch.probes) > 1:
+            outcomes = self._explain_pass(batch)
+            if outcomes is not None:
+                return outcomes
+        return [self._explain_alone(probe) for probe in batch.pending]
+
+    def _explain_pass(self, batch: ProbePass) -> list[ProbeOutcome] | None:
+        """The pending probes of a pass explained together; None if the pass fails (then each window runs
+        alone, and a failure is recorded for the probe that causes it)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                model, lr, hr = self._inputs(batch.probes[0])
+                results = explain_windows(model, lr, [probe.window for probe in batch.probes],
+                                          settings=self.study.lam, hr=hr, alpha=self.study.alpha, device=self.device)
+            except Exception:  # reported per probe by the runs that follow
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()  # a pass that ran out of memory leaves its windows room to run alone
+                return None
+        psnr = _psnr(results[0], hr)
+        by_id = {probe.id: result for probe, result in zip(batch.probes, results)}
+        warning = _warning_text(caught)
+        return [self._succeeded(probe, by_id[probe.id], psnr, warning) for probe in batch.pending]
+
+    def _explain_alone(self, probe: StudyProbe) -> ProbeOutcome:
         started = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             # "always": the same warning on another probe is news about that probe.
             warnings.simplefilter("always")
             try:
-                result, psnr = self._explain(probe)
+                model, lr, hr = self._inputs(probe)
+                result = explain(model, lr, probe.window, settings=self.study.lam, hr=hr, alpha=self.study.alpha,
+                                 device=self.device)
             except _ProbeFailure as failure:
                 return self._failed(probe, str(failure), started, caught)
             except Exception as error:  # any failure of one probe is recorded and the run goes on
                 return self._failed(probe, f"lam: {type(error).__name__}: {error}", started, caught)
-        row = probe_row(probe, di=result.di, gini=result.gini, negative_share=result.negative_share,
-                        area_50=result.area, convergence_delta=result.delta, psnr=psnr, seconds=result.seconds,
-                        device=result.device, status="ok", warning=_warning_text(caught))
-        return ProbeOutcome(probe, row, result)
+        return self._succeeded(probe, result, _psnr(result, hr), _warning_text(caught))
 
-    def _explain(self, probe: StudyProbe) -> tuple[LAMResult, float | None]:
+    def _inputs(self, probe: StudyProbe) -> tuple[nn.Module, Tensor, Tensor | None]:
+        """The probe's network and its LR (and HR) image, loaded once for consecutive probes."""
         model = self._models.get(probe.model.name, probe.model, self.device)
         lr, hr = self._images.get((probe.image.name, probe.model.scale), probe.image, probe.model.scale)
         self._check_scale(model, probe.model, lr)
-        result = explain(model, lr, probe.window, settings=self.study.lam, hr=hr, alpha=self.study.alpha,
-                         device=self.device)
-        psnr = sr_psnr(result.sr, hr, shave=result.scale) if hr is not None else None
-        return result, psnr
+        return model, lr, hr
+
+    @staticmethod
+    def _succeeded(probe: StudyProbe, result: LAMResult, psnr: float | None, warning: str | None) -> ProbeOutcome:
+        # A window of a pass reports its share of the pass's time (explain_windows divides it).
+        row = probe_row(probe, di=result.di, gini=result.gini, negative_share=result.negative_share,
+                        area_50=result.area, convergence_delta=result.delta, psnr=psnr, seconds=result.seconds,
+                        device=result.device, status="ok", warning=warning)
+        return ProbeOutcome(probe, row, result)
 
     def _check_scale(self, model: nn.Module, entry: ModelEntry, lr: Tensor) -> None:
         """Fail every probe of a model whose output is not ``scale`` times its input, once per model."""
@@ -256,6 +313,10 @@ def _read_image(entry: ImageEntry, scale: int) -> tuple[Tensor, Tensor | None]:
     return load_input(entry.path, scale=scale, crop=entry.crop, lr=entry.lr)
 
 
+def _psnr(result: LAMResult, hr: Tensor | None) -> float | None:
+    return sr_psnr(result.sr, hr, shave=result.scale) if hr is not None else None
+
+
 def _warning_text(caught: list[warnings.WarningMessage]) -> str | None:
     messages = dict.fromkeys(f"{item.category.__name__}: {item.message}" for item in caught)
     return " | ".join(messages) or None
@@ -278,11 +339,11 @@ class ProbeRecordWriter(BasePredictionWriter):
 
     @override
     def write_on_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, prediction: ProbeOutcome | None, batch_indices: Any,
-        batch: Any, batch_idx: int, dataloader_idx: int = 0,
+        self, trainer: Trainer, pl_module: LightningModule, prediction: list[ProbeOutcome] | None,
+        batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0,
     ) -> None:
-        if prediction is not None:
-            self._write(prediction)
+        for outcome in prediction or ():
+            self._write(outcome)
 
     @override
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -43,6 +43,8 @@ from lam_captum.imageio import IMAGE_SUFFIXES
 from lam_captum.sweep._windows import Location, Problem, detector_margin, expand_windows
 
 BUILTIN_IMAGE = "builtin"
+# Windows of one image and model explained together (one forward pass and K input gradients per path step).
+DEFAULT_WINDOWS_PER_PASS = 16
 _NAME_RULE = "letters, digits and . _ + - (starting with a letter or digit)"
 _WINDOW_FORMS = "[top, left, size], [top, left, height, width] or a mapping with `grid` or `random`"
 
@@ -415,6 +417,7 @@ class StudySpec(_Schema):
 
     scale: int = Field(default=4, ge=1)
     seed: int = Field(default=0, ge=0)
+    windows_per_pass: int = Field(default=DEFAULT_WINDOWS_PER_PASS, ge=1)
     lam: LAMSection = LAMSection()
     output: Text | None = None
     maps: bool = False

@@ -10,6 +10,7 @@ than :data:`MAX_STUDY_BYTES`, or whose YAML aliases expand to more than :data:`M
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,15 @@ from pydantic import ValidationError
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional import Window
 from lam_captum.sweep._fingerprints import digest, file_digest
-from lam_captum.sweep._schema import ERFSection, FigureSection, ImageSpec, ModelSpec, StudySpec, problems_of
+from lam_captum.sweep._schema import (
+    DEFAULT_WINDOWS_PER_PASS,
+    ERFSection,
+    FigureSection,
+    ImageSpec,
+    ModelSpec,
+    StudySpec,
+    problems_of,
+)
 
 # A study names files and windows; even thousands of explicit windows take a few hundred kilobytes.
 MAX_STUDY_BYTES = 1 << 20
@@ -139,6 +148,9 @@ class Study:
         figures: How to draw each image's comparison figure (``figures/<image>.png``; drawn by default), or
             None for none (``figures: false``).
         erf: How to compute each model's effective receptive field (``erf/<model>.npy``), or None for none.
+        windows_per_pass: At most this many windows of one image share one LAM pass for a model
+            (:func:`lam_captum.explain.explain_windows`); 1 computes each window alone, as
+            :func:`lam_captum.explain.explain` does.
         source: The study file, if read from one.
     """
 
@@ -152,6 +164,7 @@ class Study:
     pictures: bool = False
     figures: FigureSection | None = None
     erf: ERFSection | None = None
+    windows_per_pass: int = DEFAULT_WINDOWS_PER_PASS
     source: Path | None = None
 
     def probes(self) -> list[StudyProbe]:
@@ -164,6 +177,20 @@ class Study:
             for image in self.images
             for window in self.windows[image.name]
         ]
+
+    def passes(self) -> list[tuple[StudyProbe, ...]]:
+        """The probes in the groups that share one LAM pass: the windows of one model and image, in the study's
+        order, at most :attr:`windows_per_pass` at a time.
+
+        The groups depend on the study alone, not on what is finished or on the number of processes, so that
+        a resumed or distributed run gives the numbers of an uninterrupted one.
+        """
+        passes: list[tuple[StudyProbe, ...]] = []
+        for _, probes in itertools.groupby(self.probes(), key=lambda probe: (probe.model.name, probe.image.name)):
+            group = list(probes)
+            passes += [tuple(group[start:start + self.windows_per_pass])
+                       for start in range(0, len(group), self.windows_per_pass)]
+        return passes
 
     def _lam_values(self) -> dict[str, Any]:
         return {**self.lam.to_dict(), "alpha": self.alpha}
@@ -187,6 +214,7 @@ class Study:
             "pictures": self.pictures,
             "figures": self.figures.model_dump() if self.figures else None,
             "erf": self.erf.model_dump() if self.erf else None,
+            "windows_per_pass": self.windows_per_pass,
             "probes": sum(len(self.windows[i.name]) for i in self.images) * len(self.models),
         }
 
@@ -235,7 +263,7 @@ def _resolved(spec: StudySpec, source: Path | None, base: Path) -> Study:
     output = spec.output or (f"{source.stem}-sweep" if source else "sweep")
     return Study(models=models, images=images, windows=windows, lam=spec.lam.settings(), alpha=spec.lam.alpha,
                  output=(base / output).resolve(), maps=spec.maps, pictures=spec.pictures, figures=spec.figures,
-                 erf=spec.erf, source=source)
+                 erf=spec.erf, windows_per_pass=spec.windows_per_pass, source=source)
 
 
 def _model_entry(spec: StudySpec, model: ModelSpec, index: int) -> ModelEntry:

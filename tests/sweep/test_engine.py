@@ -25,7 +25,7 @@ from sweep_helpers import (
     small_study,
 )
 
-from lam_captum.explain import PICTURE_NAMES, explain
+from lam_captum.explain import PICTURE_NAMES, explain, explain_windows
 from lam_captum.imageio import hr_to_lr, load_image
 from lam_captum.models import build_model, load_model
 from lam_captum.sweep import COLUMNS, OutputFolderError, load_study, run_sweep
@@ -123,7 +123,14 @@ def test_broken_entries_are_recorded_and_the_rest_completes(workspace: Path, tmp
             raise RuntimeError("simulated out of memory")
         return explain(model, lr, window, **kwargs)
 
+    def out_of_memory_with_that_window(model, lr, windows, **kwargs):
+        if any(tuple(window)[:2] == (4, 4) for window in windows):
+            raise RuntimeError("simulated out of memory")
+        return explain_windows(model, lr, windows, **kwargs)
+
+    # The pass of both windows fails; each window then runs alone, and only the one at fault fails.
     monkeypatch.setattr(engine, "explain", out_of_memory_on_one_window)
+    monkeypatch.setattr(engine, "explain_windows", out_of_memory_with_that_window)
     study = load_study({
         "models": ["default", "odd_models.py:Broken", {"spec": "odd_models.py:Doubler", "scale": 4}],
         "images": ["astro.png", "truncated.png"], "windows": [[20, 20, 16], [4, 4, 16]], "lam": {"n_steps": N_STEPS},
