@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from conftest import tiny_sr
@@ -85,3 +87,26 @@ def test_flat_window_warns_and_gives_zero_not_nan():
     with pytest.warns(RuntimeWarning, match="zero at every path step"):
         attribution = LAM(model).attribute_windows(torch.rand(1, 1, 12, 12), [(0, 0, 8), (4, 4, 8)], n_steps=3)
     assert torch.equal(attribution, torch.zeros_like(attribution))
+
+
+def test_windows_far_apart_get_crops_of_their_own_and_near_ones_share_one(caplog):
+    lam = LAM(tiny_sr())
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    # Two windows at the top left that see almost the same pixels, one at the bottom right.
+    windows = [(8, 8, 8), (12, 10, 8), (230, 230, 8)]
+    with caplog.at_level(logging.DEBUG, logger="lam_captum._core._region"):
+        together = lam.attribute_windows(image, windows, n_steps=4)
+    crops = [record.getMessage() for record in caplog.records if record.getMessage().startswith("LAM on the")]
+    assert len(crops) == 2 and all("crop" in message for message in crops)
+    for row, window in zip(together, windows):
+        assert_same_attribution(row, lam.attribute(image, window, n_steps=4, crop=False)[0])
+
+
+def test_grouping_saves_work_by_the_cost_of_a_pass():
+    from lam_captum._core._region import Box
+    from lam_captum._core._windows import group_windows
+
+    # The same region for every window: one crop, one pass.
+    assert group_windows([Box(0, 20, 0, 20)] * 4, 9, 200, 200) == [[0, 1, 2, 3]]
+    # Regions far apart: a crop each. Windows without a region (the full image) share one pass.
+    assert group_windows([Box(0, 20, 0, 20), Box(150, 170, 150, 170), None, None], 9, 200, 200) == [[0], [1], [2, 3]]

@@ -161,7 +161,7 @@ def detector_footprint(window: Window, detector: Detector) -> Box | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Reference:
+class Reference:
     """The full image at the input: its output, a random projection of the footprints, its input gradient."""
 
     output: Tensor
@@ -207,6 +207,7 @@ def compute_in_crop(
     footprints: list[Box],
     kernel_size: int,
     compute: Callable[[GradientWatch, Crop], Result],
+    reference: Reference | None = None,
 ) -> tuple[Crop, Result] | None:
     """Run ``compute(watch, crop)`` on the smallest crop of ``image`` verified to reproduce the full image.
 
@@ -217,11 +218,12 @@ def compute_in_crop(
         kernel_size: The blur kernel's side (its radius is the crop's margin around the region).
         compute: Runs LAM on ``crop.cut(image)`` with ``watch`` as the model, or with ``watch.model`` and
             every input gradient passed to ``watch.inspect``.
+        reference: The full image's pass for these footprints, if already made (:func:`window_references`).
 
     Returns:
         The crop and what ``compute`` returned, or None where the full image must be used.
     """
-    reference = _reference(forward_func, image, footprints)
+    reference = reference if reference is not None else _reference(forward_func, image, footprints)
     region = None if reference is None else Box.of_support(reference.gradient)
     if region is None:
         _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
@@ -248,7 +250,7 @@ def compute_in_crop(
     return None
 
 
-def _reference(forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]) -> _Reference | None:
+def _reference(forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]) -> Reference | None:
     point = image.detach().clone().requires_grad_(True)
     output = forward_func(point)
     scale = _integer_scale(output, point)
@@ -261,7 +263,63 @@ def _reference(forward_func: Callable[[Tensor], Tensor], image: Tensor, footprin
     (gradient,) = torch.autograd.grad((output * projection).sum(), point, allow_unused=True)
     if gradient is None:
         return None
-    return _Reference(output.detach(), projection, gradient, footprints, scale)
+    return Reference(output.detach(), projection, gradient, footprints, scale)
+
+
+def window_references(
+    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box], chunk: int = 4
+) -> list[Reference] | None:
+    """One full-image reference per footprint, from one forward pass and batched backward passes.
+
+    Each footprint gets a random projection of its own, so each reference's gradient is zero exactly where
+    that window cannot look. The projections and gradients are linear in the footprints: the reference of a
+    group of windows is :func:`merged_reference` of theirs, with no further pass over the full image.
+    None where the model's output or input gradient cannot be probed.
+    """
+    point = image.detach().clone().requires_grad_(True)
+    output = forward_func(point)
+    scale = _integer_scale(output, point)
+    if scale is None or not output.requires_grad or not torch.isfinite(output).all():
+        return None
+    whole = Box(0, output.shape[-2], 0, output.shape[-1])
+    if not all(whole.contains(footprint) for footprint in footprints):
+        return None
+    projections = [_random_projection(output, [footprint], seed=k) for k, footprint in enumerate(footprints)]
+    gradients = []
+    for start in range(0, len(footprints), chunk):
+        cotangents = torch.stack(projections[start:start + chunk])
+        (batch,) = torch.autograd.grad(output, point, grad_outputs=cotangents, is_grads_batched=True,
+                                       retain_graph=start + chunk < len(footprints), allow_unused=True)
+        if batch is None:
+            return None
+        gradients += list(batch)
+    detached = output.detach()
+    return [Reference(detached, projection, gradient, [footprint], scale)
+            for projection, gradient, footprint in zip(projections, gradients, footprints)]
+
+
+def merged_reference(references: list[Reference]) -> Reference:
+    """The reference of the union of several footprints' windows (their projections summed)."""
+    first = references[0]
+    if len(references) == 1:
+        return first
+    return Reference(first.output, sum(reference.projection for reference in references),
+                     sum(reference.gradient for reference in references),
+                     [footprint for reference in references for footprint in reference.footprints], first.scale)
+
+
+def region_of(reference: Reference) -> Box | None:
+    """The input pixels the reference's windows can see: the support of its input gradient."""
+    return Box.of_support(reference.gradient)
+
+
+def crop_area(region: Box | None, kernel_size: int, height: int, width: int) -> int:
+    """Pixels LAM computes on for a region: its crop with the blur margin, or the full image where a crop
+    would not be used (no region, or one that needs over :data:`_MAX_CROP_FRACTION` of the image)."""
+    if region is None:
+        return height * width
+    area = region.grown(max(kernel_size // 2, _MIN_RING), height, width).area
+    return height * width if area > _MAX_CROP_FRACTION * height * width else area
 
 
 def _integer_scale(output: object, point: Tensor) -> int | None:
@@ -273,10 +331,10 @@ def _integer_scale(output: object, point: Tensor) -> int | None:
     return out_height // height
 
 
-def _random_projection(output: Tensor, footprints: list[Box]) -> Tensor:
+def _random_projection(output: Tensor, footprints: list[Box], seed: int = 0) -> Tensor:
     # Random weights on every footprint pixel make the projection's input gradient zero only where no
     # footprint pixel depends on the input, not where the detector's own gradient happens to vanish.
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     projection = torch.zeros(output.shape, dtype=output.dtype)
     for footprint in footprints:
         shape = (*output.shape[:2], footprint.height, footprint.width)
@@ -285,7 +343,7 @@ def _random_projection(output: Tensor, footprints: list[Box]) -> Tensor:
 
 
 def _verified_crop(
-    forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: _Reference, region: Box, margin: int
+    forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference, region: Box, margin: int
 ) -> Box | None:
     height, width = image.shape[-2:]
     for box in _candidate_crops(region, margin, _partition_grids(forward_func), height, width):
@@ -316,7 +374,7 @@ def _candidate_crops(region: Box, margin: int, grids: list[int], height: int, wi
     yield from dict.fromkeys(candidates)
 
 
-def _agrees(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: _Reference, box: Box) -> bool:
+def _agrees(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference, box: Box) -> bool:
     """Whether the footprints' outputs and the projection's input gradient on the crop equal the full image's."""
     point = image[(..., *box.slices())].detach().clone().requires_grad_(True)
     output = forward_func(point)

@@ -236,9 +236,10 @@ class LAM(GradientAttribution):
         """Attribute K windows of one image at once: one forward pass and K input gradients per path step.
 
         The numbers are those of :meth:`attribute` called once per window; the path images, and so the
-        forward passes, are shared. With ``crop="auto"`` the computation runs on the smallest verified crop
-        that holds every window's region (see :meth:`attribute`); for windows far apart on a large image,
-        :meth:`attribute` per window, each on its own crop, can be cheaper.
+        forward passes, are shared. With ``crop="auto"`` one full-image pass finds every window's region
+        (one forward pass, batched input gradients); windows whose regions lie close together then share one
+        verified crop (see :meth:`attribute`), and windows far apart get crops of their own, whichever costs
+        fewer pixels through the model.
 
         Args:
             inputs: ``(1, C, H, W)``: one LR image.

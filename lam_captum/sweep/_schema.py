@@ -37,7 +37,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from lam_captum._core.settings import LAMSettings, SettingsError, setting_fields
+from lam_captum._core.settings import PRESETS, LAMSettings, SettingsError, setting_fields
 from lam_captum.functional import Window
 from lam_captum.imageio import IMAGE_SUFFIXES
 from lam_captum.sweep._windows import Location, Problem, detector_margin, expand_windows
@@ -175,8 +175,10 @@ class _LAMBase(_Schema):
     """The behaviour of the `lam` section: it builds the settings type, which judges the values together."""
 
     def settings(self) -> LAMSettings:
-        """The section as :class:`lam_captum.LAMSettings` (everything but the pictures' ``alpha``)."""
-        return LAMSettings(**self.model_dump(exclude={"alpha"}))
+        """The section as :class:`lam_captum.LAMSettings` (everything but the pictures' ``alpha``): the
+        ``preset``'s settings with the fields the study sets replaced."""
+        given = self.model_dump(include=self.model_fields_set - {"alpha", "preset"})
+        return LAMSettings.preset(self.preset, **given)
 
     @model_validator(mode="after")
     def _valid_settings(self) -> _LAMBase:
@@ -191,7 +193,9 @@ class _LAMBase(_Schema):
 LAMSection = create_model(
     "LAMSection",
     __base__=_LAMBase,
-    __doc__="The study's ``lam`` section: the fields of :class:`lam_captum.LAMSettings`, and ``alpha``.",
+    __doc__="The study's ``lam`` section: a ``preset`` of :data:`lam_captum.PRESETS`, the fields of "
+            ":class:`lam_captum.LAMSettings` that replace the preset's, and ``alpha``.",
+    preset=(Literal[tuple(PRESETS)], "official"),
     **{field.name: (_lam_annotation(field), field.default) for field in setting_fields()},
     alpha=(Annotated[float, Field(allow_inf_nan=False), AfterValidator(_in_unit_interval)], 0.5),
 )

@@ -124,6 +124,19 @@ def test_the_lam_section_takes_every_setting_and_builds_the_settings_type(worksp
     assert study.lam == LAMSettings(**{**values, "n_steps": 7}) and study.alpha == 0.25
 
 
+def test_a_preset_gives_its_settings_and_the_fields_given_replace_them(workspace: Path) -> None:
+    fast = load_study(small_study(workspace, lam={"preset": "fast"}))
+    assert fast.lam == LAMSettings.preset("fast")
+    tuned = load_study(small_study(workspace, lam={"preset": "fast", "internal_batch_size": 2, "alpha": 0.3}))
+    assert tuned.lam == LAMSettings.preset("fast", internal_batch_size=2) and tuned.alpha == 0.3
+    spelled_out = load_study(small_study(workspace, lam={"n_steps": 32, "method": "riemann_trapezoid",
+                                                         "internal_batch_size": 2, "alpha": 0.3}))
+    # The fingerprints hold the settings, not how they were written: the same probes either way.
+    assert [probe.fingerprint for probe in tuned.probes()] == [probe.fingerprint for probe in spelled_out.probes()]
+    with pytest.raises(StudyError, match=r"^`lam\.preset`: must be one of official, fast, got 'quick'$"):
+        load_study(small_study(workspace, lam={"preset": "quick"}))
+
+
 @pytest.mark.parametrize(
     ("lam", "message"),
     [
