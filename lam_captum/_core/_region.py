@@ -267,9 +267,12 @@ def _reference(forward_func: Callable[[Tensor], Tensor], image: Tensor, footprin
 
 
 def window_references(
-    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box], chunk: int = 4
+    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]
 ) -> list[Reference] | None:
-    """One full-image reference per footprint, from one forward pass and batched backward passes.
+    """One full-image reference per footprint, from one forward pass and one backward pass per footprint.
+
+    The backward passes run one after the other rather than batched: on a large image one full-image pass
+    is already the largest memory LAM needs with a crop, and batching would multiply it.
 
     Each footprint gets a random projection of its own, so each reference's gradient is zero exactly where
     that window cannot look. The projections and gradients are linear in the footprints: the reference of a
@@ -286,13 +289,12 @@ def window_references(
         return None
     projections = [_random_projection(output, [footprint], seed=k) for k, footprint in enumerate(footprints)]
     gradients = []
-    for start in range(0, len(footprints), chunk):
-        cotangents = torch.stack(projections[start:start + chunk])
-        (batch,) = torch.autograd.grad(output, point, grad_outputs=cotangents, is_grads_batched=True,
-                                       retain_graph=start + chunk < len(footprints), allow_unused=True)
-        if batch is None:
+    for k, projection in enumerate(projections):
+        (gradient,) = torch.autograd.grad(output, point, grad_outputs=projection,
+                                          retain_graph=k + 1 < len(projections), allow_unused=True)
+        if gradient is None:
             return None
-        gradients += list(batch)
+        gradients.append(gradient)
     detached = output.detach()
     return [Reference(detached, projection, gradient, [footprint], scale)
             for projection, gradient, footprint in zip(projections, gradients, footprints)]

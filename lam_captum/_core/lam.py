@@ -240,7 +240,7 @@ class LAM(GradientAttribution):
 
         The numbers are those of :meth:`attribute` called once per window; the path images, and so the
         forward passes, are shared. With ``crop="auto"`` one full-image pass finds every window's region
-        (one forward pass, batched input gradients); windows whose regions lie close together then share one
+        (one forward pass, an input gradient per window); windows whose regions lie close together then share one
         verified crop (see :meth:`attribute`), and windows far apart get crops of their own, whichever costs
         fewer pixels through the model.
 
