@@ -24,11 +24,20 @@ from lam_captum.models import build_model
 
 
 def seconds(function) -> tuple[float, object]:
+    """Wall time and result of ``function()``, waiting for the GPU's queued work before and after."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     result = function()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - started, result
+
+
+def peak_mib(device: torch.device) -> str:
+    """CUDA's allocator peak since the last :func:`seconds` call, in MiB ("-" on a CPU)."""
+    return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}" if device.type == "cuda" else "-"
 
 
 def warm_up(lam: LAM, device: torch.device) -> None:
@@ -46,7 +55,7 @@ def whole_images(models: list[str], sizes: list[tuple[int, int]], steps: int, fl
                  device: torch.device) -> None:
     print(f"\nWhole images: default call ({steps} steps) vs the full image (crop=False, per step x {steps})")
     print(f"{'model':<14} {'LR HxW':>9} {'default s':>10} {'full s/step':>12} {'full s (x steps)':>17} "
-          f"{'speed-up':>9} {'max diff / max':>15}")
+          f"{'speed-up':>9} {'max diff / max':>15} {'peak MiB default':>17} {'peak MiB full':>14}")
     for name in models:
         model = build_model(name).to(device)
         lam = LAM(model)
@@ -55,13 +64,16 @@ def whole_images(models: list[str], sizes: list[tuple[int, int]], steps: int, fl
             image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
             window = centre_window(height, width, 4)
             default_s, _ = seconds(lambda: lam.attribute(image, window, n_steps=steps))
+            default_peak = peak_mib(device)
             few = floor_steps.get(height * width, steps)
             full_s, full = seconds(lambda: lam.attribute(image, window, n_steps=few, crop=False))
+            full_peak = peak_mib(device)
             cropped = lam.attribute(image, window, n_steps=few)
             difference = float((cropped - full).abs().max() / full.abs().max())
             per_step = full_s / few
             print(f"{name:<14} {f'{height}x{width}':>9} {default_s:10.1f} {per_step:12.2f} {per_step * steps:17.1f} "
-                  f"{per_step * steps / default_s:8.1f}x {difference:15.1e}   (full measured at {few} steps)",
+                  f"{per_step * steps / default_s:8.1f}x {difference:15.1e} {default_peak:>17} {full_peak:>14}"
+                  f"   (full measured at {few} steps)",
                   flush=True)
 
 
@@ -101,9 +113,15 @@ def main() -> None:
     parser.add_argument("--windows-models", default="default,edsr-baseline")
     parser.add_argument("--skip", choices=["whole", "windows"], default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="on a GPU, full float32 convolutions and matmuls instead of torch's default TF32 "
+                             "convolutions, whose rounding differs between a crop and the full image")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.fp32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     floor_steps = {}
@@ -111,7 +129,9 @@ def main() -> None:
         size, count = entry.split(":")
         height, width = (int(v) for v in size.split("x"))
         floor_steps[height * width] = int(count)
-    print(f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, one run each")
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    tf32 = f", TF32 convolutions {torch.backends.cudnn.allow_tf32}" if device.type == "cuda" else ""
+    print(f"{device} ({card}), torch {torch.__version__}{tf32}, one run each")
     if args.skip != "whole":
         whole_images(args.models.split(","), sizes, args.steps, floor_steps, device)
     if args.skip != "windows":
