@@ -122,10 +122,13 @@ def schema_refusal(study: dict, windows_per_pass: int) -> str | None:
     return None
 
 
-def run(study: Path, output: Path, configuration: Configuration) -> Measurement:
-    """Run the study into a fresh ``output`` with ``configuration``; fail loudly if the sweep fails."""
+def run(study: Path, output: Path, configuration: Configuration, limit: int | None = None) -> Measurement:
+    """Run the study (its first ``limit`` probes) into a fresh ``output`` with ``configuration``; fail loudly if
+    the sweep fails."""
     command = [sys.executable, "-m", "lam_captum.sweep", str(study), "--output", str(output), "--no-progress",
                "--accelerator", configuration.accelerator, "--devices", str(configuration.devices)]
+    if limit is not None:
+        command += ["--limit", str(limit)]
     if configuration.devices > 1:
         command += ["--strategy", "ddp"]
     environment = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -218,6 +221,9 @@ def compare_windows_per_pass(args: argparse.Namespace, folder: Path) -> None:
         path = folder / f"study-{configuration.windows_per_pass}.yaml"
         path.write_text(yaml.safe_dump(values))
         studies[configuration.label] = path
+    # One untimed probe first: the first run of a fresh source tree also compiles its modules, and a
+    # sweep's first CUDA call loads the libraries; neither belongs to the row that happens to run first.
+    run(studies[found[0].label], folder / "warm-up", found[0], limit=1)
     measurements = best_runs(studies, found, folder, args.repeats)
     print(f"study: {measurements[0].probes} probes (default model, {args.images} photos x {args.windows} random "
           f"16x16 windows, {args.lr_size}x{args.lr_size} LR, {args.n_steps} steps, no figures); {where}, "
