@@ -50,7 +50,7 @@ part() {
     else
         ((status == 124 || status == 137)) && status="$status (timed out after ${limit}s)"
         log "end $name: FAILED, exit $status; last lines:"
-        tail -n 15 "$OUT/$file" | tee -a "$OUT/log"
+        { tail -n 15 "$OUT/$file"; echo; } | tee -a "$OUT/log"
         FAILED+=("$name")
     fi
 }
@@ -130,6 +130,10 @@ part memory 60 memory.txt "$PY" benchmarks/bench_budget.py --device "$DEVICE" "$
 part bench_sweep 115 bench_sweep.txt "$PY" benchmarks/bench_sweep.py "${SWEEP_ARGS[@]}"
 part bench_scale_fp32 40 bench_scale_fp32.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" --fp32 "${FP32_ARGS[@]}"
 
+# The tables again on stdout, the most compact last, in case the files do not come back.
+for file in bench_scale.txt bench_scale_fp32.txt bench_sweep.txt bench_lam.txt memory.txt tests.txt; do
+    [[ -f $OUT/$file ]] && { echo "== $file"; tail -n 30 "$OUT/$file" | cut -c1-170; }
+done
 if ((${#FAILED[@]})); then
     log "done in $((SECONDS - START))s; FAILED: ${FAILED[*]}"
     exit 1
