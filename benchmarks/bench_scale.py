@@ -15,6 +15,8 @@ K windows: ``attribute_windows`` with K windows against K calls of ``attribute``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import time
 
 import torch
@@ -40,6 +42,33 @@ def peak_mib(device: torch.device) -> str:
     return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}" if device.type == "cuda" else "-"
 
 
+class _Decisions(logging.Handler):
+    """Keeps what LAM logs (at debug level) about where it computes: a crop, or the full image and why."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("LAM on the "):
+            self.messages.append(message.removeprefix("LAM on the "))
+
+
+@contextlib.contextmanager
+def decisions():
+    """Collect LAM's crop decisions during the block (on a GPU, TF32 rounding can make a crop fail its check)."""
+    logger = logging.getLogger("lam_captum._core._region")
+    handler, level = _Decisions(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def warm_up(lam: LAM, device: torch.device) -> None:
     """One small call of each kind first, so that no figure pays for the first use of a kernel."""
     image = torch.rand(1, 3, 24, 24, device=device)
@@ -63,7 +92,8 @@ def whole_images(models: list[str], sizes: list[tuple[int, int]], steps: int, fl
         for height, width in sizes:
             image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
             window = centre_window(height, width, 4)
-            default_s, _ = seconds(lambda: lam.attribute(image, window, n_steps=steps))
+            with decisions() as computed_on:
+                default_s, _ = seconds(lambda: lam.attribute(image, window, n_steps=steps))
             default_peak = peak_mib(device)
             few = floor_steps.get(height * width, steps)
             full_s, full = seconds(lambda: lam.attribute(image, window, n_steps=few, crop=False))
@@ -73,7 +103,7 @@ def whole_images(models: list[str], sizes: list[tuple[int, int]], steps: int, fl
             per_step = full_s / few
             print(f"{name:<14} {f'{height}x{width}':>9} {default_s:10.1f} {per_step:12.2f} {per_step * steps:17.1f} "
                   f"{per_step * steps / default_s:8.1f}x {difference:15.1e} {default_peak:>17} {full_peak:>14}"
-                  f"   (full measured at {few} steps)",
+                  f"   (full measured at {few} steps; default computed on the {'; '.join(computed_on) or '?'})",
                   flush=True)
 
 
