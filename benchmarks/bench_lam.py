@@ -67,11 +67,15 @@ def floor(model, x: torch.Tensor, window: Window, n_steps: int, rows: int) -> No
 
 
 def peak_memory(function, device: torch.device) -> float:
-    """Peak memory of one call in MiB: CUDA's allocator peak, or the growth of the peak RSS on CPU."""
+    """Peak memory of one call in MiB: CUDA's allocator peak above what was allocated before, or the growth
+    of the peak RSS on CPU."""
     if device.type == "cuda":
+        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
         function()
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set size
     before = _status_kib("VmRSS")
     function()
@@ -97,11 +101,13 @@ def main() -> None:
     x = torch.rand(1, 3, args.size, args.size, device=device)
     window = Window.square(args.size * 2 - 8, args.size * 2 - 8, 16)
     lam = LAM(model)
-    print(f"EDSR-baseline x4 (16x64), LR {args.size}x{args.size}, {args.steps} steps, {device}, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"EDSR-baseline x4 (16x64), LR {args.size}x{args.size}, {args.steps} steps, {device} ({card}), "
+          f"torch {torch.__version__}, median of {args.repeats}")
 
     demo = timed(lambda: demo_loop(model, x, window, args.steps), device, args.repeats)
-    print(f"{'demo loop (batch 1, .backward())':<36} {demo:8.2f} s")
+    demo_memory = peak_memory(lambda: demo_loop(model, x, window, args.steps), device)
+    print(f"{'demo loop (batch 1, .backward())':<36} {demo:8.2f} s, peak {demo_memory:.0f} MiB")
     rows_list = [int(value) for value in args.batch_sizes.split(",")]
     results = []
     for rows in rows_list:
@@ -116,7 +122,9 @@ def main() -> None:
               f"{memory:9.0f}")
     default = default_internal_batch_size(device, args.size, args.size)
     seconds = timed(lambda: lam.attribute(x, window, n_steps=args.steps), device, args.repeats)
-    print(f"default ({default}): {seconds:.2f} s = {seconds / demo:.2f}x the demo loop")
+    memory = peak_memory(lambda: lam.attribute(x, window, n_steps=args.steps), device)
+    print(f"default ({default}): {seconds:.2f} s = {seconds / demo:.2f}x the demo loop "
+          f"({demo / seconds:.1f}x faster), peak {memory:.0f} MiB")
 
 
 if __name__ == "__main__":

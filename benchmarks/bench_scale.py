@@ -15,6 +15,8 @@ K windows: ``attribute_windows`` with K windows against K calls of ``attribute``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import time
 
 import torch
@@ -24,11 +26,47 @@ from lam_captum.models import build_model
 
 
 def seconds(function) -> tuple[float, object]:
+    """Wall time and result of ``function()``, waiting for the GPU's queued work before and after."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     result = function()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - started, result
+
+
+def peak_mib(device: torch.device) -> str:
+    """CUDA's allocator peak since the last :func:`seconds` call, in MiB ("-" on a CPU)."""
+    return f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f}" if device.type == "cuda" else "-"
+
+
+class _Decisions(logging.Handler):
+    """Keeps what LAM logs (at debug level) about where it computes: a crop, or the full image and why."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("LAM on the "):
+            self.messages.append(message.removeprefix("LAM on the "))
+
+
+@contextlib.contextmanager
+def decisions():
+    """Collect LAM's crop decisions during the block (on a GPU, TF32 rounding can make a crop fail its check)."""
+    logger = logging.getLogger("lam_captum._core._region")
+    handler, level = _Decisions(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def warm_up(lam: LAM, device: torch.device) -> None:
@@ -46,7 +84,7 @@ def whole_images(models: list[str], sizes: list[tuple[int, int]], steps: int, fl
                  device: torch.device) -> None:
     print(f"\nWhole images: default call ({steps} steps) vs the full image (crop=False, per step x {steps})")
     print(f"{'model':<14} {'LR HxW':>9} {'default s':>10} {'full s/step':>12} {'full s (x steps)':>17} "
-          f"{'speed-up':>9} {'max diff / max':>15}")
+          f"{'speed-up':>9} {'max diff / max':>15} {'peak MiB default':>17} {'peak MiB full':>14}")
     for name in models:
         model = build_model(name).to(device)
         lam = LAM(model)
@@ -54,14 +92,18 @@ def whole_images(models: list[str], sizes: list[tuple[int, int]], steps: int, fl
         for height, width in sizes:
             image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
             window = centre_window(height, width, 4)
-            default_s, _ = seconds(lambda: lam.attribute(image, window, n_steps=steps))
+            with decisions() as computed_on:
+                default_s, _ = seconds(lambda: lam.attribute(image, window, n_steps=steps))
+            default_peak = peak_mib(device)
             few = floor_steps.get(height * width, steps)
             full_s, full = seconds(lambda: lam.attribute(image, window, n_steps=few, crop=False))
+            full_peak = peak_mib(device)
             cropped = lam.attribute(image, window, n_steps=few)
             difference = float((cropped - full).abs().max() / full.abs().max())
             per_step = full_s / few
             print(f"{name:<14} {f'{height}x{width}':>9} {default_s:10.1f} {per_step:12.2f} {per_step * steps:17.1f} "
-                  f"{per_step * steps / default_s:8.1f}x {difference:15.1e}   (full measured at {few} steps)",
+                  f"{per_step * steps / default_s:8.1f}x {difference:15.1e} {default_peak:>17} {full_peak:>14}"
+                  f"   (full measured at {few} steps; default computed on the {'; '.join(computed_on) or '?'})",
                   flush=True)
 
 
@@ -101,9 +143,15 @@ def main() -> None:
     parser.add_argument("--windows-models", default="default,edsr-baseline")
     parser.add_argument("--skip", choices=["whole", "windows"], default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="on a GPU, full float32 convolutions and matmuls instead of torch's default TF32 "
+                             "convolutions, whose rounding differs between a crop and the full image")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.fp32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     floor_steps = {}
@@ -111,7 +159,9 @@ def main() -> None:
         size, count = entry.split(":")
         height, width = (int(v) for v in size.split("x"))
         floor_steps[height * width] = int(count)
-    print(f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, one run each")
+    card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    tf32 = f", TF32 convolutions {torch.backends.cudnn.allow_tf32}" if device.type == "cuda" else ""
+    print(f"{device} ({card}), torch {torch.__version__}{tf32}, one run each")
     if args.skip != "whole":
         whole_images(args.models.split(","), sizes, args.steps, floor_steps, device)
     if args.skip != "windows":
