@@ -45,6 +45,38 @@ _MAX_WIDENINGS = 2
 # the same sums in another order stays far below, a padding or global effect far above.
 _RELATIVE_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-6}
 _DEFAULT_TOLERANCE = 1e-6
+# On a GPU, float32 convolutions and matrix products may run in TF32 (torch's default for convolutions on
+# Ampere and later GPUs): 10 bits of mantissa, so a crop and the full image, computed by different kernels,
+# agree to about 1e-3 only. And the kernels' rounding (Winograd, FFT) leaves noise of that relative size where
+# the exact gradient is zero, so there the support of a gradient is where it stands out of that noise.
+_TF32_TOLERANCE = 2e-3
+
+
+def relative_tolerance(values: Tensor) -> float:
+    """How closely two computations of ``values`` agree, relative to their largest magnitude: float rounding
+    of the same sums in another order, or TF32's where a GPU may use it."""
+    if values.device.type != "cpu" and values.dtype == torch.float32 and _tf32_allowed():
+        return _TF32_TOLERANCE
+    return _RELATIVE_TOLERANCE.get(values.dtype, _DEFAULT_TOLERANCE)
+
+
+def _tf32_allowed() -> bool:
+    return bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
+
+
+def significant(values: Tensor) -> Tensor:
+    """Where ``values`` are not zero (or not finite): exactly nonzero on a CPU, above the rounding noise of
+    :func:`relative_tolerance` times the largest magnitude on a GPU.
+
+    Example:
+        >>> significant(torch.tensor([0.0, 1e-9, float("nan")])).tolist()
+        [False, True, True]
+    """
+    if values.device.type == "cpu":
+        return values != 0
+    finite = torch.isfinite(values)
+    peak = torch.where(finite, values.abs(), torch.zeros_like(values)).amax()
+    return (values.abs() > relative_tolerance(values) * peak) | ~finite
 
 
 def check_crop(crop: object) -> None:
@@ -90,8 +122,12 @@ class Box:
 
     @classmethod
     def of_support(cls, values: Tensor) -> Box | None:
-        """The bounding box of the nonzero (or non-finite) pixels of ``(..., H, W)`` values; None if all zero."""
-        support = (values != 0).reshape(-1, *values.shape[-2:]).any(dim=0)
+        """The bounding box of the nonzero (or non-finite) pixels of ``(..., H, W)`` values; None if all zero.
+
+        Values are a boolean mask, or numbers whose support is :func:`significant`.
+        """
+        support = (values if values.dtype == torch.bool else significant(values)).reshape(-1, *values.shape[-2:])
+        support = support.any(dim=0)
         rows, cols = support.any(dim=1).nonzero(), support.any(dim=0).nonzero()
         if rows.numel() == 0:
             return None
@@ -193,7 +229,7 @@ class GradientWatch:
     def inspect(self, gradients: Tensor) -> None:
         """Record where ``(..., H, W)`` gradients are nonzero outside the region."""
         self.seen += 1
-        escaped = Box.of_support((gradients != 0) & self.outside.to(gradients.device))
+        escaped = Box.of_support(significant(gradients) & self.outside.to(gradients.device))
         if escaped is not None:
             self.escaped = escaped if self.escaped is None else self.escaped.union(escaped)
 
@@ -396,7 +432,7 @@ def _agrees(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: 
 
 
 def _close(values: Tensor, expected: Tensor) -> bool:
-    tolerance = _RELATIVE_TOLERANCE.get(expected.dtype, _DEFAULT_TOLERANCE) * float(expected.abs().max())
+    tolerance = relative_tolerance(expected) * float(expected.abs().max())
     return bool(((values.detach() - expected).abs() <= tolerance).all())
 
 

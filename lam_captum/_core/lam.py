@@ -14,7 +14,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from lam_captum._core._context import eval_mode, gradient_context, model_placement, owning_module
-from lam_captum._core._memory import warn_if_too_large
+from lam_captum._core._memory import available_memory, estimate_call_memory, warn_if_too_large
 from lam_captum._core._region import CropMode, attribute_in_crops, check_crop
 from lam_captum._core._windows import as_window_list, attribute_windows_in_crop, integrate_windows, window_values
 from lam_captum._core.settings import LAMSettings
@@ -35,10 +35,15 @@ _NO_GRAPH_CAUSES = (
 # default model alike, larger chunks only cost memory (68 MiB per row). On a GPU batching is what fills
 # the device; 50 rows of 64x64 (the whole path) is the budget there.
 _DEFAULT_PIXELS_CPU = 2 * 64 * 64
-_DEFAULT_PIXELS_GPU = 50 * 64 * 64
+# benchmarks/bench_budget.py on an H100: time per step falls until about 200 rows of 64x64 per call (all 50
+# steps of a 128x128 image: 1.2-1.4x faster than 12 rows); the memory that takes is capped below.
+_DEFAULT_PIXELS_GPU = 200 * 64 * 64
+# Share of the GPU's free memory one call may take by the estimate of `_memory.estimate_call_memory`.
+_GPU_MEMORY_SHARE = 0.5
 # attribute_windows: each window beyond the first holds its own input gradients through the batched
-# backward pass; measured (EDSR-baseline, 64x64, 2 rows, CPU) at about 0.4 of one window's whole call.
-_MEMORY_PER_EXTRA_WINDOW = 0.4
+# backward pass; measured (EDSR-baseline, 64x64) at 0.4 (2 rows, CPU) and 0.5 (50 rows, H100) of one
+# window's whole call.
+_MEMORY_PER_EXTRA_WINDOW = 0.5
 
 
 class LAM(GradientAttribution):
@@ -182,12 +187,11 @@ class LAM(GradientAttribution):
         windows = as_windows(window, x.shape[0])
         target = OutputFrame.of(x, frame)
         check_crop(crop)
-        # A clip's row holds all its frames: the pixel budget per call counts them all.
-        frames = x.shape[1] if x.dim() == 5 else 1
-        rows = settings.internal_batch_size or default_internal_batch_size(x.device, frames * x.shape[-2], x.shape[-1])
         detector = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
             x = x.detach().clone()
+            # A clip's row holds all its frames: the budget per call counts them all.
+            rows = settings.internal_batch_size or _default_rows(self.forward_func, x)
             if crop and x.dim() == 4:
                 # Finding the region takes one pass of a whole image; each crop then runs through attribute()
                 # again, which warns about its own memory.
@@ -297,8 +301,7 @@ class LAM(GradientAttribution):
 
         def integrate(forward_func: Callable[[Tensor], Tensor], image: Tensor, windows: list[Window],
                       inspect: Callable[[Tensor], None] | None) -> Tensor:
-            rows = settings.internal_batch_size or default_internal_batch_size(image.device, *image.shape[-2:],
-                                                                               windows=len(windows))
+            rows = settings.internal_batch_size or _default_rows(forward_func, image, len(windows))
             cleaner = _GradientHealth(len(windows))
             with _progress_bar(settings.n_steps, show_progress, image.shape) as progress:
                 attribution = integrate_windows(forward_func, image, windows, settings.resolved_detector(),
@@ -589,21 +592,44 @@ def _naming_dtype_errors(forward_func: Callable, dtype: torch.dtype) -> Iterator
                         f"unset to compute in {model_dtype}, or convert the model ({error})") from error
 
 
-def default_internal_batch_size(device: torch.device, height: int, width: int, windows: int = 1) -> int:
+def default_internal_batch_size(
+    device: torch.device, height: int, width: int, windows: int = 1, *, step_bytes: int | None = None,
+    free_bytes: int | None = None,
+) -> int:
     """Path steps per model call when ``internal_batch_size`` is not given, for ``height x width`` inputs and
-    ``windows`` windows integrated together (their gradients share the memory budget).
+    ``windows`` windows integrated together (their gradients share the budget).
+
+    On a CPU a budget of LR pixels per call (the fastest there); on a GPU a larger one, capped so that the
+    call's estimated memory (``step_bytes`` per path step for one window) stays within half of ``free_bytes``.
 
     Example:
         >>> default_internal_batch_size(torch.device("cpu"), 64, 64)
         2
         >>> default_internal_batch_size(torch.device("cuda"), 128, 128)
-        12
+        50
+        >>> default_internal_batch_size(torch.device("cuda"), 128, 128, step_bytes=360 << 20, free_bytes=8 << 30)
+        11
         >>> default_internal_batch_size(torch.device("cuda"), 64, 64, windows=16)
-        7
+        23
     """
     budget = _DEFAULT_PIXELS_CPU if device.type == "cpu" else _DEFAULT_PIXELS_GPU
-    footprint = height * width * (1 + _MEMORY_PER_EXTRA_WINDOW * (windows - 1))
-    return max(1, int(budget // footprint))
+    share = 1 + _MEMORY_PER_EXTRA_WINDOW * (windows - 1)
+    rows = max(1, int(budget // (height * width * share)))
+    if device.type != "cpu" and step_bytes and free_bytes:
+        rows = min(rows, max(1, int(_GPU_MEMORY_SHARE * free_bytes // (step_bytes * share))))
+    return rows
+
+
+def _default_rows(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, windows: int = 1) -> int:
+    """:func:`default_internal_batch_size` for one image (or clip) of ``inputs``, with the memory it needs
+    estimated on a GPU. Call it where gradients are on."""
+    frames = inputs.shape[1] if inputs.dim() == 5 else 1
+    height, width = frames * inputs.shape[-2], inputs.shape[-1]
+    if inputs.device.type == "cpu":
+        return default_internal_batch_size(inputs.device, height, width, windows)
+    return default_internal_batch_size(inputs.device, height, width, windows,
+                                       step_bytes=estimate_call_memory(forward_func, inputs[:1], 1),
+                                       free_bytes=available_memory(inputs.device))
 
 
 def _progress_bar(total: int, show: bool, shape: torch.Size):
