@@ -70,7 +70,8 @@ class LAMMonitor(Callback):
       settings as text (``lam/settings``), and at the end of the first validation of fitting (the sanity
       check, if there is one: the first moment the names of the validation metrics are known) a
       custom-scalars layout, a section "LAM" with the DI of every probe in one chart and the validation metrics
-      the LightningModule logs in the chart next to it.
+      the LightningModule logs in the chart next to it, and for each clip probe a chart of its temporal profile,
+      one line per frame.
 
     It runs in epochs 0, ``every_n_epochs``, ``2 * every_n_epochs``... of fitting and in every
     ``trainer.validate()``, never during the sanity check, at most once per global step, and only on global
@@ -412,7 +413,9 @@ class LAMMonitor(Callback):
         monitors = [callback for callback in trainer.callbacks if isinstance(callback, LAMMonitor)]
         sections = {monitor._section_title(): [f"{monitor.name}/{probe.name}/di" for probe in monitor.probes]
                     for monitor in monitors}
-        layout = custom_scalars_layout(sections, validation_metrics)
+        profiles = {monitor._section_title(): {probe.name: f"{monitor.name}/{probe.name}/profile"
+                                               for probe in monitor.probes if probe.is_clip} for monitor in monitors}
+        layout = custom_scalars_layout(sections, validation_metrics, profiles)
         for logger in tensorboards(trainer):
             with self._isolated(trainer, f"could not write the custom-scalars layout to {type(logger).__name__}"):
                 logger.experiment.add_custom_scalars(layout)

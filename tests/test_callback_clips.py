@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch import LightningModule
+from tensorboard.plugins.custom_scalar import layout_pb2
 from test_callback import LAM_ARGUMENTS, LOGGED_STEPS, read_events, steps, trainer
 from test_callback_resilience import cli_config, run_cli
 from torch import nn
@@ -140,6 +142,17 @@ def test_clip_to_clip_probes_log_the_numbers_of_explain_clip(tmp_path: Path, fra
     strip = events.Images("lam/tensor/strip")[-1]
     assert strip.width > 2 * strip.height, "one panel per frame, side by side"
     assert steps(events, "lam/image/map") == LOGGED_STEPS
+    assert profile_charts(events) == {name: [f"lam/{name}/profile/{index}" for index in range(FRAMES)]
+                                      for name in ("tensor", "tensor_corner", "folder")}
+
+
+def profile_charts(events) -> dict[str, list[str]]:
+    """Per temporal-profile chart of the custom-scalars layout, its probe and the scalar tags it draws."""
+    (layout_event,) = events.Tensors("custom_scalars__config__")
+    (section,) = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0]).category
+    return {chart.title.removeprefix("temporal profile of "): sorted(
+        tag for tag in events.Tags()["scalars"] if any(re.fullmatch(regex, tag) for regex in chart.multiline.tag))
+        for chart in section.chart if chart.title.startswith("temporal profile of ")}
 
 
 def test_settings_text_shows_each_clip_probe_its_frames_and_frame(tmp_path: Path, frame_folder: Path) -> None:
