@@ -268,15 +268,20 @@ def test_clip_probe_rejects_bad_arguments(arguments: dict[str, object], error: t
         Probe(**{"image": torch.rand(3, 8, 8), "window": (0, 0, 4), "name": "p", **arguments})
 
 
-def test_folder_probe_rejects_frames_of_two_sizes_an_empty_folder_and_a_frame_outside(tmp_path: Path) -> None:
+def test_folder_probe_rejects_mixed_frames_an_empty_folder_and_a_frame_outside(tmp_path: Path) -> None:
     mixed = write_frames(tmp_path / "mixed", [(16, 16), (18, 16), (16, 16)])
-    with pytest.raises(ValueError, match=rf"the frames of `image` '{mixed}' must all have one size, got "
-                                         r"16x16 \(frame_0.png\), 18x16 \(frame_1.png\)"):
+    with pytest.raises(ValueError, match=rf"the frames of `image` '{re.escape(str(mixed))}' must all have one size, "
+                                         r"got 16x16 \(frame_0.png\), 18x16 \(frame_1.png\)"):
         Probe(mixed, WINDOW, "p", scale=SCALE)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ValueError, match=rf"`image` '{empty}' holds no image file"):
+    with pytest.raises(ValueError, match=rf"`image` '{re.escape(str(empty))}' holds no image file"):
         Probe(empty, WINDOW, "p")
+    grayscale = write_frames(tmp_path / "grayscale", [(16, 16)] * 2)
+    save_png(torch.rand(1, 16, 16), grayscale / "frame_1.png")
+    with pytest.raises(ValueError, match=rf"the LR frames of `image` '{re.escape(str(grayscale))}' must have one "
+                                         r"shape, got \[\(1, 8, 8\), \(3, 8, 8\)\]"):
+        Probe(grayscale, WINDOW, "p", scale=SCALE).load()
     folder = write_frames(tmp_path / "two", [(16, 16)] * 2)
     with pytest.raises(ValueError, match=r"`frame` must be an integer from 0 to 1 for the 2 frames of probe 'p', "
                                          r"got 2"):
