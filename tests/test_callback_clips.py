@@ -211,9 +211,9 @@ def test_broken_clip_probe_warns_and_training_finishes(tmp_path: Path) -> None:
 
 
 def test_twelve_frames_give_zero_padded_tags_in_frame_order() -> None:
-    monitor = LAMMonitor(Probe(torch.rand(12, 3, 8, 8), WINDOW, "long"), n_steps=1)
+    monitor = LAMMonitor(Probe(torch.rand(12, 3, 8, 8), WINDOW, "long"), **LAM_ARGUMENTS)
     model = TinyRecurrentVSR()
-    result = explain_clip(model, monitor.probes[0].image, WINDOW, n_steps=1)
+    result = explain_clip(model, monitor.probes[0].image, WINDOW, **LAM_ARGUMENTS)
     tags = list(monitor._scalars(monitor.probes[0], result))
     assert tags[4:] == [f"lam/long/frame_di/{index:02d}" for index in range(12)] + [
         f"lam/long/profile/{index:02d}" for index in range(12)]
