@@ -25,38 +25,53 @@ from lam_captum.callbacks._probe import NAME_PATTERN, Probe
 from lam_captum.erf import dataset_erf, erf_area_ratios
 from lam_captum.explain import LAMResult, explain, explain_windows, settings_with
 from lam_captum.imageio import save_png
+from lam_captum.video import ClipResult, explain_clip
 
 PictureName = Literal["map", "heat_blend", "kde_blend", "zoom", "signed", "sr", "window", "figure"]
 PICTURE_NAMES: tuple[str, ...] = PictureName.__args__
 DEFAULT_PICTURES: tuple[str, ...] = ("map", "heat_blend", "kde_blend", "zoom", "sr", "window")
+# A clip probe's pictures (ClipResult's), logged whenever `images` is not empty; "window" as for an image.
+CLIP_PICTURES: tuple[str, ...] = ("strip", "profile")
 
 # Three rows of four maps still read in a TensorBoard card; epochs in between are left out.
 _EVOLUTION_PANELS = 12
 DEFAULT_NAME = "lam"
 
 
-
 class LAMMonitor(Callback):
     r"""Log the Local Attribution Maps of fixed probes at the end of validation epochs.
 
-    For every :class:`Probe` it runs :func:`lam_captum.explain.explain` on the LightningModule's current
-    weights, so each logged number equals a standalone run. The LightningModule's ``forward`` must map
-    ``(N, C, H, W)`` LR images to ``(N, C, sH, sW)`` SR images. Logged at the step Lightning logs
-    validation metrics at, so that DI lines up with the validation loss (``lam`` is the default ``name``):
+    For every :class:`Probe` it runs :func:`lam_captum.explain.explain` (an image probe) or
+    :func:`lam_captum.video.explain_clip` (a clip probe) on the LightningModule's current weights, so each
+    logged number equals a standalone run. The LightningModule's ``forward`` must map ``(N, C, H, W)`` LR
+    images to ``(N, C, sH, sW)`` SR images, or for clip probes ``(N, T, C, H, W)`` LR clips to clips
+    ``(N, T, C, sH, sW)`` (BasicVSR style) or to one frame ``(N, C, sH, sW)`` (EDVR style). Logged at the
+    step Lightning logs validation metrics at, so that DI lines up with the validation loss (``lam`` is the
+    default ``name``):
 
     - to every logger: the scalars ``lam/<probe>/di``, ``lam/<probe>/gini``, ``lam/<probe>/negative_share``
       (the share of the map from pixels whose attribution is negative), ``lam/<probe>/delta`` (the
-      convergence delta) and ``lam/seconds``, the time the callback took;
+      convergence delta) and ``lam/seconds``, the time the callback took. For a clip probe these are the
+      whole clip's, and per input frame ``t`` there are also ``lam/<probe>/frame_di/<t>`` (the frame's DI)
+      and ``lam/<probe>/profile/<t>`` (its share of the clip's attribution, the temporal profile); ``t``
+      is zero-padded to the digits of the last frame (``frame_di/00`` ... ``frame_di/11`` for 12 frames),
+      so the tags sort in frame order in every logger;
     - to every logger that takes pictures, through its own API (TensorBoard's ``add_image``, W&B's
       ``log_image``, or the ``log_image(key, images, step=...)`` of any other logger): the pictures chosen by
       ``images`` as ``lam/<probe>/<picture>``, and at the end of fitting ``lam/<probe>/evolution``, the maps of
       the logged epochs (at most 12, evenly spread) in rows of four, each with its epoch and DI. ``window`` is
-      logged once, drawn on the HR image of a path probe or else on the bicubic-upscaled LR input;
+      logged once, drawn on the HR image of a path probe or else on the bicubic-upscaled LR input. A clip
+      probe has pictures of its own (:data:`lam_captum.video.CLIP_PICTURE_NAMES`): whenever ``images`` is not
+      empty it logs ``lam/<probe>/strip`` (every frame's heat blend, the window on its frame) and
+      ``lam/<probe>/profile`` (the temporal profile as bars), and once ``lam/<probe>/window`` (on the HR
+      frame, else on the SR output frame) if ``images`` holds ``"window"``; the other names of ``images``
+      are an image's pictures. Its evolution shows the clip's frames side by side;
     - to every :class:`~lightning.pytorch.loggers.TensorBoardLogger`: at fit start, the probes and the LAM
       settings as text (``lam/settings``), and at the end of the first validation of fitting (the sanity
       check, if there is one: the first moment the names of the validation metrics are known) a
       custom-scalars layout, a section "LAM" with the DI of every probe in one chart and the validation metrics
-      the LightningModule logs in the chart next to it.
+      the LightningModule logs in the chart next to it, and for each clip probe a chart of its temporal profile,
+      one line per frame.
 
     It runs in epochs 0, ``every_n_epochs``, ``2 * every_n_epochs``... of fitting and in every
     ``trainer.validate()``, never during the sanity check, at most once per global step, and only on global
@@ -76,15 +91,17 @@ class LAMMonitor(Callback):
         images: Pictures to log, from ``"map"`` (heat map), ``"heat_blend"``, ``"kde_blend"``, ``"zoom"``
             (the map and the blend cropped to where 99% of the attribution is, upscaled), ``"signed"`` (the
             signed attribution), ``"sr"``, ``"window"``, ``"figure"`` (the demo's panels with a zoom and a
-            colour bar); empty for scalars only.
+            colour bar); empty for scalars only. Clip probes log their own pictures whenever it is not
+            empty (see above).
         alpha: Weight of the LR image in the blends.
         save_dir: Also write the pictures as PNG files, ``save_dir/<probe>/epoch<E>_step<S>/<picture>.png``
             and ``save_dir/<probe>/evolution.png`` (``save_dir/<name>/<probe>/...`` for a ``name`` other than
             ``lam``): the way to keep them when no logger can take images.
         name: The first part of every tag and the key of the monitor's state in checkpoints. Two monitors in
             one Trainer need two names (Lightning refuses two with the same ``state_key``).
-        erf: Also log the network's effective receptive field over the probes' LR images (resized to 120x120
-            with nearest interpolation, as the published ERFs are; or to a given ``(height, width)``): the
+        erf: Also log the network's effective receptive field over the image probes' LR images (clip probes
+            take no part; at least one image probe is needed), resized to 120x120 with nearest
+            interpolation, as the published ERFs are, or to a given ``(height, width)``: the
             scalars ``lam/erf/area_{20,30,50,99}`` (RepLKNet's area ratios) and the picture ``lam/erf``, to
             watch how far the network looks while it learns.
         **setting_values: Fields of :class:`~lam_captum.LAMSettings` (``n_steps=25``, ...) that replace
@@ -93,8 +110,10 @@ class LAMMonitor(Callback):
     Attributes:
         history: Per probe name, one dict per run with ``epoch``, ``step`` (the global step), ``di``,
             ``gini``, ``negative_share``, ``delta``, ``seconds`` (LAM's own time) and ``map`` (nested lists of
-            ints 0-255, one per LR pixel). Saved in checkpoints in plain types, so a resumed run continues it; resumed with
-            another probe list, it keeps the history of the probes still there and warns about the others.
+            ints 0-255, one per LR pixel; for a clip, its frames' maps side by side, ``H`` rows of ``T * W``), and
+            for a clip probe also ``frame_di`` and ``profile``, lists of one float per frame. Saved in checkpoints
+            in plain types, so a resumed run continues it; resumed with another probe list, it keeps the history
+            of the probes still there and warns about the others.
 
     Raises:
         TypeError: If ``probes`` holds something other than :class:`Probe`, or ``kernel_size`` is not an int.
@@ -131,7 +150,7 @@ class LAMMonitor(Callback):
         self.alpha = pictures.check_alpha(alpha)
         self.save_dir = _check_save_dir(save_dir)
         self.name = _check_name(name)
-        self.erf_size = _check_erf(erf)
+        self.erf_size = _check_erf(erf, self.probes)
         self.history: dict[str, list[dict[str, Any]]] = {probe.name: [] for probe in self.probes}
         self._last_step: int | None = None
         self._warned_no_image_logger = False
@@ -233,8 +252,10 @@ class LAMMonitor(Callback):
     def _log_erf(self, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer, draw: bool
                  ) -> dict[str, float]:
         """The network's ERF over the probes' LR images: RepLKNet's area ratios as scalars, and its picture."""
-        with self._isolated(trainer, f"skipped the ERF of probes {[probe.name for probe in self.probes]}"):
-            erf = dataset_erf(forward, [probe.load()[0] for probe in self.probes], size=self.erf_size, device=device)
+        # The ERF is an image model's: clip probes do not take part.
+        image_probes = [probe for probe in self.probes if not probe.is_clip]
+        with self._isolated(trainer, f"skipped the ERF of probes {[probe.name for probe in image_probes]}"):
+            erf = dataset_erf(forward, [probe.load()[0] for probe in image_probes], size=self.erf_size, device=device)
             ratios = {f"{self.name}/erf/area_{round(share * 100)}": area.ratio
                       for share, area in erf_area_ratios(erf).items()}
             if draw:
@@ -248,9 +269,9 @@ class LAMMonitor(Callback):
 
     def _explain_all(
         self, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer
-    ) -> dict[str, LAMResult | None]:
+    ) -> dict[str, LAMResult | ClipResult | None]:
         """Every probe's result (None where it failed); probes on one image share the path's forward passes."""
-        results: dict[str, LAMResult | None] = {}
+        results: dict[str, LAMResult | ClipResult | None] = {}
         for group in _same_image_groups(self.probes):
             shared = self._explain_together(group, forward, device) if len(group) > 1 else None
             if shared is not None:
@@ -273,14 +294,17 @@ class LAMMonitor(Callback):
 
     def _explain(
         self, probe: Probe, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer
-    ) -> LAMResult | None:
+    ) -> LAMResult | ClipResult | None:
         with self._isolated(trainer, f"skipped probe {probe.name!r}"):
             lr, hr = probe.load()
+            if probe.is_clip:
+                return explain_clip(forward, lr, probe.window, self.settings, frame=probe.frame, hr=hr,
+                                    alpha=self.alpha, device=device)
             return explain(forward, lr, probe.window, self.settings, hr=hr, alpha=self.alpha, device=device)
         return None
 
-    def _record(self, probe: Probe, result: LAMResult, trainer: pl.Trainer) -> None:
-        self.history.setdefault(probe.name, []).append({
+    def _record(self, probe: Probe, result: LAMResult | ClipResult, trainer: pl.Trainer) -> None:
+        entry = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
             "di": result.di,
@@ -289,13 +313,21 @@ class LAMMonitor(Callback):
             "delta": result.delta,
             "seconds": result.seconds,
             # Quantised to 0-255: the evolution picture needs no more, and checkpoints stay small.
-            "map": (result.map * 255).round().to(torch.uint8).tolist(),
-        })
+            "map": (_flat_map(result) * 255).round().to(torch.uint8).tolist(),
+        }
+        if isinstance(result, ClipResult):
+            entry["frame_di"] = result.frame_di.tolist()
+            entry["profile"] = result.profile.tolist()
+        self.history.setdefault(probe.name, []).append(entry)
 
-    def _scalars(self, probe: Probe, result: LAMResult) -> dict[str, float]:
+    def _scalars(self, probe: Probe, result: LAMResult | ClipResult) -> dict[str, float]:
         prefix = f"{self.name}/{probe.name}"
-        return {f"{prefix}/di": result.di, f"{prefix}/gini": result.gini, f"{prefix}/delta": result.delta,
-                f"{prefix}/negative_share": result.negative_share}
+        scalars = {f"{prefix}/di": result.di, f"{prefix}/gini": result.gini, f"{prefix}/delta": result.delta,
+                   f"{prefix}/negative_share": result.negative_share}
+        if isinstance(result, ClipResult):
+            scalars.update(_per_frame(f"{prefix}/frame_di", result.frame_di))
+            scalars.update(_per_frame(f"{prefix}/profile", result.profile))
+        return scalars
 
     def _log_metrics(self, metrics: dict[str, float], trainer: pl.Trainer) -> None:
         probe_names = [probe.name for probe in self.probes]
@@ -306,13 +338,19 @@ class LAMMonitor(Callback):
                 # Writes the CSV and flushes TensorBoard's writer, so the results show while training runs.
                 logger.save()
 
-    def _log_pictures(self, probe: Probe, result: LAMResult, trainer: pl.Trainer) -> None:
+    def _log_pictures(self, probe: Probe, result: LAMResult | ClipResult, trainer: pl.Trainer) -> None:
         first_time = len(self.history[probe.name]) == 1
-        names = [name for name in self.images if name != "window" or first_time]
+        names = [name for name in self._picture_names(probe) if name != "window" or first_time]
         with self._isolated(trainer, f"could not draw the pictures of probe {probe.name!r}"):
             # The callback's "map" is the result's heat-map picture; its tag keeps the issue's name.
             drawn = {name: result.picture("heat" if name == "map" else name) for name in names}
             self._publish(probe, drawn, trainer, f"epoch{trainer.current_epoch:03d}_step{trainer.global_step:06d}")
+
+    def _picture_names(self, probe: Probe) -> tuple[str, ...]:
+        """The pictures of ``probe``: those of ``images`` for an image, the clip pictures for a clip."""
+        if not probe.is_clip:
+            return self.images
+        return (*CLIP_PICTURES, *(("window",) if "window" in self.images else ()))
 
     def _log_evolution(self, trainer: pl.Trainer) -> None:
         for probe in self.probes:
@@ -342,7 +380,10 @@ class LAMMonitor(Callback):
                 save_png(picture, self._picture_folder() / probe.name / folder / f"{name}.png")
 
     def _write_settings_text(self, trainer: pl.Trainer) -> None:
-        probes = [{"probe": probe.name, **_identity(probe), "scale": probe.scale} for probe in self.probes]
+        # A frame column only where there are clips, with "-" for the images beside them.
+        columns = ["probe", "image", "window", *(["frame"] if any(p.is_clip for p in self.probes) else []), "scale"]
+        rows = [{"probe": probe.name, **_identity(probe), "scale": probe.scale} for probe in self.probes]
+        probes = [{column: row.get(column, "-") for column in columns} for row in rows]
         monitor = {"every_n_epochs": self.every_n_epochs, "images": ", ".join(self.images) or "none",
                    "alpha": self.alpha, "save_dir": self.save_dir}
         text = "\n\n".join([markdown_table(probes), markdown_table([self.settings.to_dict()]),
@@ -372,7 +413,9 @@ class LAMMonitor(Callback):
         monitors = [callback for callback in trainer.callbacks if isinstance(callback, LAMMonitor)]
         sections = {monitor._section_title(): [f"{monitor.name}/{probe.name}/di" for probe in monitor.probes]
                     for monitor in monitors}
-        layout = custom_scalars_layout(sections, validation_metrics)
+        profiles = {monitor._section_title(): {probe.name: f"{monitor.name}/{probe.name}/profile"
+                                               for probe in monitor.probes if probe.is_clip} for monitor in monitors}
+        layout = custom_scalars_layout(sections, validation_metrics, profiles)
         for logger in tensorboards(trainer):
             with self._isolated(trainer, f"could not write the custom-scalars layout to {type(logger).__name__}"):
                 logger.experiment.add_custom_scalars(layout)
@@ -423,10 +466,12 @@ def _logging_step(trainer: pl.Trainer) -> int:
 
 
 def _same_image_groups(probes: Sequence[Probe]) -> list[list[Probe]]:
-    """The probes in groups that explain the same LR image (the same file at the same scale, or equal tensors)."""
+    """The probes in groups that explain the same LR image (the same file at the same scale, or equal tensors);
+    a clip probe is a group of its own, since the shared run (``explain_windows``) takes images only."""
     groups: list[list[Probe]] = []
     for probe in probes:
-        group = next((group for group in groups if _same_image(group[0], probe)), None)
+        group = None if probe.is_clip else next(
+            (group for group in groups if not group[0].is_clip and _same_image(group[0], probe)), None)
         if group is None:
             groups.append([probe])
         else:
@@ -454,13 +499,35 @@ def _uncompiled_forward(pl_module: pl.LightningModule) -> Callable[[Tensor], Ten
 def _identity(probe: Probe) -> dict[str, str]:
     """What makes a probe's history its own beyond its name, in plain strings for checkpoints and text.
 
-    A path probe is known by its path, a tensor probe by its shape only: its values may differ in the last
-    bit between a run and its resumption (a crop recomputed on another device) and still be the same probe.
+    A path probe is known by its path (a folder of frames with their count), a tensor probe by its shape
+    only: its values may differ in the last bit between a run and its resumption (a crop recomputed on
+    another device) and still be the same probe. A clip probe is also known by its output frame; an image
+    probe has no ``frame`` key, so that histories saved before clips existed still match.
     """
     window = probe.window
     image = probe.image
-    source = str(image) if not isinstance(image, Tensor) else f"tensor {'x'.join(map(str, image.shape))}"
-    return {"image": source, "window": f"({window.top}, {window.left}, {window.height}, {window.width})"}
+    if isinstance(image, Tensor):
+        source = f"tensor {'x'.join(map(str, image.shape))}"
+    else:
+        source = f"{image} ({probe.frames} frames)" if probe.is_clip else str(image)
+    identity = {"image": source, "window": f"({window.top}, {window.left}, {window.height}, {window.width})"}
+    if probe.is_clip:
+        identity["frame"] = str(probe.output_frame)
+    return identity
+
+
+def _flat_map(result: LAMResult | ClipResult) -> Tensor:
+    """The map of an image, or a clip's per-frame maps side by side ``(H, T * W)``: one picture either way."""
+    if isinstance(result, ClipResult):
+        return result.maps.permute(1, 0, 2).flatten(1)
+    return result.map
+
+
+def _per_frame(prefix: str, values: Tensor) -> dict[str, float]:
+    """One scalar per frame, ``<prefix>/<t>``; ``t`` is zero-padded (``07`` in a clip of 12) so that the tags
+    sort in frame order wherever a logger sorts them as text (CSV columns, W&B panels)."""
+    digits = len(str(len(values) - 1))
+    return {f"{prefix}/{index:0{digits}d}": float(value) for index, value in enumerate(values)}
 
 
 def _evenly_spaced(entries: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -489,8 +556,16 @@ def _check_probes(probes: Probe | Sequence[Probe]) -> list[Probe]:
     return list(probes)
 
 
-def _check_erf(erf: bool | tuple[int, int]) -> tuple[int, int] | None:
+def _check_erf(erf: bool | tuple[int, int], probes: Sequence[Probe]) -> tuple[int, int] | None:
     """None for no ERF; ``True`` means the published size, 120x120."""
+    size = _erf_size(erf)
+    if size is not None and all(probe.is_clip for probe in probes):
+        raise ValueError(f"`erf`={erf!r} needs at least one image probe: the ERF is taken over the LR images of "
+                         f"the image probes, and probes {[probe.name for probe in probes]} are all clips")
+    return size
+
+
+def _erf_size(erf: bool | tuple[int, int]) -> tuple[int, int] | None:
     if erf is True:
         return (120, 120)
     if erf is False or erf is None:

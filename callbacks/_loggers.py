@@ -51,12 +51,19 @@ def add_images(logger: Logger, pictures: Mapping[str, np.ndarray], step: int) ->
             logger.log_image(key=tag, images=[picture], step=step)
 
 
-def custom_scalars_layout(sections: Mapping[str, Sequence[str]], validation_metrics: Sequence[str]) -> dict[str, Any]:
-    """A TensorBoard custom-scalars layout: per section, one chart of every DI tag and one of the validation metrics.
+def custom_scalars_layout(
+    sections: Mapping[str, Sequence[str]],
+    validation_metrics: Sequence[str],
+    profiles: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A TensorBoard custom-scalars layout: per section, one chart of every DI tag and one of the validation metrics,
+    and one chart per clip probe with the temporal profile, a line per frame.
 
     Args:
         sections: Per section title, the exact DI tags to draw together.
         validation_metrics: The metric names the LightningModule logs in validation (none: no such chart).
+        profiles: Per section title, the clip probes' names and the prefix of their per-frame profile tags
+            (``{"clip": "lam/clip/profile"}`` for the tags ``lam/clip/profile/<t>``).
 
     Returns:
         The layout as ``SummaryWriter.add_custom_scalars`` takes it; tags become anchored regular expressions,
@@ -66,12 +73,17 @@ def custom_scalars_layout(sections: Mapping[str, Sequence[str]], validation_metr
         >>> layout = custom_scalars_layout({"LAM": ["lam/a/di"]}, ["val_loss"])
         >>> layout["LAM"]["DI of every probe"], layout["LAM"]["validation metrics"]
         (['Multiline', ['^lam/a/di$']], ['Multiline', ['^val_loss$']])
+        >>> layout = custom_scalars_layout({"LAM": []}, [], {"LAM": {"c": "lam/c/profile"}})
+        >>> print(*layout["LAM"]["temporal profile of c"][1])
+        ^lam/c/profile/\\d+$
     """
     layout = {}
     for title, di_tags in sections.items():
         charts = {"DI of every probe": ["Multiline", [_exact(tag) for tag in di_tags]]}
         if validation_metrics:
             charts["validation metrics"] = ["Multiline", [_exact(name) for name in validation_metrics]]
+        for probe, prefix in (profiles or {}).get(title, {}).items():
+            charts[f"temporal profile of {probe}"] = ["Multiline", [rf"^{re.escape(prefix)}/\d+$"]]
         layout[title] = charts
     return layout
 
