@@ -94,7 +94,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-sizes", default="1,4,8,16,50", help="internal_batch_size values to measure")
+    parser.add_argument("--fp32", action="store_true", help="TF32 off for the demo loop and the floor too, as "
+                        "LAM turns it off on a GPU: every side computes the same numbers")
     args = parser.parse_args()
+    if args.fp32:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = build_model("edsr-baseline", scale=4).to(device).eval()
@@ -107,7 +111,8 @@ def main() -> None:
 
     demo = timed(lambda: demo_loop(model, x, window, args.steps), device, args.repeats)
     demo_memory = peak_memory(lambda: demo_loop(model, x, window, args.steps), device)
-    print(f"{'demo loop (batch 1, .backward())':<36} {demo:8.2f} s, peak {demo_memory:.0f} MiB")
+    print(f"{'demo loop (batch 1, .backward())':<36} {demo:8.3f} s, peak {demo_memory:.0f} MiB, TF32 convolutions "
+          f"{torch.backends.cudnn.allow_tf32} outside LAM")
     rows_list = [int(value) for value in args.batch_sizes.split(",")]
     results = []
     for rows in rows_list:
@@ -118,7 +123,7 @@ def main() -> None:
         results.append((rows, seconds, floor_seconds, memory))
     print(f"{'internal_batch_size':>20} {'LAM s':>8} {'floor s':>8} {'LAM/demo':>9} {'LAM/floor':>10} {'peak MiB':>9}")
     for rows, seconds, floor_seconds, memory in results:
-        print(f"{rows:>20} {seconds:8.2f} {floor_seconds:8.2f} {seconds / demo:9.2f} {seconds / floor_seconds:10.2f} "
+        print(f"{rows:>20} {seconds:8.3f} {floor_seconds:8.3f} {seconds / demo:9.2f} {seconds / floor_seconds:10.2f} "
               f"{memory:9.0f}")
     default = default_internal_batch_size(device, args.size, args.size)
     seconds = timed(lambda: lam.attribute(x, window, n_steps=args.steps), device, args.repeats)

@@ -292,6 +292,32 @@ def test_gpu_result_equals_cpu_result_and_stays_on_the_gpu(photo_lr):
     torch.testing.assert_close(delta.cpu(), expected_delta, rtol=1e-4, atol=1e-5)
 
 
+def test_tf32_is_off_while_lam_runs_and_given_back_after():
+    from lam_captum._core._context import _full_float32
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        with _full_float32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_crop_equals_the_full_image_in_full_float32_with_tf32_on_outside(photo_lr):
+    model = tiny_sr().cuda()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.backends.cudnn.allow_tf32))
+    image = torch.nn.functional.interpolate(photo_lr, scale_factor=4, mode="bicubic").cuda()
+    torch.backends.cudnn.allow_tf32 = True
+    cropped = LAM(model).attribute(image, (200, 200, 16), n_steps=6)
+    full = LAM(model).attribute(image, (200, 200, 16), n_steps=6, crop=False)
+    assert torch.backends.cudnn.allow_tf32 and seen and not any(seen)
+    assert float((cropped - full).abs().max()) <= 1e-5 * float(full.abs().max())
+
+
 def test_inputs_and_model_on_different_devices_is_a_clear_error(photo_lr):
     with pytest.raises(ValueError, match=r"`inputs` are on cpu but the model is on meta"):
         LAM(tiny_sr().to("meta")).attribute(photo_lr, (8, 8, 16), n_steps=2)

@@ -103,15 +103,30 @@ def eval_mode(module: nn.Module | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def gradient_context(forward_func: Callable, device: torch.device) -> Iterator[None]:
-    """Gradients on, inference mode and autocast off, the model in eval mode.
+    """Gradients on, inference mode, autocast and TF32 off, the model in eval mode.
 
     Lightning validates under ``no_grad`` and ``trainer.validate()`` under ``inference_mode``; mixed
-    precision wraps the loop in autocast. LAM needs input gradients in full precision in all of them.
+    precision wraps the loop in autocast. LAM needs input gradients in full precision in all of them: on a
+    GPU torch runs float32 convolutions in TF32 by default (10 bits of mantissa), which moves the numbers by
+    about 1e-3 of their maximum and makes a crop disagree with the full image by as much.
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
         if device.type in ("cpu", "cuda", "xpu", "mps"):
             stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
+        if device.type == "cuda":
+            stack.enter_context(_full_float32())
         stack.enter_context(eval_mode(owning_module(forward_func)))
         yield
+
+
+@contextlib.contextmanager
+def _full_float32() -> Iterator[None]:
+    """TF32 off for convolutions and matrix products, given back as it was."""
+    convolutions, products = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = convolutions, products

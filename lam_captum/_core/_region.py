@@ -45,23 +45,15 @@ _MAX_WIDENINGS = 2
 # the same sums in another order stays far below, a padding or global effect far above.
 _RELATIVE_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-6}
 _DEFAULT_TOLERANCE = 1e-6
-# On a GPU, float32 convolutions and matrix products may run in TF32 (torch's default for convolutions on
-# Ampere and later GPUs): 10 bits of mantissa, so a crop and the full image, computed by different kernels,
-# agree to about 1e-3 only. And the kernels' rounding (Winograd, FFT) leaves noise of that relative size where
-# the exact gradient is zero, so there the support of a gradient is where it stands out of that noise.
-_TF32_TOLERANCE = 2e-3
+# On a GPU the convolution kernels' rounding (Winograd, FFT) leaves noise where the exact gradient is zero:
+# there the support of a gradient is where it stands out of that noise. (LAM turns TF32 off on GPUs, see
+# `gradient_context`: in TF32 a crop and the full image agree to about 1e-3 of the maximum only.)
 
 
 def relative_tolerance(values: Tensor) -> float:
     """How closely two computations of ``values`` agree, relative to their largest magnitude: float rounding
-    of the same sums in another order, or TF32's where a GPU may use it."""
-    if values.device.type != "cpu" and values.dtype == torch.float32 and _tf32_allowed():
-        return _TF32_TOLERANCE
+    of the same sums in another order."""
     return _RELATIVE_TOLERANCE.get(values.dtype, _DEFAULT_TOLERANCE)
-
-
-def _tf32_allowed() -> bool:
-    return bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
 
 
 def significant(values: Tensor) -> Tensor:
