@@ -16,7 +16,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NoReturn, Union
 
 from PIL import Image
 from pydantic import (
@@ -333,8 +333,7 @@ class ImageSpec(_Schema):
 
     def _image_files(self, base: Path) -> tuple[ImageFile, ...]:
         if self.frame is not None:
-            _raise_all([(("frame",), f"chooses the output frame of a clip (`clip: true`), got {self.frame}")],
-                       "image", self.path)
+            self._refuse("frame", f"chooses the output frame of a clip (`clip: true`), got {self.frame}")
         files, problems = [], []
         for path, from_folder in self._paths(base):
             size = self._header_size(path, problems)
@@ -345,31 +344,35 @@ class ImageSpec(_Schema):
         return tuple(files)
 
     def _clip_file(self, base: Path) -> ImageFile:
-        """The clip of a ``clip: true`` entry: its frames, all of one size, and the frame holding the windows."""
+        """The clip of a ``clip: true`` entry: its frames in the order of their names (as ``lam-captum --frames``
+        reads them), all of one size, and the frame holding the windows."""
         from lam_captum.video import frame_paths
 
         folder = (base / self.path).resolve()
         if self.path == BUILTIN_IMAGE or not folder.is_dir():
-            _raise_all([(("clip",), f"true needs `path` to be a folder of frames, got {self.path!r} (looked for "
-                                    f"{str(folder)!r}: {'a file' if folder.is_file() else 'nothing there'})")],
-                       "image", self.path)
+            found = "a file" if folder.is_file() else "nothing there"
+            self._refuse("clip", f"true needs `path` to be a folder of frames, got {self.path!r} (looked for "
+                                 f"{str(folder)!r}: {found})")
         try:
             frames = frame_paths(folder)
         except ValueError:
-            _raise_all([(("path",), f"the clip's folder {str(folder)!r} holds no frames ({', '.join(IMAGE_SUFFIXES)})")],
-                       "image", self.path)
+            self._refuse("path", f"the clip's folder {str(folder)!r} holds no frames ({', '.join(IMAGE_SUFFIXES)})")
         problems: list[Problem] = []
         sizes = {path: self._header_size(path, problems) for path in frames}
         _raise_all(problems, "image", self.path)
         if len(set(sizes.values())) > 1:
             found = ", ".join(f"{path.name} {height}x{width}" for path, (height, width) in sizes.items())
-            _raise_all([(("path",), f"the frames of the clip {self.path!r} must all have one size, got {found}")],
-                       "image", self.path)
+            self._refuse("path", f"the frames of the clip {self.path!r} must all have one size, got {found}")
         if self.frame is not None and self.frame >= len(frames):
-            _raise_all([(("frame",), f"must be < {len(frames)}, the number of frames in the clip {self.path!r}, got "
-                                     f"{self.frame}")], "image", self.path)
+            self._refuse("frame", f"must be < {len(frames)}, the number of frames in the clip {self.path!r}, got "
+                                  f"{self.frame}")
         size = self.crop[2:] if self.crop else sizes[frames[0]]
         return ImageFile(name=self.name or sanitize(folder.name), path=folder, size=size, frames=tuple(frames))
+
+    def _refuse(self, field: str, message: str) -> NoReturn:
+        """Raise the entry's one problem, at ``field``."""
+        raise ValidationError.from_exception_data("image", [
+            InitErrorDetails(type=_problem(message), loc=(field,), input=self.path)])
 
     def _header_size(self, path: Path, problems: list[Problem]) -> tuple[int, int] | None:
         """The ``(height, width)`` of an image file, or None with its problem (unreadable, or the crop misses)."""
