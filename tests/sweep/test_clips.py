@@ -231,3 +231,18 @@ def test_a_window_outside_the_clips_frames_is_refused_at_the_entry(clip_folder: 
     study["images"][0]["windows"] = [[28, 0, 8]]
     with pytest.raises(StudyError, match=r"`images\[0\]\.windows\[0\]`"):
         load_study(study)
+
+
+def test_a_clip_with_a_broken_frame_gets_an_error_row_and_the_other_clip_completes(
+    clip_folder: Path, tmp_path: Path
+) -> None:
+    broken = shutil.copytree(clip_folder, tmp_path / "broken")
+    encoded = (broken / "frame_02.png").read_bytes()
+    (broken / "frame_02.png").write_bytes(encoded[: len(encoded) // 2])  # its header reads, its pixels do not
+    study = clip_study(clip_folder, models=[RECURRENT], maps=False, pictures=False,
+                       images=[{"path": str(broken), "clip": True, "windows": [WINDOWS[0]]},
+                               {"path": str(clip_folder), "clip": True, "windows": [WINDOWS[0]]}])
+    report = run_sweep(study, output=tmp_path / "out", accelerator="cpu", devices=1, progress=False)
+    rows = {row["image"]: row for row in report.rows}
+    assert rows["broken"]["status"] == "error" and rows["broken"]["error"].startswith("image: ")
+    assert rows["pan"]["status"] == "ok"
