@@ -5,9 +5,10 @@ study's ``windows_per_pass``). Global rank 0 decides which probes are still to d
 so that every process builds the same passes; Lightning's distributed sampler hands each process its share.
 Each predict step runs :func:`lam_captum.explain.explain_windows` on one pass (one forward pass and K input
 gradients per path step; :func:`lam_captum.explain.explain` for a pass of one window, exactly as the
-single-image CLI does; :func:`lam_captum.video.explain_clip` for a clip's probe, always a pass of its own), and a prediction writer stores each pending probe's result as soon as the step
-ends. A failing pass is retried window by window, so that a failure is recorded for the probe that caused
-it; a failing probe becomes a record with its reason and never stops the run.
+single-image CLI does; :func:`lam_captum.video.explain_clip` for a clip's probe, always a pass of its own),
+and a prediction writer stores each pending probe's result as soon as the step ends. A failing pass is
+retried window by window, so that a failure is recorded for the probe that caused it; a failing probe
+becomes a record with its reason and never stops the run.
 """
 
 from __future__ import annotations
@@ -262,8 +263,8 @@ class LAMProbeModule(LightningModule):
         except Exception as error:
             if not clip:
                 raise  # explain() reports it in the API's words
-            raise _ProbeFailure(f"model: `{entry.field}` is not a video SR model: it cannot take the clip "
-                                f"{tuple(lr[None].shape)} (N, T, C, H, W): {type(error).__name__}: {error}") from error
+            raise _ProbeFailure(f"model: `{entry.field}` fails on the clip (N, T, C, H, W) = {tuple(lr[None].shape)} "
+                                f"(is it a video SR model?): {type(error).__name__}: {error}") from error
         if not isinstance(output, Tensor) or output.dim() not in ((4, 5) if clip else (4,)):
             return  # not an SR output at all: explain() or explain_clip() reports it in the API's words
         expected = (lr.shape[-2] * entry.scale, lr.shape[-1] * entry.scale)

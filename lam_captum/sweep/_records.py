@@ -140,8 +140,8 @@ def probe_row(probe: StudyProbe, **values: Any) -> dict[str, Any]:
     top, left, height, width = probe.window
     row = dict.fromkeys(COLUMNS)
     row.update(probe_id=probe.id, model=probe.model.name, image=probe.image.name, lr_height=lr_height,
-               lr_width=lr_width, scale=probe.model.scale, frames=len(probe.image.frames) or None, window_top=top, window_left=left, window_height=height,
-               window_width=width, status="pending")
+               lr_width=lr_width, scale=probe.model.scale, frames=len(probe.image.frames) or None, window_top=top,
+               window_left=left, window_height=height, window_width=width, status="pending")
     unknown = set(values) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown table columns {sorted(unknown)}")
@@ -184,8 +184,9 @@ def model_summary(rows: Iterable[dict[str, Any]], models: list[str]) -> list[dic
 
     DI depends on the LR size, so it is only compared at one size: a model's probes on inputs of
     different sizes make different rows. A clip's DI spreads over all its frames' pixels, so clips make rows
-    of their own, one per number of frames (``frames``; empty for images), never pooled with images. PSNR is per (model, image); each image counts once however
-    many windows it has. The means have 95% bootstrap confidence intervals (:func:`bootstrap_interval`).
+    of their own, one per number of frames (``frames``; empty for images), never pooled with images. PSNR is
+    per (model, image); each image counts once however many windows it has. The means have 95% bootstrap
+    confidence intervals (:func:`bootstrap_interval`).
 
     Example:
         >>> rows = [{"model": "a", "image": "x", "lr_height": 16, "lr_width": 16, "status": "ok", "di": 2.0,

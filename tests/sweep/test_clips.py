@@ -168,7 +168,8 @@ def test_an_image_model_fails_on_a_clip_and_models_csv_keeps_clips_apart_from_im
                                {"path": frame, "name": "still", "windows": [WINDOWS[0]]}])
     report = run_sweep(study, output=tmp_path / "mixed", accelerator="cpu", devices=1, progress=False)
     rows = {row["image"]: row for row in report.rows}
-    assert rows["pan"]["status"] == "error" and "`models[0]` is not a video SR model" in rows["pan"]["error"]
+    assert rows["pan"]["status"] == "error"
+    assert "`models[0]` fails on the clip (N, T, C, H, W) = (1, 5, 3, 16, 16)" in rows["pan"]["error"]
     assert rows["still"]["status"] == "ok" and rows["still"]["frames"] is None
     summary = read_csv(tmp_path / "mixed" / "models.csv")
     assert [(line["lr_size"], line["frames"], line["ok"], line["failed"]) for line in summary] == [
