@@ -24,6 +24,14 @@ Columns: ``di``, ``gini``, ``area_50`` (fewest LR pixels holding half the map) a
 attribution) and ``device`` depend on the run; ``status`` is ``ok``, ``error`` (with ``error``, the
 reason) or ``pending``; ``warning`` holds the warnings LAM raised on the probe.
 
+Clips: an ``images`` entry with ``clip: true`` is one clip of a video SR model, a folder of frames in the
+order of their names (optional ``frame``: the output frame that holds the windows, default the centre). Its
+probes run :func:`lam_captum.video.explain_clip`, each in a pass of its own, and fill ``frames``, ``frame``,
+``frame_di`` and ``temporal_profile`` (lists in ``probes.jsonl``, space-separated numbers in ``probes.csv``;
+empty for images); ``di``, ``gini``, ``negative_share``, ``convergence_delta`` and ``area_50`` are the whole
+clip's, ``psnr`` the output frame's against its HR frame. ``models.csv`` gives clips rows of their own
+(``frames``), the comparison figures and the ERF leave clips out.
+
 Example:
     >>> from lam_captum.sweep import load_study
     >>> study = load_study({"models": ["default"], "images": [{"path": "builtin", "crop": [0, 0, 64, 64],

@@ -5,9 +5,10 @@ study's ``windows_per_pass``). Global rank 0 decides which probes are still to d
 so that every process builds the same passes; Lightning's distributed sampler hands each process its share.
 Each predict step runs :func:`lam_captum.explain.explain_windows` on one pass (one forward pass and K input
 gradients per path step; :func:`lam_captum.explain.explain` for a pass of one window, exactly as the
-single-image CLI does), and a prediction writer stores each pending probe's result as soon as the step
-ends. A failing pass is retried window by window, so that a failure is recorded for the probe that caused
-it; a failing probe becomes a record with its reason and never stops the run.
+single-image CLI does; :func:`lam_captum.video.explain_clip` for a clip's probe, always a pass of its own),
+and a prediction writer stores each pending probe's result as soon as the step ends. A failing pass is
+retried window by window, so that a failure is recorded for the probe that caused it; a failing probe
+becomes a record with its reason and never stops the run.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from lam_captum._atomic import write_atomically
-from lam_captum.explain import PICTURE_NAMES, LAMResult, explain, explain_windows
+from lam_captum.explain import LAMResult, explain, explain_windows, score_or_none
+from lam_captum.functional import attribution_area
 from lam_captum.pictures import sr_picture
 from lam_captum.sweep._lock import OutputLock, prepare_output
 from lam_captum.sweep._quality import sr_psnr
@@ -37,7 +39,9 @@ from lam_captum.sweep._records import (
     assemble,
     keeps_maps,
     maps_path,
+    needs_sr,
     pending_probes,
+    picture_names,
     pictures_folder,
     probe_row,
     record_path,
@@ -46,15 +50,17 @@ from lam_captum.sweep._records import (
     write_json,
 )
 from lam_captum.sweep._study import ImageEntry, ModelEntry, Study, StudyProbe, load_study
+from lam_captum.video import ClipResult, explain_clip
 
 
 @dataclasses.dataclass(frozen=True)
 class ProbeOutcome:
-    """What one predict step returns: the probe, its table row, and the full result when it succeeded."""
+    """What one predict step returns: the probe, its table row, and the full result when it succeeded (a
+    :class:`~lam_captum.video.ClipResult` for a clip's probe)."""
 
     probe: StudyProbe
     row: dict[str, Any]
-    result: LAMResult | None = None
+    result: LAMResult | ClipResult | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +183,8 @@ class LAMProbeModule(LightningModule):
         super().__init__()
         self.study = study
         self._models = _LastLoaded(_build_model, "model")
-        self._images = _LastLoaded(_read_image, "image")
-        self._checked_scales: set[str] = set()
+        self._images = _LastLoaded(_read_input, "image")
+        self._checked_scales: set[tuple[str, bool]] = set()
 
     @override
     def predict_step(self, batch: ProbePass | None, batch_idx: int) -> list[ProbeOutcome] | None:
@@ -215,44 +221,59 @@ class LAMProbeModule(LightningModule):
             warnings.simplefilter("always")
             try:
                 model, lr, hr = self._inputs(probe)
-                result = explain(model, lr, probe.window, settings=self.study.lam, hr=hr, alpha=self.study.alpha,
-                                 device=self.device)
+                result = self._explain(probe, model, lr, hr)
             except _ProbeFailure as failure:
                 return self._failed(probe, str(failure), started, caught)
             except Exception as error:  # any failure of one probe is recorded and the run goes on
                 return self._failed(probe, f"lam: {type(error).__name__}: {error}", started, caught)
         return self._succeeded(probe, result, _psnr(result, hr), _warning_text(caught))
 
+    def _explain(self, probe: StudyProbe, model: nn.Module, lr: Tensor, hr: Tensor | None) -> LAMResult | ClipResult:
+        if probe.image.is_clip:
+            return explain_clip(model, lr, probe.window, self.study.lam, frame=probe.image.frame, hr=hr,
+                                alpha=self.study.alpha, device=self.device)
+        return explain(model, lr, probe.window, settings=self.study.lam, hr=hr, alpha=self.study.alpha,
+                       device=self.device)
+
     def _inputs(self, probe: StudyProbe) -> tuple[nn.Module, Tensor, Tensor | None]:
-        """The probe's network and its LR (and HR) image, loaded once for consecutive probes."""
+        """The probe's network and its LR (and HR) image or clip, loaded once for consecutive probes."""
         model = self._models.get(probe.model.name, probe.model, self.device)
         lr, hr = self._images.get((probe.image.name, probe.model.scale), probe.image, probe.model.scale)
         self._check_scale(model, probe.model, lr)
         return model, lr, hr
 
     @staticmethod
-    def _succeeded(probe: StudyProbe, result: LAMResult, psnr: float | None, warning: str | None) -> ProbeOutcome:
+    def _succeeded(probe: StudyProbe, result: LAMResult | ClipResult, psnr: float | None, warning: str | None
+                   ) -> ProbeOutcome:
         # A window of a pass reports its share of the pass's time (explain_windows divides it).
         row = probe_row(probe, di=result.di, gini=result.gini, negative_share=result.negative_share,
-                        area_50=result.area, convergence_delta=result.delta, psnr=psnr, seconds=result.seconds,
-                        device=result.device, status="ok", warning=warning)
+                        convergence_delta=result.delta, psnr=psnr, seconds=result.seconds, device=result.device,
+                        status="ok", warning=warning, **_area_and_frames(result))
         return ProbeOutcome(probe, row, result)
 
     def _check_scale(self, model: nn.Module, entry: ModelEntry, lr: Tensor) -> None:
-        """Fail every probe of a model whose output is not ``scale`` times its input, once per model."""
-        if entry.name in self._checked_scales:
+        """Fail every probe of a model whose output is not ``scale`` times its input, once per model and kind of
+        input; a clip that the model cannot take fails the probe, naming the model."""
+        clip = lr.dim() == 4
+        if (entry.name, clip) in self._checked_scales:
             return
-        with torch.inference_mode():
-            output = model(lr[None].to(self.device))
-        if not isinstance(output, Tensor) or output.dim() != 4:
-            return  # not an SR output at all: explain() reports it in the API's words
+        try:
+            with torch.inference_mode():
+                output = model(lr[None].to(self.device))
+        except Exception as error:
+            if not clip:
+                raise  # explain() reports it in the API's words
+            raise _ProbeFailure(f"model: `{entry.field}` fails on the clip (N, T, C, H, W) = {tuple(lr[None].shape)} "
+                                f"(is it a video SR model?): {type(error).__name__}: {error}") from error
+        if not isinstance(output, Tensor) or output.dim() not in ((4, 5) if clip else (4,)):
+            return  # not an SR output at all: explain() or explain_clip() reports it in the API's words
         expected = (lr.shape[-2] * entry.scale, lr.shape[-1] * entry.scale)
         if tuple(output.shape[-2:]) != expected:
             message = (f"model: `{entry.field}.scale` is {entry.scale}, but the model turns a {lr.shape[-2]}x"
                        f"{lr.shape[-1]} input into {output.shape[-2]}x{output.shape[-1]}")
             self._models.fail(entry.name, message)
             raise _ProbeFailure(message)
-        self._checked_scales.add(entry.name)
+        self._checked_scales.add((entry.name, clip))
 
     def _failed(self, probe: StudyProbe, message: str, started: float, caught: list) -> ProbeOutcome:
         if self.device.type == "cuda":
@@ -306,15 +327,31 @@ def _build_model(entry: ModelEntry, device: torch.device) -> nn.Module:
     return load_model(entry.spec, entry.args, weights=entry.weights, scale=entry.scale).to(device)
 
 
-def _read_image(entry: ImageEntry, scale: int) -> tuple[Tensor, Tensor | None]:
-    """The LR input and, for an HR file, the HR image cropped to a multiple of ``scale``."""
+def _read_input(entry: ImageEntry, scale: int) -> tuple[Tensor, Tensor | None]:
+    """The LR input and, for an HR file, the HR image cropped to a multiple of ``scale``; for a clip, its frames
+    read so, stacked ``(T, C, H, W)``."""
     from lam_captum.imageio import load_input
 
-    return load_input(entry.path, scale=scale, crop=entry.crop, lr=entry.lr)
+    if not entry.is_clip:
+        return load_input(entry.path, scale=scale, crop=entry.crop, lr=entry.lr)
+    frames = [load_input(path, scale=scale, crop=entry.crop, lr=entry.lr) for path in entry.frames]
+    return torch.stack([lr for lr, _ in frames]), None if entry.lr else torch.stack([hr for _, hr in frames])
 
 
-def _psnr(result: LAMResult, hr: Tensor | None) -> float | None:
-    return sr_psnr(result.sr, hr, shave=result.scale) if hr is not None else None
+def _psnr(result: LAMResult | ClipResult, hr: Tensor | None) -> float | None:
+    """The PSNR of the SR output against the HR image; for a clip, of the output frame against its HR frame."""
+    if hr is None:
+        return None
+    return sr_psnr(result.sr, hr[result.frame] if isinstance(result, ClipResult) else hr, shave=result.scale)
+
+
+def _area_and_frames(result: LAMResult | ClipResult) -> dict[str, Any]:
+    """An image's ``area_50``; a clip's ``area_50`` over all its frames' pixels and its per-frame columns."""
+    if not isinstance(result, ClipResult):
+        return {"area_50": result.area}
+    return {"area_50": int(attribution_area(result.maps.flatten())), "frame": result.frame,
+            "frame_di": [score_or_none(float(value)) for value in result.frame_di],
+            "temporal_profile": result.profile.tolist()}
 
 
 def _warning_text(caught: list[warnings.WarningMessage]) -> str | None:
@@ -358,25 +395,27 @@ class ProbeRecordWriter(BasePredictionWriter):
             self.rows = assemble(self.study)
 
     def _write(self, outcome: ProbeOutcome) -> None:
-        output, probe_id = self.study.output, outcome.probe.id
-        if outcome.result is not None and keeps_maps(self.study):
+        output, probe_id, image = self.study.output, outcome.probe.id, outcome.probe.image
+        if outcome.result is not None and keeps_maps(self.study, image):
             write_atomically(maps_path(output, probe_id), lambda stream: _save_maps(stream, outcome.result))
-        if outcome.result is not None and self.study.figures is not None:
+        if outcome.result is not None and needs_sr(self.study, image):
             # Every window of the image rewrites the same pixels: the file is current whichever wrote last.
             _save_png(sr_path(output, outcome.probe.model.name, outcome.probe.image.name),
                       sr_picture(outcome.result.sr))
         if outcome.result is not None and self.study.pictures:
-            _save_pictures(pictures_folder(output, probe_id), outcome.result)
+            _save_pictures(pictures_folder(output, probe_id), outcome.result, picture_names(image))
         write_json(record_path(output, probe_id), {**outcome.row, "fingerprint": outcome.probe.fingerprint})
 
 
-def _save_maps(stream: Any, result: LAMResult) -> None:
-    np.savez_compressed(stream, attribution=result.attribution.numpy(), map=result.map.numpy())
+def _save_maps(stream: Any, result: LAMResult | ClipResult) -> None:
+    # A clip's map is (T, H, W), normalised over the whole clip.
+    lam_map = result.maps if isinstance(result, ClipResult) else result.map
+    np.savez_compressed(stream, attribution=result.attribution.numpy(), map=lam_map.numpy())
 
 
-def _save_pictures(folder: Path, result: LAMResult) -> None:
-    for name in PICTURE_NAMES:
-        _save_png(folder / f"{name}.png", result.pictures[name])
+def _save_pictures(folder: Path, result: LAMResult | ClipResult, names: tuple[str, ...]) -> None:
+    for name in names:
+        _save_png(folder / f"{name}.png", result.picture(name))
 
 
 def _save_png(path: Path, picture: np.ndarray) -> None:

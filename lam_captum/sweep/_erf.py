@@ -6,7 +6,8 @@ with nearest interpolation: :func:`lam_captum.erf.dataset_erf`) and RepLKNet's a
 (:func:`lam_captum.erf.erf_area_ratios`). It writes ``erf/<model>.npy`` (the map), ``erf/<model>.png``
 (the published picture) and ``erf/<model>.json`` (the row, written last, with the fingerprint of the
 model, the images and the size), and ``erf.csv`` with one row per model. A model whose ERF is current
-is not computed again; a model that fails gets a row with its reason.
+is not computed again; a model that fails gets a row with its reason. The ERF is an image model's: clip
+entries are left out (a study of clips alone gives every model a row saying so).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from lam_captum._atomic import write_atomically
 from lam_captum.erf import REPLKNET_THRESHOLDS, dataset_erf, erf_area_ratios
 from lam_captum.sweep._fingerprints import digest
 from lam_captum.sweep._records import read_json, write_csv, write_json
-from lam_captum.sweep._study import ModelEntry, Study
+from lam_captum.sweep._study import ImageEntry, ModelEntry, Study
 
 ERF_COLUMNS = (
     "model", "images", "height", "width", *(f"{kind}_{100 * t:g}" for t in REPLKNET_THRESHOLDS
@@ -67,7 +68,12 @@ def write_erfs(study: Study, device: torch.device, *, compute: bool = True) -> l
 
 
 def _fingerprint(study: Study, model: ModelEntry) -> str:
-    return digest([model.digest, [image.digest for image in study.images], list(study.erf.size)])
+    return digest([model.digest, [image.digest for image in _images(study)], list(study.erf.size)])
+
+
+def _images(study: Study) -> list[ImageEntry]:
+    """The entries the ERF averages over: the images, not the clips."""
+    return [image for image in study.images if not image.is_clip]
 
 
 def _model_erf(study: Study, model: ModelEntry, device: torch.device) -> dict[str, Any]:
@@ -76,12 +82,15 @@ def _model_erf(study: Study, model: ModelEntry, device: torch.device) -> dict[st
     from lam_captum.pictures import erf_picture
 
     height, width = study.erf.size
-    row = {**dict.fromkeys(ERF_COLUMNS), "model": model.name, "images": len(study.images), "height": height,
+    images = _images(study)
+    row = {**dict.fromkeys(ERF_COLUMNS), "model": model.name, "images": len(images), "height": height,
            "width": width, "device": str(device)}
+    if not images:
+        return {**row, "status": "error", "error": "the study has no image entries (the ERF leaves clips out)"}
     started = time.perf_counter()
     try:
         network = load_model(model.spec, model.args, weights=model.weights, scale=model.scale)
-        inputs = [load_input(image.path, scale=model.scale, crop=image.crop, lr=image.lr)[0] for image in study.images]
+        inputs = [load_input(image.path, scale=model.scale, crop=image.crop, lr=image.lr)[0] for image in images]
         erf = dataset_erf(network, inputs, size=(height, width), batch_size=study.erf.batch_size, device=device)
         ratios = erf_area_ratios(erf)
     except Exception as error:  # one model's failure is its row, as a probe's is

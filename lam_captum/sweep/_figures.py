@@ -4,7 +4,9 @@ The figures are drawn when the tables are assembled, on global rank 0, from the 
 (``maps/<probe id>.npz``) and the SR outputs (``sr/<model>/<image>.png``) on disk, so a figure is the
 same whether its probes were computed in this run or an earlier one. An image gets a figure once every
 probe of it is finished; until then an earlier figure of it is removed rather than left stale. A figure
-whose probes, settings and files are unchanged is not drawn again.
+whose probes, settings and files are unchanged is not drawn again. Clip entries get no figure (the figure
+compares models on one image; a clip's pictures are its probes' ``pictures: true``), and the figures of the
+other images are the same with or without them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def figure_name(study: Study, image: ImageEntry, scale: int) -> str:
 
 
 def write_figures(study: Study, rows: list[dict[str, Any]]) -> list[Path]:
-    """Draw ``figures/<image>.<format>`` and ``figures/<image>.json`` for every image whose probes are done.
+    """Draw ``figures/<image>.<format>`` and ``figures/<image>.json`` for every image (not clip) whose probes are
+    done.
 
     Args:
         study: The study; ``study.figures`` says how to draw.
@@ -45,7 +48,7 @@ def write_figures(study: Study, rows: list[dict[str, Any]]) -> list[Path]:
     for probe in study.probes():
         groups.setdefault((probe.image.name, probe.model.scale), []).append(probe)
     written: list[Path] = []
-    for image in study.images:
+    for image in (image for image in study.images if not image.is_clip):
         for scale in dict.fromkeys(model.scale for model in study.models):
             written += _write_figure(study, image, scale, groups[image.name, scale], by_id)
     return written

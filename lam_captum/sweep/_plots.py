@@ -1,6 +1,7 @@
 """Summary plots of a sweep: DI per model, and DI against PSNR (the paper's comparison of networks).
 
-DI depends on the LR size, so every plot has one panel per LR size and never pools sizes. matplotlib's
+DI depends on the LR size, so every plot has one panel per LR size and never pools sizes; clips (DI over all
+their frames' pixels) get panels of their own, one per number of frames. matplotlib's
 object API on the Agg canvas: no pyplot state, no display needed, safe in any process.
 """
 
@@ -17,7 +18,7 @@ from matplotlib.figure import Figure
 
 from lam_captum._atomic import write_atomically
 from lam_captum.sweep._quality import PSNR_LABEL
-from lam_captum.sweep._records import lr_size_text
+from lam_captum.sweep._records import input_text, lr_size_text
 
 _DPI = 120
 _POINT_SPREAD = 0.3
@@ -25,11 +26,11 @@ _IMAGE_COLOURS = matplotlib.colormaps["tab20"].colors
 
 
 def plot_di_per_model(rows: list[dict[str, Any]], models: list[str], path: Path) -> bool:
-    """Box plots of the DI of every finished probe, one panel per LR size and one box per model, with the
-    probes drawn as points in one colour per image.
+    """Box plots of the DI of every finished probe, one panel per LR size (and clip length) and one box per
+    model, with the probes drawn as points in one colour per image.
 
     Args:
-        rows: Table rows (``model``, ``image``, ``lr_height``, ``lr_width``, ``status``, ``di``).
+        rows: Table rows (``model``, ``image``, ``lr_height``, ``lr_width``, ``frames``, ``status``, ``di``).
         models: The models, in the order to draw them.
         path: The PNG to write.
 
@@ -44,7 +45,7 @@ def plot_di_per_model(rows: list[dict[str, Any]], models: list[str], path: Path)
     colours = {image: _IMAGE_COLOURS[index % len(_IMAGE_COLOURS)] for index, image in enumerate(images)}
     figure, panels = _panels(len(sizes), width=1.2 + 1.1 * len(models))
     for axes, size in zip(panels, sizes):
-        _draw_di_boxes(axes, [row for row in done if lr_size_text(row) == size], models, colours)
+        _draw_di_boxes(axes, [row for row in done if _row_input(row) == size], models, colours)
         axes.set_title(f"DI per model, LR {size}")
     handles = [Line2D([], [], marker="o", linestyle="", color=colours[image]) for image in images]
     figure.legend(handles, images, title="image", loc="outside right upper")
@@ -65,11 +66,11 @@ def _draw_di_boxes(axes: Axes, rows: list[dict[str, Any]], models: list[str], co
 
 
 def plot_di_versus_psnr(summary: list[dict[str, Any]], path: Path) -> bool:
-    """Mean DI against mean PSNR, one labelled point per model, one panel per LR size; the bars are the
-    95% bootstrap confidence intervals of both means.
+    """Mean DI against mean PSNR, one labelled point per model, one panel per LR size (and clip length); the
+    bars are the 95% bootstrap confidence intervals of both means.
 
     Args:
-        summary: Rows of ``models.csv`` (``model``, ``lr_size``, ``di_mean``, ``psnr_y_mean`` and their
+        summary: Rows of ``models.csv`` (``model``, ``lr_size``, ``frames``, ``di_mean``, ``psnr_y_mean`` and their
             ``_ci_low`` / ``_ci_high``).
         path: The PNG to write.
 
@@ -80,10 +81,10 @@ def plot_di_versus_psnr(summary: list[dict[str, Any]], path: Path) -> bool:
               and row["di_mean_ci_low"] is not None and row["psnr_y_mean_ci_low"] is not None]
     if not points:
         return False
-    sizes = list(dict.fromkeys(row["lr_size"] for row in points))
+    sizes = list(dict.fromkeys(input_text(row["lr_size"], row.get("frames")) for row in points))
     figure, panels = _panels(len(sizes), width=5.5)
     for axes, size in zip(panels, sizes):
-        shown = [row for row in points if row["lr_size"] == size]
+        shown = [row for row in points if input_text(row["lr_size"], row.get("frames")) == size]
         axes.errorbar([row["di_mean"] for row in shown], [row["psnr_y_mean"] for row in shown],
                       xerr=_interval_bars(shown, "di_mean"), yerr=_interval_bars(shown, "psnr_y_mean"), fmt="o",
                       color="tab:blue", ecolor="tab:gray", capsize=3)
@@ -104,8 +105,12 @@ def _interval_bars(rows: list[dict[str, Any]], column: str) -> list[list[float]]
 
 
 def _sizes(rows: list[dict[str, Any]]) -> list[str]:
-    ordered = sorted({(row["lr_height"], row["lr_width"]) for row in rows})
-    return [f"{height}x{width}" for height, width in ordered]
+    ordered = sorted({(row.get("frames") or 0, row["lr_height"], row["lr_width"]) for row in rows})
+    return [input_text(f"{height}x{width}", frames or None) for frames, height, width in ordered]
+
+
+def _row_input(row: dict[str, Any]) -> str:
+    return input_text(lr_size_text(row), row.get("frames"))
 
 
 def _panels(count: int, width: float) -> tuple[Figure, list[Axes]]:

@@ -21,15 +21,18 @@ import numpy as np
 
 from lam_captum._atomic import TEMPORARY_SUFFIX, write_atomically, write_text_atomically
 from lam_captum.explain import PICTURE_NAMES
-from lam_captum.sweep._study import StudyProbe, Study
+from lam_captum.sweep._study import ImageEntry, Study, StudyProbe
+from lam_captum.video import CLIP_PICTURE_NAMES
 
 COLUMNS = (
-    "probe_id", "model", "image", "lr_height", "lr_width", "scale", "window_top", "window_left", "window_height",
-    "window_width", "di", "gini", "negative_share", "area_50", "convergence_delta", "psnr", "seconds", "device",
-    "status", "error", "warning",
+    "probe_id", "model", "image", "lr_height", "lr_width", "scale", "frames", "window_top", "window_left",
+    "window_height", "window_width", "di", "gini", "negative_share", "area_50", "convergence_delta", "psnr", "frame",
+    "frame_di", "temporal_profile", "seconds", "device", "status", "error", "warning",
 )  # fmt: skip
+# A clip's per-frame numbers: lists in probes.jsonl, space-separated numbers in probes.csv.
+LIST_COLUMNS = ("frame_di", "temporal_profile")
 MODEL_COLUMNS = (
-    "model", "lr_size", "probes", "ok", "failed", "pending", "di_mean", "di_mean_ci_low", "di_mean_ci_high",
+    "model", "lr_size", "frames", "probes", "ok", "failed", "pending", "di_mean", "di_mean_ci_low", "di_mean_ci_high",
     "di_median", "di_std", "gini_mean", "negative_share_mean", "psnr_y_mean", "psnr_y_mean_ci_low",
     "psnr_y_mean_ci_high", "images_with_psnr", "seconds_mean",
 )  # fmt: skip
@@ -55,9 +58,20 @@ def sr_path(output: Path, model: str, image: str) -> Path:
     return output / "sr" / model / f"{image}.png"
 
 
-def keeps_maps(study: Study) -> bool:
-    """Whether the probes' maps are saved: asked for, or needed by the comparison figures."""
-    return study.maps or study.figures is not None
+def keeps_maps(study: Study, image: ImageEntry) -> bool:
+    """Whether the maps of an image's probes are saved: asked for, or needed by the comparison figures (which
+    leave clips out)."""
+    return study.maps or (study.figures is not None and not image.is_clip)
+
+
+def needs_sr(study: Study, image: ImageEntry) -> bool:
+    """Whether the SR output of an image is kept for the comparison figures (which leave clips out)."""
+    return study.figures is not None and not image.is_clip
+
+
+def picture_names(image: ImageEntry) -> tuple[str, ...]:
+    """The pictures a probe of ``image`` saves when asked: an image's, or a clip's strip, profile and window."""
+    return CLIP_PICTURE_NAMES if image.is_clip else PICTURE_NAMES
 
 
 def pictures_folder(output: Path, probe_id: str) -> Path:
@@ -112,12 +126,12 @@ def _is_finished(study: Study, probe: StudyProbe) -> bool:
     record = read_record(study.output, probe)
     if record is None or record.get("status") != "ok":
         return False
-    if keeps_maps(study) and not maps_path(study.output, probe.id).is_file():
+    if keeps_maps(study, probe.image) and not maps_path(study.output, probe.id).is_file():
         return False
-    if study.figures is not None and not sr_path(study.output, probe.model.name, probe.image.name).is_file():
+    if needs_sr(study, probe.image) and not sr_path(study.output, probe.model.name, probe.image.name).is_file():
         return False
     folder = pictures_folder(study.output, probe.id)
-    return not study.pictures or all((folder / f"{name}.png").is_file() for name in PICTURE_NAMES)
+    return not study.pictures or all((folder / f"{name}.png").is_file() for name in picture_names(probe.image))
 
 
 def probe_row(probe: StudyProbe, **values: Any) -> dict[str, Any]:
@@ -126,8 +140,8 @@ def probe_row(probe: StudyProbe, **values: Any) -> dict[str, Any]:
     top, left, height, width = probe.window
     row = dict.fromkeys(COLUMNS)
     row.update(probe_id=probe.id, model=probe.model.name, image=probe.image.name, lr_height=lr_height,
-               lr_width=lr_width, scale=probe.model.scale, window_top=top, window_left=left, window_height=height,
-               window_width=width, status="pending")
+               lr_width=lr_width, scale=probe.model.scale, frames=len(probe.image.frames) or None, window_top=top,
+               window_left=left, window_height=height, window_width=width, status="pending")
     unknown = set(values) - set(COLUMNS)
     if unknown:
         raise ValueError(f"unknown table columns {sorted(unknown)}")
@@ -153,7 +167,7 @@ def assemble(study: Study) -> list[dict[str, Any]]:
         rows.append(probe_row(probe, **values))
     summary = model_summary(rows, [model.name for model in study.models])
     write_json(study.output / "study.json", study.to_dict())
-    write_csv(study.output / "probes.csv", COLUMNS, rows)
+    write_csv(study.output / "probes.csv", COLUMNS, [_with_lists_spelled(row) for row in rows])
     _write_jsonl(study.output / "probes.jsonl", rows)
     write_csv(study.output / "models.csv", MODEL_COLUMNS, summary)
     plot_di_per_model(rows, [model.name for model in study.models], study.output / "plots" / "di_per_model.png")
@@ -166,11 +180,13 @@ def assemble(study: Study) -> list[dict[str, Any]]:
 
 
 def model_summary(rows: Iterable[dict[str, Any]], models: list[str]) -> list[dict[str, Any]]:
-    """One row per model and LR size: probe counts, DI statistics and the mean PSNR over its images.
+    """One row per model, LR size and clip length: probe counts, DI statistics and the mean PSNR over its images.
 
     DI depends on the LR size, so it is only compared at one size: a model's probes on inputs of
-    different sizes make different rows. PSNR is per (model, image); each image counts once however
-    many windows it has. The means have 95% bootstrap confidence intervals (:func:`bootstrap_interval`).
+    different sizes make different rows. A clip's DI spreads over all its frames' pixels, so clips make rows
+    of their own, one per number of frames (``frames``; empty for images), never pooled with images. PSNR is
+    per (model, image); each image counts once however many windows it has. The means have 95% bootstrap
+    confidence intervals (:func:`bootstrap_interval`).
 
     Example:
         >>> rows = [{"model": "a", "image": "x", "lr_height": 16, "lr_width": 16, "status": "ok", "di": 2.0,
@@ -183,10 +199,11 @@ def model_summary(rows: Iterable[dict[str, Any]], models: list[str]) -> list[dic
         >>> summary["di_mean_ci_low"], summary["di_mean_ci_high"]
         (2.0, 4.0)
     """
-    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for row in sorted(rows, key=lambda row: (models.index(row["model"]), row["lr_height"], row["lr_width"])):
-        grouped.setdefault((row["model"], lr_size_text(row)), []).append(row)
-    return [_summarise(name, size, size_rows) for (name, size), size_rows in grouped.items()]
+    grouped: dict[tuple[str, str, int | None], list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda row: (models.index(row["model"]), row.get("frames") or 0, row["lr_height"],
+                                             row["lr_width"])):
+        grouped.setdefault((row["model"], lr_size_text(row), row.get("frames")), []).append(row)
+    return [_summarise(name, size, frames, size_rows) for (name, size, frames), size_rows in grouped.items()]
 
 
 def lr_size_text(row: dict[str, Any]) -> str:
@@ -194,7 +211,17 @@ def lr_size_text(row: dict[str, Any]) -> str:
     return f"{row['lr_height']}x{row['lr_width']}"
 
 
-def _summarise(name: str, lr_size: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def input_text(lr_size: str, frames: int | None) -> str:
+    """What a group of DIs was measured on, for the plots' panels: ``48x48``, or ``48x48, clips of 5 frames``.
+
+    Example:
+        >>> input_text("48x48", None), input_text("48x48", 5)
+        ('48x48', '48x48, clips of 5 frames')
+    """
+    return lr_size if frames is None else f"{lr_size}, clips of {frames} frames"
+
+
+def _summarise(name: str, lr_size: str, frames: int | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
     done = [row for row in rows if row["status"] == "ok"]
     di = [row["di"] for row in done if row["di"] is not None]
     psnr = {row["image"]: row["psnr"] for row in done if row["psnr"] is not None}
@@ -204,6 +231,7 @@ def _summarise(name: str, lr_size: str, rows: list[dict[str, Any]]) -> dict[str,
     return {
         "model": name,
         "lr_size": lr_size,
+        "frames": frames,
         "probes": len(rows),
         "ok": len(done),
         "failed": sum(row["status"] == "error" for row in rows),
@@ -258,6 +286,12 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) 
     writer.writeheader()
     writer.writerows(rows)
     write_atomically(path, lambda stream: stream.write(text.getvalue().encode()))
+
+
+def _with_lists_spelled(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with its lists as space-separated numbers for CSV (``nan`` for a frame without a DI)."""
+    return {key: " ".join("nan" if item is None else str(item) for item in value) if key in LIST_COLUMNS
+            and value is not None else value for key, value in row.items()}
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

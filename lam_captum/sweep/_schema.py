@@ -16,7 +16,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NoReturn, Union
 
 from PIL import Image
 from pydantic import (
@@ -292,22 +292,30 @@ class ModelSpec(_Schema):
 
 
 class ImageFile(BaseModel):
-    """One image file of an entry (a folder entry has one per file)."""
+    """One image file of an entry (a folder entry has one per file), or a clip entry's folder of frames.
+
+    Attributes:
+        frames: A clip's frame files, in the order of their names; empty for an image.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     path: Path
     size: tuple[int, int]
+    frames: tuple[Path, ...] = ()
 
 
 class ImageSpec(_Schema):
-    """One entry of ``images``: a path, or a mapping with ``path``, ``name``, ``lr``, ``crop``, ``windows``."""
+    """One entry of ``images``: a path, or a mapping with ``path``, ``name``, ``lr``, ``crop``, ``windows``, and for a
+    video SR clip ``clip: true`` (``path`` is then one clip's folder of frames) with an optional ``frame``."""
 
     path: Text
     name: Name | None = None
     lr: bool = False
     crop: Crop | None = None
+    clip: bool = False
+    frame: int | None = Field(default=None, ge=0)
     windows: WindowList | None = None
     _files: tuple[ImageFile, ...] = PrivateAttr(())
     _windows: dict[str, tuple[Window, ...]] = PrivateAttr(default_factory=dict)
@@ -319,23 +327,65 @@ class ImageSpec(_Schema):
 
     @model_validator(mode="after")
     def _read_headers(self, info: ValidationInfo) -> ImageSpec:
-        files, problems = [], []
-        for path, from_folder in self._paths(_context_folder(info)):
-            try:  # Only the header is read here; broken pixels fail the image's own probes.
-                with Image.open(path) as image:
-                    size = image.height, image.width
-            except Exception as error:  # Pillow raises many types for a file that is not an image
-                problems.append((("path",), f"cannot read {str(path)!r} as an image: {error}"))
-                continue
-            if not self._crop_fits(size):
-                problems.append((("crop",), f"{list(self.crop)} does not fit the {size[0]}x{size[1]} image "
-                                            f"{str(path)!r}"))
-                continue
-            files.append(ImageFile(name=self._label(path, from_folder), path=path,
-                                   size=self.crop[2:] if self.crop else size))
-        _raise_all(problems, "image", self.path)
-        self._files = tuple(files)
+        base = _context_folder(info)
+        self._files = (self._clip_file(base),) if self.clip else self._image_files(base)
         return self
+
+    def _image_files(self, base: Path) -> tuple[ImageFile, ...]:
+        if self.frame is not None:
+            self._refuse("frame", f"chooses the output frame of a clip (`clip: true`), got {self.frame}")
+        files, problems = [], []
+        for path, from_folder in self._paths(base):
+            size = self._header_size(path, problems)
+            if size is not None:
+                files.append(ImageFile(name=self._label(path, from_folder), path=path,
+                                       size=self.crop[2:] if self.crop else size))
+        _raise_all(problems, "image", self.path)
+        return tuple(files)
+
+    def _clip_file(self, base: Path) -> ImageFile:
+        """The clip of a ``clip: true`` entry: its frames in the order of their names (as ``lam-captum --frames``
+        reads them), all of one size, and the frame holding the windows."""
+        from lam_captum.video import frame_paths
+
+        folder = (base / self.path).resolve()
+        if self.path == BUILTIN_IMAGE or not folder.is_dir():
+            found = "a file" if folder.is_file() else "nothing there"
+            self._refuse("clip", f"true needs `path` to be a folder of frames, got {self.path!r} (looked for "
+                                 f"{str(folder)!r}: {found})")
+        try:
+            frames = frame_paths(folder)
+        except ValueError:
+            self._refuse("path", f"the clip's folder {str(folder)!r} holds no frames ({', '.join(IMAGE_SUFFIXES)})")
+        problems: list[Problem] = []
+        sizes = {path: self._header_size(path, problems) for path in frames}
+        _raise_all(problems, "image", self.path)
+        if len(set(sizes.values())) > 1:
+            found = ", ".join(f"{path.name} {height}x{width}" for path, (height, width) in sizes.items())
+            self._refuse("path", f"the frames of the clip {self.path!r} must all have one size, got {found}")
+        if self.frame is not None and self.frame >= len(frames):
+            self._refuse("frame", f"must be < {len(frames)}, the number of frames in the clip {self.path!r}, got "
+                                  f"{self.frame}")
+        size = self.crop[2:] if self.crop else sizes[frames[0]]
+        return ImageFile(name=self.name or sanitize(folder.name), path=folder, size=size, frames=tuple(frames))
+
+    def _refuse(self, field: str, message: str) -> NoReturn:
+        """Raise the entry's one problem, at ``field``."""
+        raise ValidationError.from_exception_data("image", [
+            InitErrorDetails(type=_problem(message), loc=(field,), input=self.path)])
+
+    def _header_size(self, path: Path, problems: list[Problem]) -> tuple[int, int] | None:
+        """The ``(height, width)`` of an image file, or None with its problem (unreadable, or the crop misses)."""
+        try:  # Only the header is read here; broken pixels fail the image's own probes.
+            with Image.open(path) as image:
+                size = image.height, image.width
+        except Exception as error:  # Pillow raises many types for a file that is not an image
+            problems.append((("path",), f"cannot read {str(path)!r} as an image: {error}"))
+            return None
+        if not self._crop_fits(size):
+            problems.append((("crop",), f"{list(self.crop)} does not fit the {size[0]}x{size[1]} image {str(path)!r}"))
+            return None
+        return size
 
     def _crop_fits(self, size: tuple[int, int]) -> bool:
         return self.crop is None or (self.crop[0] + self.crop[2] <= size[0] and self.crop[1] + self.crop[3] <= size[1])

@@ -26,6 +26,7 @@ from lam_captum.sweep._schema import (
     DEFAULT_WINDOWS_PER_PASS,
     ERFSection,
     FigureSection,
+    ImageFile,
     ImageSpec,
     ModelSpec,
     StudySpec,
@@ -80,16 +81,19 @@ class ModelEntry:
 
 @dataclasses.dataclass(frozen=True)
 class ImageEntry:
-    """One image file of the study (a folder entry becomes one per file).
+    """One image file of the study (a folder entry becomes one per file), or one clip of a video SR model.
 
     Attributes:
         name: Its label in the tables and result paths.
-        path: The image file.
-        lr: Whether the file is already the LR input (then no HR, no PSNR).
-        crop: ``(top, left, height, width)`` of the file to use, or None for all of it.
+        path: The image file, or a clip's folder of frames.
+        lr: Whether the file (every frame) is already the LR input (then no HR, no PSNR).
+        crop: ``(top, left, height, width)`` of the file (of every frame) to use, or None for all of it.
         size: ``(height, width)`` of the used region, in file pixels.
         field: Where it came from in the study file, e.g. ``images[0]``.
-        digest: Hash of the file's contents and of how it is used.
+        digest: Hash of the file's (every frame's) contents and of how it is used.
+        frames: A clip's frame files in the order of their names; empty for an image.
+        frame: The output frame that holds a clip's windows, as the study gives it (None: the centre,
+            as :func:`lam_captum.video.explain_clip` chooses).
     """
 
     name: str
@@ -99,9 +103,16 @@ class ImageEntry:
     size: tuple[int, int]
     field: str
     digest: str
+    frames: tuple[Path, ...] = ()
+    frame: int | None = None
+
+    @property
+    def is_clip(self) -> bool:
+        """Whether the entry is a clip (explained with :func:`lam_captum.video.explain_clip`)."""
+        return bool(self.frames)
 
     def lr_size(self, scale: int) -> tuple[int, int]:
-        """``(height, width)`` of the LR input for a model of ``scale``."""
+        """``(height, width)`` of the LR input (of each frame of a clip) for a model of ``scale``."""
         height, width = self.size
         return (height, width) if self.lr else (height // scale, width // scale)
 
@@ -180,7 +191,8 @@ class Study:
 
     def passes(self) -> list[tuple[StudyProbe, ...]]:
         """The probes in the groups that share one LAM pass: the windows of one model and image, in the study's
-        order, at most :attr:`windows_per_pass` at a time.
+        order, at most :attr:`windows_per_pass` at a time; a clip's probe is a pass of its own (video LAM
+        explains one window per pass).
 
         The groups depend on the study alone, not on what is finished or on the number of processes, so that
         a resumed or distributed run gives the numbers of an uninterrupted one.
@@ -188,8 +200,8 @@ class Study:
         passes: list[tuple[StudyProbe, ...]] = []
         for _, probes in itertools.groupby(self.probes(), key=lambda probe: (probe.model.name, probe.image.name)):
             group = list(probes)
-            passes += [tuple(group[start:start + self.windows_per_pass])
-                       for start in range(0, len(group), self.windows_per_pass)]
+            size = 1 if group[0].image.is_clip else self.windows_per_pass
+            passes += [tuple(group[start:start + size]) for start in range(0, len(group), size)]
         return passes
 
     def _lam_values(self) -> dict[str, Any]:
@@ -206,7 +218,8 @@ class Study:
             ],
             "images": [
                 {"name": i.name, "path": str(i.path), "lr": i.lr, "crop": list(i.crop) if i.crop else None,
-                 "windows": [list(w) for w in self.windows[i.name]]}
+                 "windows": [list(w) for w in self.windows[i.name]],
+                 **({"frames": [str(path) for path in i.frames], "frame": i.frame} if i.is_clip else {})}
                 for i in self.images
             ],
             "lam": self._lam_values(),
@@ -276,9 +289,15 @@ def _model_entry(spec: StudySpec, model: ModelSpec, index: int) -> ModelEntry:
 def _image_entries(image: ImageSpec, index: int) -> list[ImageEntry]:
     return [
         ImageEntry(name=file.name, path=file.path, lr=image.lr, crop=image.crop, size=file.size,
-                   field=f"images[{index}]", digest=digest([file_digest(file.path), image.lr, image.crop]))
+                   field=f"images[{index}]", digest=_entry_digest(image, file), frames=file.frames, frame=image.frame)
         for file in image.files
     ]
+
+
+def _entry_digest(image: ImageSpec, file: ImageFile) -> str:
+    if not file.frames:  # an image's digest as it always was, so that earlier results remain current
+        return digest([file_digest(file.path), image.lr, image.crop])
+    return digest([[file_digest(path) for path in file.frames], image.lr, image.crop, image.frame])
 
 
 def read_study_file(path: Path) -> Any:

@@ -13,7 +13,8 @@ PROG = "lam-captum sweep"
 
 _EPILOG = """\
 The study file lists `models` (built-in names, module:Class or file.py:Class, with `weights`, `args`,
-`scale`), `images` (files, folders or `builtin`; `lr: true` for LR inputs; optional `crop`) with their
+`scale`), `images` (files, folders or `builtin`; `lr: true` for LR inputs; optional `crop`; `clip: true`
+for a video model's folder of frames, with `frame`) with their
 `windows` ([top, left, size], {grid: N, size: S} or {random: N, size: S, seed: K}), and the `lam`
 parameters; see examples/study.yaml. Results: OUTPUT/probes.csv and probes.jsonl (one row per probe),
 models.csv, plots/, records/ (one JSON per finished probe). Re-running skips finished probes.
