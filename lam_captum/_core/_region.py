@@ -251,7 +251,9 @@ def compute_in_crop(
     Returns:
         The crop and what ``compute`` returned, or None where the full image must be used.
     """
-    reference = reference if reference is not None else _reference(forward_func, image, footprints)
+    if reference is None:
+        references = window_references(forward_func, image, footprints)
+        reference = None if references is None else merged_reference(references)
     region = None if reference is None else Box.of_support(reference.gradient)
     if region is None:
         _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
@@ -276,22 +278,6 @@ def compute_in_crop(
         _log.debug("the input gradient left the region on the path; widening it to %s", region)
     _log.debug("LAM on the full image: the region kept growing along the path")
     return None
-
-
-def _reference(forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]) -> Reference | None:
-    point = image.detach().clone().requires_grad_(True)
-    output = forward_func(point)
-    scale = _integer_scale(output, point)
-    if scale is None or not output.requires_grad or not torch.isfinite(output).all():
-        return None
-    whole = Box(0, output.shape[-2], 0, output.shape[-1])
-    if not all(whole.contains(footprint) for footprint in footprints):
-        return None
-    projection = _random_projection(output, footprints)
-    (gradient,) = torch.autograd.grad((output * projection).sum(), point, allow_unused=True)
-    if gradient is None:
-        return None
-    return Reference(output.detach(), projection, gradient, footprints, scale)
 
 
 def window_references(
