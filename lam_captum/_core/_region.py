@@ -46,8 +46,12 @@ _MAX_WIDENINGS = 2
 _RELATIVE_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-6}
 _DEFAULT_TOLERANCE = 1e-6
 # On a GPU the convolution kernels' rounding (Winograd, FFT) leaves noise where the exact gradient is zero:
-# there the support of a gradient is where it stands out of that noise. (LAM turns TF32 off on GPUs, see
-# `gradient_context`: in TF32 a crop and the full image agree to about 1e-3 of the maximum only.)
+# there the support of a gradient is where it stands above this share of its peak. Measured on an H100
+# (benchmarks/README.md, run 4): at 1e-8 the noise made every region the whole image; 1e-7 gave crops a few
+# pixels wider than 1e-6 for the same time, and 1e-6 once gave a crop 43 pixels wide that was 8.5e-5 (of
+# the maximum) off the full image. (LAM turns TF32 off on GPUs, see `gradient_context`: in TF32 a crop and the
+# full image agree to about 1e-3 of the maximum only.)
+_GPU_SUPPORT_FLOOR = {torch.float64: 1e-14, torch.float32: 1e-7}
 
 
 def relative_tolerance(values: Tensor) -> float:
@@ -57,8 +61,8 @@ def relative_tolerance(values: Tensor) -> float:
 
 
 def significant(values: Tensor) -> Tensor:
-    """Where ``values`` are not zero (or not finite): exactly nonzero on a CPU, above the rounding noise of
-    :func:`relative_tolerance` times the largest magnitude on a GPU.
+    """Where ``values`` are not zero (or not finite): exactly nonzero on a CPU, above the kernels' rounding
+    noise (a share of the largest magnitude) on a GPU.
 
     Example:
         >>> significant(torch.tensor([0.0, 1e-9, float("nan")])).tolist()
@@ -68,7 +72,7 @@ def significant(values: Tensor) -> Tensor:
         return values != 0
     finite = torch.isfinite(values)
     peak = torch.where(finite, values.abs(), torch.zeros_like(values)).amax()
-    return (values.abs() > relative_tolerance(values) * peak) | ~finite
+    return (values.abs() > _GPU_SUPPORT_FLOOR.get(values.dtype, _DEFAULT_TOLERANCE) * peak) | ~finite
 
 
 def check_crop(crop: object) -> None:
