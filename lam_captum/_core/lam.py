@@ -40,9 +40,9 @@ _DEFAULT_PIXELS_CPU = 2 * 64 * 64
 _DEFAULT_PIXELS_GPU = 200 * 64 * 64
 # Share of the GPU's free memory one call may take by the estimate of `_memory.estimate_call_memory`.
 _GPU_MEMORY_SHARE = 0.5
-# attribute_windows: each window beyond the first holds its own input gradients through the batched
-# backward pass; measured (EDSR-baseline, 64x64) at 0.4 (2 rows, CPU) and 0.5 (50 rows, H100) of one
-# window's whole call.
+# attribute_windows on a GPU: each window beyond the first holds its own gradients through the vectorised
+# backward pass; measured (EDSR-baseline, 64x64, 50 rows, H100) at 0.5 of one window's whole call. (On a
+# CPU the K backward passes run one after the other and share the memory of one.)
 _MEMORY_PER_EXTRA_WINDOW = 0.5
 
 
@@ -253,7 +253,7 @@ class LAM(GradientAttribution):
             windows: K >= 1 windows in SR-output pixels, each ``(top, left, size)``,
                 ``(top, left, height, width)`` or a :class:`Window`, or a ``(K, 3)`` / ``(K, 4)`` tensor.
             n_steps, sigma, kernel_size, method, detector, dtype, show_progress, crop: As in :meth:`attribute`.
-            internal_batch_size: Path steps per model call; each call also holds K gradients of that size.
+            internal_batch_size: Path steps per model call; on a GPU each call also holds K gradients of that size.
             return_convergence_delta: Also return each window's convergence delta, shape ``(K,)``.
 
         Returns:
@@ -599,7 +599,8 @@ def default_internal_batch_size(
     """Path steps per model call when ``internal_batch_size`` is not given, for ``height x width`` inputs and
     ``windows`` windows integrated together (their gradients share the budget).
 
-    On a CPU a budget of LR pixels per call (the fastest there); on a GPU a larger one, capped so that the
+    On a CPU a budget of LR pixels per call (the fastest there; its K windows' backward passes run one after
+    the other); on a GPU a larger one shared with the K windows' vectorised gradients, capped so that the
     call's estimated memory (``step_bytes`` per path step for one window) stays within half of ``free_bytes``.
 
     Example:
@@ -612,10 +613,11 @@ def default_internal_batch_size(
         >>> default_internal_batch_size(torch.device("cuda"), 64, 64, windows=16)
         23
     """
-    budget = _DEFAULT_PIXELS_CPU if device.type == "cpu" else _DEFAULT_PIXELS_GPU
+    if device.type == "cpu":
+        return max(1, _DEFAULT_PIXELS_CPU // (height * width))
     share = 1 + _MEMORY_PER_EXTRA_WINDOW * (windows - 1)
-    rows = max(1, int(budget // (height * width * share)))
-    if device.type != "cpu" and step_bytes and free_bytes:
+    rows = max(1, int(_DEFAULT_PIXELS_GPU // (height * width * share)))
+    if step_bytes and free_bytes:
         rows = min(rows, max(1, int(_GPU_MEMORY_SHARE * free_bytes // (step_bytes * share))))
     return rows
 
