@@ -32,11 +32,11 @@ _NO_GRAPH_CAUSES = (
 
 # LR pixels per model call when `internal_batch_size` is not given (memory grows with rows x pixels).
 # benchmarks/bench_lam.py on 2 CPU cores: 1-2 rows of 64x64 were fastest for EDSR-baseline and the
-# default model alike, larger chunks only cost memory (68 MiB per row). On a GPU batching is what fills
-# the device; 50 rows of 64x64 (the whole path) is the budget there.
+# default model alike, larger chunks only cost memory (68 MiB per row).
 _DEFAULT_PIXELS_CPU = 2 * 64 * 64
-# benchmarks/bench_budget.py on an H100: time per step falls until about 200 rows of 64x64 per call (all 50
-# steps of a 128x128 image: 1.2-1.4x faster than 12 rows); the memory that takes is capped below.
+# On a GPU batching is what fills the device. benchmarks/bench_budget.py on an H100: time per step falls until
+# about 200 rows of 64x64 per call (all 50 steps of a 128x128 image: 1.2-1.4x faster than 12 rows); the
+# memory that takes is capped below.
 _DEFAULT_PIXELS_GPU = 200 * 64 * 64
 # Share of the GPU's free memory one call may take by the estimate of `_memory.estimate_call_memory`.
 _GPU_MEMORY_SHARE = 0.5
