@@ -26,7 +26,22 @@ DEFAULT_TAGS = ("map", "heat_blend", "kde_blend", "zoom", "sr")
 LOGGED_STEPS = [1, 3]
 
 
-class TinySR(LightningModule):
+class L1Training(LightningModule):
+    """The training of the tests' SR modules: L1 loss to the HR target, ``val_loss`` logged, Adam."""
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
+        lr, hr = batch
+        return nn.functional.l1_loss(self(lr), hr)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
+        lr, hr = batch
+        self.log("val_loss", nn.functional.l1_loss(self(lr), hr))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+class TinySR(L1Training):
     """x2 SR with BatchNorm and dropout, so that the train/eval mode of every submodule matters."""
 
     def __init__(self, channels: int = 3) -> None:
@@ -39,17 +54,6 @@ class TinySR(LightningModule):
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.net(lr)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
-        lr, hr = batch
-        return nn.functional.l1_loss(self(lr), hr)
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
-        lr, hr = batch
-        self.log("val_loss", nn.functional.l1_loss(self(lr), hr))
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
 def sample_images(count: int = 8, size: int = 12) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule
 from tensorboard.plugins.custom_scalar import layout_pb2
-from test_callback import LAM_ARGUMENTS, LOGGED_STEPS, read_events, steps, trainer
+from test_callback import LAM_ARGUMENTS, LOGGED_STEPS, L1Training, read_events, steps, trainer
 from test_callback_resilience import cli_config, run_cli
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -29,7 +28,7 @@ WINDOW = (4, 4, 8)
 CLIP_SCALARS = ("di", "gini", "negative_share", "delta")
 
 
-class VideoSR(LightningModule):
+class VideoSR(L1Training):
     """A video SR network trained on clips; an image ``(N, C, H, W)`` is read as a clip of one frame, so that
     image probes can watch the same network."""
 
@@ -41,17 +40,6 @@ class VideoSR(LightningModule):
         if inputs.dim() == 4:
             return self.network(inputs[:, None])[:, 0]
         return self.network(inputs)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> torch.Tensor:
-        lr, hr = batch
-        return nn.functional.l1_loss(self(lr), hr)
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_index: int) -> None:
-        lr, hr = batch
-        self.log("val_loss", nn.functional.l1_loss(self(lr), hr))
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=1e-2)
 
 
 def sample_clips(count: int = 4, frames: int = FRAMES, seed: int = 1) -> torch.Tensor:
