@@ -190,8 +190,6 @@ class LAM(GradientAttribution):
         detector = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
             x = x.detach().clone()
-            # A clip's row holds all its frames: the budget per call counts them all.
-            rows = settings.internal_batch_size or _default_rows(self.forward_func, x)
             if crop and x.dim() == 4:
                 # Finding the region takes one pass of a whole image; each crop then runs through attribute()
                 # again, which warns about its own memory.
@@ -199,6 +197,9 @@ class LAM(GradientAttribution):
                 attribution = attribute_in_crops(self.forward_func, x, windows, detector, settings.kernel_size,
                                                  self._attribute_on(settings, show_progress))
             else:
+                # A clip's row holds all its frames: the budget per call counts them all. (A crop's attribute()
+                # call counts its own.)
+                rows = settings.internal_batch_size or _default_rows(self.forward_func, x)
                 warn_if_too_large(self.forward_func, x, rows)
                 attribution = self._integrate(x, windows, detector, settings.path_schedule(), rows, show_progress,
                                               target)
