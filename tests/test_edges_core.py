@@ -17,7 +17,7 @@ from lam_captum import LAM, LAMSettings, SettingsError
 from lam_captum import functional as LF
 from lam_captum._core import _memory
 from lam_captum._core._context import eval_mode
-from lam_captum._core.lam import _chunks
+from lam_captum._core.lam import _chunks, _window_share
 from lam_captum.explain import explain
 from lam_captum.functional import PathSchedule
 
@@ -310,6 +310,63 @@ def test_an_input_where_even_one_step_does_not_fit_advises_a_crop(monkeypatch, m
     monkeypatch.setattr(_memory, "available_memory", lambda device: 1_000)
     with pytest.warns(RuntimeWarning, match=r"explain a crop of the image \(even one path step does not fit\)"):
         LAM(model).attribute(images, (2, 2, 8), n_steps=1)
+
+
+def test_many_windows_too_large_for_free_memory_warn_before_the_run(monkeypatch, model, images):
+    with torch.enable_grad():
+        one_step = _memory.estimate_call_memory(model, images[:1], 1)
+    monkeypatch.setattr(_memory, "available_memory", lambda device: int(1.5 * one_step))
+    with pytest.warns(RuntimeWarning, match=r"lower `internal_batch_size` to 1 \(now 3\)") as caught:
+        LAM(model).attribute_windows(images[:1], [(0, 0, 8), (12, 12, 8)], n_steps=STEPS, internal_batch_size=3,
+                                     crop=False)
+    assert [w.filename for w in caught.list] == [__file__]  # the user's call, not a frame inside the package
+
+
+def test_many_windows_warn_for_the_full_image_pass_that_finds_their_regions(monkeypatch, model, images):
+    monkeypatch.setattr(_memory, "available_memory", lambda device: 1_000)
+    with pytest.warns(RuntimeWarning, match=r"LAM on 12x12 inputs .*\(1 path step\(s\).*even one path step") as caught:
+        LAM(model).attribute_windows(images[:1], [(0, 0, 8), (12, 12, 8)], n_steps=1)
+    assert {w.filename for w in caught.list} == {__file__}
+
+
+def test_the_gpu_budget_counts_each_extra_window_at_half_a_step_and_the_cpu_at_none():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert _window_share(cpu, 16) == 1.0
+    assert _window_share(gpu, 1) == 1.0 and _window_share(gpu, 16) == 8.5
+
+
+def test_windows_whose_shared_step_does_not_fit_are_advised_to_go_fewer_at_once(monkeypatch, model, images):
+    with torch.enable_grad():
+        one_step = _memory.estimate_call_memory(model, images[:1], 1)
+    monkeypatch.setattr(_memory, "available_memory", lambda device: 2 * one_step)
+    with pytest.warns(RuntimeWarning, match=r"pass fewer windows at once"):
+        _memory.warn_if_too_large(model, images[:1], 1, share=_window_share(torch.device("cuda"), 16),
+                                  step_bytes=one_step)
+
+
+@pytest.mark.parametrize("windows", [1, 3])
+def test_one_probe_pass_sizes_the_chunks_and_checks_the_memory(monkeypatch, model, images, windows):
+    probes = []
+    measure = _memory.bytes_per_pixel
+
+    def counted(forward_func, inputs):
+        probes.append(inputs.shape)
+        return measure(forward_func, inputs)
+
+    monkeypatch.setattr(_memory, "bytes_per_pixel", counted)
+    lam = LAM(model)
+    if windows == 1:
+        lam.attribute(images[:1], (2, 2, 8), n_steps=STEPS, crop=False)
+    else:
+        lam.attribute_windows(images[:1], [(2, 2, 8), (8, 8, 8), (14, 2, 8)], n_steps=STEPS, crop=False)
+    assert len(probes) == 1
+
+
+def test_a_warning_from_inside_a_crop_points_at_the_users_call(model):
+    flat = nn.Sequential(model, nn.Hardtanh(5.0, 6.0))  # the output is clamped flat: zero gradients everywhere
+    with pytest.warns(RuntimeWarning, match="zero at every path step") as caught:
+        LAM(flat).attribute(torch.rand(1, 1, 24, 24), (16, 16, 8), n_steps=STEPS, detector="intensity")
+    assert {w.filename for w in caught.list} == {__file__}
 
 
 def test_the_memory_estimate_scales_with_rows_and_pixels(model):

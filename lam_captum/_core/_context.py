@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
+import captum
 import torch
 from torch import nn
+
+# Folders whose stack frames a warning skips to reach the user's call: ours, and Captum's decorators around
+# `attribute`.
+_LIBRARY_FOLDERS = (os.path.dirname(os.path.dirname(__file__)) + os.sep, os.path.dirname(captum.__file__) + os.sep)
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first caller outside lam_captum and Captum.
+
+    Pass it to :func:`warnings.warn` directly: level 1 is the function that warns. The user's call may lie at
+    any depth below it (a crop's or a window group's inner ``attribute``), which a fixed level cannot follow.
+    """
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_FOLDERS):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def owning_module(forward_func: Callable) -> nn.Module | None:

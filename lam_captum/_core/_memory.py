@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from lam_captum._core._context import owning_module
+from lam_captum._core._context import outside_stacklevel, owning_module
 
 # The probe runs on a crop of at most this many LR pixels a side: cheap next to a path step, and large
 # enough that border effects do not dominate the count.
@@ -100,25 +100,37 @@ def estimate_call_memory(forward_func: Callable[[Tensor], Tensor], inputs: Tenso
     return int(rows * per_step)
 
 
-def warn_if_too_large(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, rows: int) -> None:
+def warn_if_too_large(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, rows: int, *, share: float = 1.0,
+                      step_bytes: int | None = None) -> None:
     """Warn before the run when one model call of ``rows`` steps would need more memory than is free.
 
-    Call it where gradients are on (inside :func:`~lam_captum._core._context.gradient_context`).
+    ``share`` scales one path step's memory: several windows' gradients held together through one backward
+    pass (``attribute_windows`` on a GPU). ``step_bytes`` is one step's estimate if the caller already made it
+    (:func:`estimate_call_memory` with one row); otherwise the probe runs here. Call it where gradients are
+    on (inside :func:`~lam_captum._core._context.gradient_context`).
     """
     available = available_memory(inputs.device)
     if available is None:
         return
-    needed = estimate_call_memory(forward_func, inputs, rows)
-    if needed is None or needed <= available:
+    if step_bytes is None:
+        step_bytes = estimate_call_memory(forward_func, inputs, 1)
+    if step_bytes is None:
+        return
+    per_step = int(step_bytes * share)
+    needed = rows * per_step
+    if needed <= available:
         return
     height, width = inputs.shape[-2:]
-    per_step = needed // rows
-    advice = (f"lower `internal_batch_size` to {max(1, available // per_step)} (now {rows})"
-              if per_step <= available else "explain a crop of the image (even one path step does not fit)")
+    if per_step <= available:
+        advice = f"lower `internal_batch_size` to {max(1, available // per_step)} (now {rows})"
+    elif step_bytes <= available:
+        advice = "pass fewer windows at once (even one path step of them all does not fit)"
+    else:
+        advice = "explain a crop of the image (even one path step does not fit)"
     warnings.warn(f"LAM on {height}x{width} inputs needs about {_size(needed)} per model call ({rows} path "
                   f"step(s) of about {_size(per_step)}, estimated from a probe forward pass), but only "
                   f"{_size(available)} of {inputs.device} memory is free: the run may fail or swap; "
-                  f"{advice}", RuntimeWarning, stacklevel=4)
+                  f"{advice}", RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 def _size(count: int) -> str:

@@ -13,7 +13,7 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from lam_captum._core._context import eval_mode, gradient_context, model_placement, owning_module
+from lam_captum._core._context import eval_mode, gradient_context, model_placement, outside_stacklevel, owning_module
 from lam_captum._core._memory import available_memory, estimate_call_memory, warn_if_too_large
 from lam_captum._core._region import CropMode, attribute_in_crops, check_crop
 from lam_captum._core._windows import as_window_list, attribute_windows_in_crop, integrate_windows, window_values
@@ -199,8 +199,7 @@ class LAM(GradientAttribution):
             else:
                 # A clip's row holds all its frames: the budget per call counts them all. (A crop's attribute()
                 # call counts its own.)
-                rows = settings.internal_batch_size or _default_rows(self.forward_func, x)
-                warn_if_too_large(self.forward_func, x, rows)
+                rows = _call_rows(self.forward_func, x, settings.internal_batch_size, x.shape[0] * settings.n_steps)
                 attribution = self._integrate(x, windows, detector, settings.path_schedule(), rows, show_progress,
                                               target)
             result = (attribution,) if is_tuple else attribution
@@ -287,6 +286,10 @@ class LAM(GradientAttribution):
         detector = settings.resolved_detector()
         with gradient_context(self.forward_func, x.device):
             x = x.detach().clone()
+            if crop:
+                # Finding the windows' regions takes one pass of the whole image; each group's integration then
+                # warns about its own calls.
+                warn_if_too_large(self.forward_func, x, 1)
             attribution = attribute_windows_in_crop(self.forward_func, x, window_list, detector, settings.kernel_size,
                                                     crop, self._windows_engine(settings, show_progress))
             if not return_convergence_delta:
@@ -302,7 +305,7 @@ class LAM(GradientAttribution):
 
         def integrate(forward_func: Callable[[Tensor], Tensor], image: Tensor, windows: list[Window],
                       inspect: Callable[[Tensor], None] | None) -> Tensor:
-            rows = settings.internal_batch_size or _default_rows(forward_func, image, len(windows))
+            rows = _call_rows(forward_func, image, settings.internal_batch_size, settings.n_steps, len(windows))
             cleaner = _GradientHealth(len(windows))
             with _progress_bar(settings.n_steps, show_progress, image.shape) as progress:
                 attribution = integrate_windows(forward_func, image, windows, settings.resolved_detector(),
@@ -506,7 +509,7 @@ class OutputFrame:
         if self.chosen and not self._warned:
             self._warned = True
             warnings.warn(f"`frame`={self.index} has no effect: the model returns one frame, which holds the window",
-                          RuntimeWarning, stacklevel=7)
+                          RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 class _GradientHealth:
@@ -525,17 +528,16 @@ class _GradientHealth:
         return gradients
 
     def report(self) -> None:
-        # stacklevel 5: report <- _integrate <- attribute <- Captum's log_usage wrapper <- the caller.
         if self.non_finite:
             warnings.warn(f"{self.non_finite} non-finite input-gradient values were set to 0 (as the official demo "
                           "does); the model may overflow or divide by zero on blurred inputs", RuntimeWarning,
-                          stacklevel=5)
+                          stacklevel=outside_stacklevel())
         dead = [n for n, nonzero in enumerate(self.nonzero) if not nonzero]
         if dead:
             warnings.warn(f"the input gradients of sample(s) {dead} are zero at every path step, so the attribution "
                           "is all zero: the window may be flat (clamped or saturated output) all along the path, "
                           "or the model cuts the gradient (rounding, quantisation, integer casts)", RuntimeWarning,
-                          stacklevel=5)
+                          stacklevel=outside_stacklevel())
 
 
 def _chunks(n_samples: int, n_steps: int, rows: int) -> Iterator[list[tuple[int, range]]]:
@@ -616,23 +618,38 @@ def default_internal_batch_size(
     """
     if device.type == "cpu":
         return max(1, _DEFAULT_PIXELS_CPU // (height * width))
-    share = 1 + _MEMORY_PER_EXTRA_WINDOW * (windows - 1)
+    share = _window_share(device, windows)
     rows = max(1, int(_DEFAULT_PIXELS_GPU // (height * width * share)))
     if step_bytes and free_bytes:
         rows = min(rows, max(1, int(_GPU_MEMORY_SHARE * free_bytes // (step_bytes * share))))
     return rows
 
 
-def _default_rows(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, windows: int = 1) -> int:
-    """:func:`default_internal_batch_size` for one image (or clip) of ``inputs``, with the memory it needs
-    estimated on a GPU. Call it where gradients are on."""
-    frames = inputs.shape[1] if inputs.dim() == 5 else 1
-    height, width = frames * inputs.shape[-2], inputs.shape[-1]
-    if inputs.device.type == "cpu":
-        return default_internal_batch_size(inputs.device, height, width, windows)
-    return default_internal_batch_size(inputs.device, height, width, windows,
-                                       step_bytes=estimate_call_memory(forward_func, inputs[:1], 1),
-                                       free_bytes=available_memory(inputs.device))
+def _call_rows(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, requested: int | None, steps: int,
+               windows: int = 1) -> int:
+    """Path steps per model call for ``inputs`` (one image or clip per row) and ``windows`` windows integrated
+    together: ``requested``, or :func:`default_internal_batch_size` with the memory of a step estimated on a GPU,
+    at most the ``steps`` of the whole run. Warns before the run when a call of that many steps would not fit in
+    the memory that is free. Call it where gradients are on.
+
+    The probe forward pass of the estimate runs once, for both the budget and the warning.
+    """
+    step_bytes = estimate_call_memory(forward_func, inputs[:1], 1)
+    rows = requested
+    if rows is None:
+        frames = inputs.shape[1] if inputs.dim() == 5 else 1
+        height, width = frames * inputs.shape[-2], inputs.shape[-1]
+        free = None if inputs.device.type == "cpu" else available_memory(inputs.device)
+        rows = default_internal_batch_size(inputs.device, height, width, windows, step_bytes=step_bytes,
+                                           free_bytes=free)
+    rows = min(rows, steps)
+    warn_if_too_large(forward_func, inputs, rows, share=_window_share(inputs.device, windows), step_bytes=step_bytes)
+    return rows
+
+
+def _window_share(device: torch.device, windows: int) -> float:
+    """One path step's memory with ``windows`` windows' gradients, in steps of one window."""
+    return 1.0 if device.type == "cpu" else 1 + _MEMORY_PER_EXTRA_WINDOW * (windows - 1)
 
 
 def _progress_bar(total: int, show: bool, shape: torch.Size):
