@@ -7,6 +7,8 @@ The full image can take minutes per step on a CPU, so it runs ``--floor-steps`` 
 extrapolated per step; the maximum difference is measured between the two calls at those steps.
 
 K windows: ``attribute_windows`` with K windows against K calls of ``attribute``, time per window.
+``--backward`` picks how the K input gradients of a path step are computed (default: LAM's choice per device,
+one vectorised pass on a GPU, K passes on a CPU), to measure the other choice on the same device.
 
     python benchmarks/bench_scale.py                       # the issue's table (slow on a CPU)
     python benchmarks/bench_scale.py --sizes 64x64 --models default --windows-steps 5
@@ -22,6 +24,7 @@ import time
 import torch
 
 from lam_captum import LAM
+from lam_captum._core import _windows
 from lam_captum.models import build_model
 
 
@@ -149,6 +152,8 @@ def main() -> None:
     parser.add_argument("--windows-steps", type=int, default=10)
     parser.add_argument("--windows-models", default="default,edsr-baseline")
     parser.add_argument("--skip", choices=["whole", "windows"], default=None)
+    parser.add_argument("--backward", choices=["auto", "vectorised", "sequential"], default="auto",
+                        help="K windows' input gradients: LAM's choice per device, or one of the two everywhere")
     parser.add_argument("--repeats", type=int, default=1, help="whole images: best of this many calls of each")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--fp32", action="store_true",
@@ -161,6 +166,8 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     device = torch.device(args.device)
+    if args.backward != "auto":
+        _windows._input_gradients = getattr(_windows, f"{args.backward}_gradients")
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     floor_steps = {}
     for entry in args.floor_steps.split(","):
@@ -169,7 +176,7 @@ def main() -> None:
         floor_steps[height * width] = int(count)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     tf32 = f", TF32 convolutions {torch.backends.cudnn.allow_tf32}" if device.type == "cuda" else ""
-    print(f"{device} ({card}), torch {torch.__version__}{tf32}, one run each")
+    print(f"{device} ({card}), torch {torch.__version__}{tf32}, K windows' gradients: {args.backward}, one run each")
     if args.skip != "whole":
         whole_images(args.models.split(","), sizes, args.steps, floor_steps, device, args.repeats)
     if args.skip != "windows":

@@ -12,10 +12,11 @@
 #   tests.txt      the CUDA-only tests and the GPU-relevant test files
 #   bench_lam.txt  LAM vs the demo's loop vs the floor, per internal_batch_size, with peak memory
 #   bench_scale.txt  whole images (default call vs the full image at every step), K windows of one image
-#   bench_scale_fp32.txt  the crop's difference from the full image with TF32 off (torch's GPU default is on)
+#   rounding.txt   float32 rounding of the full image (vs float64, vs cuDNN off) beside the crop's difference
+#   windows_sequential.txt  K = 16 windows with K backward passes per step instead of one vectorised pass
 #   memory.txt     time per path step and peak memory vs rows: the budget behind internal_batch_size
 #   bench_sweep.txt  a sweep of 1 model x 4 photos x 16 windows: 1 vs 16 windows per LAM pass
-# GPU_CHECK_SECONDS (default 460; 1380 for the smoke run) bounds the whole run: a part never gets more than what is left.
+# GPU_CHECK_SECONDS (default 500; 1500 for the smoke run) bounds the whole run: a part never gets more than what is left.
 set -u -o pipefail
 
 OUT=${OUT:?set OUT to the folder for the results}
@@ -23,7 +24,7 @@ PY=${PYTHON:-python3}
 SMOKE=${GPU_CHECK_SMOKE:-0}
 # The limits are the GPU's; the smoke run's tiny sizes on a shared CPU get three times as long.
 FACTOR=$((SMOKE == 1 ? 3 : 1))
-TOTAL=${GPU_CHECK_SECONDS:-$((460 * FACTOR))}
+TOTAL=${GPU_CHECK_SECONDS:-$((500 * FACTOR))}
 mkdir -p "$OUT"
 FAILED=()
 START=$SECONDS
@@ -115,25 +116,29 @@ if [[ $SMOKE == 1 ]]; then
     LAM_ARGS=(--size 8 --steps 2 --repeats 1 --batch-sizes 1,2)
     SCALE_ARGS=(--sizes 16x16,24x24 --steps 4 --floor-steps 16x16:4,24x24:2 --windows-size 16 --windows 1,4
                 --windows-steps 3)
+    SEQUENTIAL_ARGS=(--skip whole --windows-size 16 --windows 4 --windows-steps 3)
     BUDGET_ARGS=(--sizes 16,24 --rows 1,2,4 --steps 4 --windows 4 --windows-size 16)
     SWEEP_ARGS=(--images 2 --windows 4 --lr-size 24 --n-steps 5 --windows-per-pass 4)
-    FP32_ARGS=(--sizes 24x24 --steps 2 --floor-steps 24x24:2 --skip windows)
+    ROUNDING_ARGS=(--sizes 16x16,24x24 --steps 2)
 else
     LAM_ARGS=(--size 64 --steps 50 --repeats 3 --batch-sizes 1,2,4,8,16,25,50)
     SCALE_ARGS=(--sizes 64x64,256x256,339x510 --steps 50 --floor-steps 64x64:50,256x256:50,339x510:50
                 --windows-size 64 --windows 1,4,16 --windows-steps 50)
+    SEQUENTIAL_ARGS=(--skip whole --windows-size 64 --windows 16 --windows-steps 50)
     BUDGET_ARGS=(--sizes 64,128 --rows 1,2,4,8,16,25,50 --steps 50 --windows 16 --windows-size 64)
     SWEEP_ARGS=(--images 4 --windows 16 --lr-size 64 --n-steps 50 --windows-per-pass 16)
-    FP32_ARGS=(--sizes 256x256,339x510 --steps 10 --floor-steps 256x256:10,339x510:10 --skip windows)
+    ROUNDING_ARGS=(--sizes 64x64,256x256,339x510 --steps 10)
 fi
 part bench_lam 60 bench_lam.txt "$PY" benchmarks/bench_lam.py --device "$DEVICE" "${LAM_ARGS[@]}"
 part bench_scale 110 bench_scale.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" "${SCALE_ARGS[@]}"
+part rounding 60 rounding.txt "$PY" benchmarks/bench_rounding.py --device "$DEVICE" "${ROUNDING_ARGS[@]}"
+part windows_sequential 45 windows_sequential.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
+    --backward sequential "${SEQUENTIAL_ARGS[@]}"
 part memory 60 memory.txt "$PY" benchmarks/bench_budget.py --device "$DEVICE" "${BUDGET_ARGS[@]}"
 part bench_sweep 115 bench_sweep.txt "$PY" benchmarks/bench_sweep.py "${SWEEP_ARGS[@]}"
-part bench_scale_fp32 40 bench_scale_fp32.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" --fp32 "${FP32_ARGS[@]}"
 
 # The tables again on stdout, the most compact last, in case the files do not come back.
-for file in bench_scale.txt bench_scale_fp32.txt bench_sweep.txt bench_lam.txt memory.txt tests.txt; do
+for file in bench_scale.txt rounding.txt windows_sequential.txt bench_sweep.txt bench_lam.txt memory.txt tests.txt; do
     [[ -f $OUT/$file ]] && { echo "== $file"; tail -n 30 "$OUT/$file" | cut -c1-170; }
 done
 if ((${#FAILED[@]})); then

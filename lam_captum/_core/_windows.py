@@ -116,7 +116,17 @@ def _input_gradients(output: Tensor, points: Tensor, cotangents: Tensor) -> Tens
     hold one window's gradients at a time.
     """
     if cotangents.shape[0] > 1 and points.device.type != "cpu":
-        return torch.autograd.grad(output, points, grad_outputs=cotangents, is_grads_batched=True)[0]
+        return vectorised_gradients(output, points, cotangents)
+    return sequential_gradients(output, points, cotangents)
+
+
+def vectorised_gradients(output: Tensor, points: Tensor, cotangents: Tensor) -> Tensor:
+    """The K vector-Jacobian products in one batched backward pass."""
+    return torch.autograd.grad(output, points, grad_outputs=cotangents, is_grads_batched=True)[0]
+
+
+def sequential_gradients(output: Tensor, points: Tensor, cotangents: Tensor) -> Tensor:
+    """The K vector-Jacobian products by K backward passes through the same graph."""
     last = cotangents.shape[0] - 1
     return torch.stack([torch.autograd.grad(output, points, grad_outputs=cotangent, retain_graph=k < last)[0]
                         for k, cotangent in enumerate(cotangents)])
