@@ -269,8 +269,9 @@ def test_float_tiff_with_nan_is_refused(tmp_path: Path) -> None:
 def test_animated_gif_reads_frame_0_with_a_warning(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (6, 5), colour) for colour in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
-    with pytest.warns(UserWarning, match=r"anim\.gif' has 3 frames; frame 0 is used"):
+    with pytest.warns(UserWarning, match=r"anim\.gif' has 3 frames; frame 0 is used") as caught:
         image = load_image(tmp_path / "anim.gif")
+    assert [w.filename for w in caught.list] == [__file__]  # the user's call, not the reader inside the package
     with Image.open(tmp_path / "anim.gif") as gif:
         expected = np.asarray(gif.convert("RGB"), dtype=np.float32) / 255
     np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), expected)

@@ -7,6 +7,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from lam_captum._core._context import outside_stacklevel
+
 
 def attribution_map(attribution: Tensor) -> Tensor:
     """LAM's map: ``|sum over channels|`` of the attribution, divided by its maximum.
@@ -35,7 +37,7 @@ def attribution_map(attribution: Tensor) -> Tensor:
             "an attribution is all zero, so its map is all zero and has no Diffusion Index (NaN): the window may "
             "be flat in every path step or the model may not depend on the input (see LAM's diagnosis messages)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=outside_stacklevel(),
         )
     return magnitude / torch.where(peak == 0, torch.ones_like(peak), peak)
 
@@ -82,7 +84,7 @@ def _warn_if_all_zero(all_zero: Tensor, batched: bool, name: str) -> None:
     if all_zero.any():
         which = f"map(s) {all_zero.nonzero().flatten().tolist()} are" if batched else "the map is"
         warnings.warn(f"{which} all zero, so the {name} is undefined and reported as NaN: a dead attribution "
-                      "is not a perfectly diffuse one", RuntimeWarning, stacklevel=3)
+                      "is not a perfectly diffuse one", RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 def diffusion_index(values: Tensor) -> Tensor:

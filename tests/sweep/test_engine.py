@@ -156,6 +156,9 @@ def test_ctrl_c_leaves_complete_files_and_the_rerun_finishes(workspace: Path, tm
     study_file.write_text(yaml.safe_dump({
         "models": ["default"], "images": [str(workspace / "astro.png")],
         "windows": [{"grid": 4, "size": 12}], "lam": {"n_steps": 8}, "output": "results",
+        # Four passes: the Ctrl-C after the first pass's records lands while later passes still run (with
+        # one pass of all 16 windows the run could finish before the signal arrives).
+        "windows_per_pass": 4,
     }))
     output = tmp_path / "results"
     interrupted = run_cli([str(study_file), "--accelerator", "cpu", "--devices", "1"],
