@@ -335,7 +335,8 @@ def _open(path: Path) -> Image.Image:
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
         raise ValueError(f"cannot read `path` {str(path)!r} as an image: {error}") from error
     if frames > 1:
-        warnings.warn(f"{str(path)!r} has {frames} frames; frame 0 is used", UserWarning, stacklevel=outside_stacklevel())
+        warnings.warn(f"{str(path)!r} has {frames} frames; frame 0 is used", UserWarning,
+                      stacklevel=outside_stacklevel())
     if sixteen_bit_colour:
         warnings.warn(f"{str(path)!r} has 16 bits per channel, but Pillow reads colour images at 8 bits: the "
                       "pixels are rounded down to steps of 1/255 (16-bit grey files keep their precision)",
@@ -358,14 +359,16 @@ def _deep_grey(image: Image.Image, path: Path) -> Image.Image:
         if 0 <= pixels.min() and pixels.max() <= _UINT16_MAX:
             return Image.fromarray(pixels.astype(np.uint16))
         warnings.warn(f"{str(path)!r} holds 32-bit integers in [{pixels.min()}, {pixels.max()}], beyond the "
-                      f"16-bit range: they are divided by {_INT32_MAX} (2**31 - 1)", UserWarning, stacklevel=outside_stacklevel())
+                      f"16-bit range: they are divided by {_INT32_MAX} (2**31 - 1)", UserWarning,
+                      stacklevel=outside_stacklevel())
         pixels = (pixels / _INT32_MAX).astype(np.float32)
     if not np.isfinite(pixels).all():
         raise ValueError(f"`path` {str(path)!r} holds NaN or infinite pixel values")
     low, high = float(pixels.min()), float(pixels.max())
     if low < 0.0 or high > 1.0:
         warnings.warn(f"{str(path)!r} holds values in [{low:.6g}, {high:.6g}], outside [0, 1]; they are kept as "
-                      "they are (not clipped): check that the model expects this range", UserWarning, stacklevel=outside_stacklevel())
+                      "they are (not clipped): check that the model expects this range", UserWarning,
+                      stacklevel=outside_stacklevel())
     return Image.fromarray(pixels.astype(np.float32, copy=False))
 
 

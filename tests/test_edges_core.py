@@ -92,7 +92,8 @@ def test_sigma_zero_is_refused_with_a_clear_error(model, images):
 
 def test_all_zero_map_has_nan_gini_and_di_with_a_warning():
     maps = torch.stack([torch.zeros(6, 6), torch.rand(6, 6)])
-    with pytest.warns(RuntimeWarning, match=r"map\(s\) \[0\] are all zero, so the Diffusion Index is undefined") as caught:
+    undefined = r"map\(s\) \[0\] are all zero, so the Diffusion Index is undefined"
+    with pytest.warns(RuntimeWarning, match=undefined) as caught:
         index = LF.diffusion_index(maps)
     assert {w.filename for w in caught.list} == {__file__}
     with pytest.warns(RuntimeWarning, match=r"the map is all zero, so the Gini coefficient is undefined"):
