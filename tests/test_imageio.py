@@ -120,7 +120,8 @@ def test_grayscale_round_trip_and_modes(tmp_path: Path) -> None:
 
 def test_load_rgba_drops_alpha(tmp_path: Path) -> None:
     path = save_png(np.full((3, 4, 4), 200, np.uint8), tmp_path / "rgba.png")
-    assert load_image(path, mode=None).shape == (3, 3, 4)
+    with pytest.warns(UserWarning, match="has transparent pixels: their stored colour is used"):
+        assert load_image(path, mode=None).shape == (3, 3, 4)
 
 
 def test_to_pil_layouts() -> None:
