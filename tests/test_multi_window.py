@@ -10,6 +10,7 @@ from conftest import tiny_sr
 from test_region import WindowAttentionSR, assert_same_attribution
 
 from lam_captum import LAM, Window
+from lam_captum._core import _windows
 from lam_captum.functional import blur_baseline
 
 WINDOWS = [(0, 0, 16), (40, 36, 16), Window(80, 10, 8, 12), (79, 79, 16)]
@@ -22,6 +23,16 @@ def test_windows_together_equal_one_window_at_a_time(photo_lr, method):
     assert together.shape == (len(WINDOWS), *photo_lr.shape[1:])
     for row, window in zip(together, WINDOWS):
         assert torch.equal(row, lam.attribute(photo_lr, window, n_steps=5, method=method, crop=False)[0])
+
+
+def test_the_gpus_vectorised_gradients_give_the_same_numbers_as_one_window_at_a_time(monkeypatch, photo_lr):
+    # A GPU computes the K gradients in one batched backward pass, a CPU in K passes: the GPU's path, here.
+    monkeypatch.setattr(_windows, "_input_gradients", _windows.vectorised_gradients)
+    lam = LAM(tiny_sr())
+    together = lam.attribute_windows(photo_lr, WINDOWS, n_steps=5, crop=False, internal_batch_size=2)
+    for row, window in zip(together, WINDOWS):
+        torch.testing.assert_close(row, lam.attribute(photo_lr, window, n_steps=5, crop=False)[0],
+                                   rtol=1e-5, atol=1e-7)
 
 
 def test_windows_together_on_a_crop_equal_the_full_image(photo_lr):
