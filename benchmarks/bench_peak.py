@@ -1,7 +1,8 @@
 """Peak memory of the default call (a verified crop) against the full image, as the image and n_steps grow.
 
-Each call runs in a fresh process, after a small warm-up call, and reports the growth of the peak resident
-memory on a CPU (``torch.cuda.max_memory_allocated`` on a GPU). *default*: ``LAM.attribute`` with its
+Each call runs in a fresh process, after a small warm-up call, and reports its peak memory above what was in
+use before it (as ``bench_budget.py`` measures it: the peak resident set size, reset before the call, on a CPU;
+CUDA's allocator peak on a GPU). *default*: ``LAM.attribute`` with its
 defaults (``crop="auto"``: one forward and backward pass of the whole image finds and checks the region,
 then the path runs on the crop); *full*: ``crop=False`` (every step on the whole image, in the default
 chunks). *forward only*: one forward pass of the whole image without gradients, the least that any check
@@ -14,12 +15,11 @@ of a crop against the whole image costs. Window 16x16 at the centre.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
-import time
 
 import torch
+from bench_budget import measured
 
 from lam_captum import LAM
 from lam_captum.models import build_model
@@ -28,30 +28,16 @@ MODES = ("default", "full", "forward only")
 
 
 def measure(name: str, height: int, width: int, mode: str, steps: int, device: torch.device) -> tuple[float, float]:
-    """``(peak growth in MB, seconds)`` of one call."""
+    """``(seconds, peak growth in MiB)`` of one call."""
     model = build_model(name).to(device)
     lam = LAM(model)
     lam.attribute(torch.rand(1, 3, 16, 16, device=device), (24, 24, 16), n_steps=1)  # kernels and libraries
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0)).to(device)
     window = (height * 4 // 2 - 8, width * 4 // 2 - 8, 16)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-    else:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    started = time.perf_counter()
     if mode == "forward only":
-        with torch.no_grad():
-            model(image)
-    else:
-        lam.attribute(image, window, n_steps=steps, crop="auto" if mode == "default" else False)
-    seconds = time.perf_counter() - started
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) - before
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    return peak / 1e6, seconds
+        return measured(torch.no_grad()(lambda: model(image)), device)
+    crop = "auto" if mode == "default" else False
+    return measured(lambda: lam.attribute(image, window, n_steps=steps, crop=crop), device)
 
 
 def main() -> None:
@@ -66,12 +52,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         name, height, width, mode, steps = args.one
-        peak, seconds = measure(name, int(height), int(width), mode, int(steps), torch.device(args.device))
-        print(f"{peak} {seconds}")
+        seconds, peak = measure(name, int(height), int(width), mode, int(steps), torch.device(args.device))
+        print(f"{seconds} {peak}")
         return
     step_counts = [int(v) for v in args.steps.split(",")]
     cases = [("default", steps) for steps in step_counts] + [("full", args.full_steps), ("forward only", 0)]
-    print(f"{args.device}, torch {torch.__version__}; peak MB (s) per call, each in a fresh process")
+    print(f"{args.device}, torch {torch.__version__}; peak growth (seconds) of each call, in a fresh process")
     header = " | ".join(f"{mode} ({steps} steps)" if steps else mode for mode, steps in cases)
     print(f"| model | LR size | {header} |")
     print("|---|---:|" + "---:|" * len(cases))
@@ -86,8 +72,8 @@ def main() -> None:
                 if result.returncode:
                     cells.append("failed")
                     continue
-                peak, seconds = map(float, result.stdout.split())
-                cells.append(f"{peak:.0f} ({seconds:.1f} s)")
+                seconds, peak = map(float, result.stdout.split())
+                cells.append(f"{peak:.0f} MiB ({seconds:.1f} s)")
             print(f"| {name} | {size} | " + " | ".join(cells) + " |", flush=True)
 
 
