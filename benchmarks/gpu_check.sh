@@ -15,6 +15,7 @@
 #   rounding.txt   float32 rounding of the full image (vs float64, vs cuDNN off) beside the crop's difference
 #   windows_sequential.txt  K = 16 windows with K backward passes per step instead of one vectorised pass
 #   memory.txt     time per path step and peak memory vs rows: the budget behind internal_batch_size
+#   peak.txt       peak memory of the default call vs the full image (each call in a fresh process)
 #   bench_sweep.txt  a sweep of 1 model x 4 photos x 16 windows: 1 vs 16 windows per LAM pass
 # GPU_CHECK_SECONDS (default 500; 1500 for the smoke run) bounds the whole run: a part never gets more than what is left.
 set -u -o pipefail
@@ -120,6 +121,7 @@ if [[ $SMOKE == 1 ]]; then
     BUDGET_ARGS=(--sizes 16,24 --rows 1,2,4 --steps 4 --windows 4 --windows-size 16)
     SWEEP_ARGS=(--images 2 --windows 4 --lr-size 24 --n-steps 5 --windows-per-pass 4)
     ROUNDING_ARGS=(--sizes 16x16,24x24 --steps 2)
+    PEAK_ARGS=(--models default --sizes 16x16 --steps 2 --full-steps 2)
 else
     LAM_ARGS=(--size 64 --steps 50 --repeats 3 --batch-sizes 1,2,4,8,16,25,50)
     SCALE_ARGS=(--sizes 64x64,256x256,339x510 --steps 50 --floor-steps 64x64:50,256x256:50,339x510:50
@@ -128,6 +130,7 @@ else
     BUDGET_ARGS=(--sizes 64,128 --rows 1,2,4,8,16,25,50 --steps 50 --windows 16 --windows-size 64)
     SWEEP_ARGS=(--images 4 --windows 16 --lr-size 64 --n-steps 50 --windows-per-pass 16)
     ROUNDING_ARGS=(--sizes 64x64,256x256,339x510 --steps 10)
+    PEAK_ARGS=(--models edsr-baseline --sizes 256x256,339x510 --steps 50 --full-steps 50)
 fi
 part bench_lam 60 bench_lam.txt "$PY" benchmarks/bench_lam.py --device "$DEVICE" "${LAM_ARGS[@]}"
 part bench_scale 110 bench_scale.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" "${SCALE_ARGS[@]}"
@@ -135,10 +138,11 @@ part rounding 60 rounding.txt "$PY" benchmarks/bench_rounding.py --device "$DEVI
 part windows_sequential 45 windows_sequential.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
     --backward sequential "${SEQUENTIAL_ARGS[@]}"
 part memory 60 memory.txt "$PY" benchmarks/bench_budget.py --device "$DEVICE" "${BUDGET_ARGS[@]}"
+part peak 60 peak.txt "$PY" benchmarks/bench_peak.py --device "$DEVICE" "${PEAK_ARGS[@]}"
 part bench_sweep 115 bench_sweep.txt "$PY" benchmarks/bench_sweep.py "${SWEEP_ARGS[@]}"
 
 # The tables again on stdout, the most compact last, in case the files do not come back.
-for file in bench_scale.txt rounding.txt windows_sequential.txt bench_sweep.txt bench_lam.txt memory.txt tests.txt; do
+for file in bench_scale.txt rounding.txt windows_sequential.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
     [[ -f $OUT/$file ]] && { echo "== $file"; tail -n 30 "$OUT/$file" | cut -c1-170; }
 done
 if ((${#FAILED[@]})); then
