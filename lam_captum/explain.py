@@ -38,8 +38,46 @@ EXTRA_PICTURES = ("signed", "zoom")
 SAVED_FILES = (*(f"{name}.png" for name in PICTURE_NAMES), "attribution.npy", "summary.json")
 
 
+class DrawnOnce:
+    """What the results of :func:`explain` and :func:`~lam_captum.video.explain_clip` share: the LR size, and
+    pictures drawn on first use and kept.
+
+    A subclass is a frozen dataclass with an ``lr`` tensor and a ``_drawn`` dict; it names its pictures in
+    ``_PICTURES`` (those of :attr:`pictures`) and ``_ON_REQUEST`` (drawn only when asked for), and draws one
+    in ``_draw(name)``.
+    """
+
+    _PICTURES: tuple[str, ...] = ()
+    _ON_REQUEST: tuple[str, ...] = ()
+    lr: Tensor
+    _drawn: dict[str, np.ndarray]
+
+    @property
+    def lr_size(self) -> tuple[int, int]:
+        return (self.lr.shape[-2], self.lr.shape[-1])
+
+    @property
+    def pictures(self) -> dict[str, np.ndarray]:
+        """The pictures as ``(H, W, 3)`` uint8 arrays, keyed by name (those drawn on request left out)."""
+        return {name: self.picture(name) for name in self._PICTURES}
+
+    def picture(self, name: str) -> np.ndarray:
+        return self._drawn_once(name)
+
+    def _drawn_once(self, name: str) -> np.ndarray:
+        names = self._PICTURES + self._ON_REQUEST
+        if name not in names:
+            raise ValueError(f"`name` must be one of {', '.join(names)}, got {name!r}")
+        if name not in self._drawn:
+            self._drawn[name] = self._draw(name)
+        return self._drawn[name]
+
+    def _draw(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+
 @dataclasses.dataclass(frozen=True)
-class LAMResult:
+class LAMResult(DrawnOnce):
     """Everything one LAM run produces; each picture is drawn on first use.
 
     Attributes:
@@ -72,14 +110,8 @@ class LAMResult:
     hr: Tensor | None = None
     _drawn: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
-    @property
-    def lr_size(self) -> tuple[int, int]:
-        return (self.lr.shape[-2], self.lr.shape[-1])
-
-    @property
-    def pictures(self) -> dict[str, np.ndarray]:
-        """All the demo's pictures as ``(H, W, 3)`` uint8 arrays, keyed by :data:`PICTURE_NAMES`."""
-        return {name: self.picture(name) for name in PICTURE_NAMES}
+    _PICTURES = PICTURE_NAMES
+    _ON_REQUEST = EXTRA_PICTURES
 
     def picture(self, name: str) -> np.ndarray:
         """One picture, drawn on first use: ``"window"`` (on the HR image, else the bicubic-upscaled LR
@@ -88,11 +120,7 @@ class LAMResult:
         request ``"signed"`` (the signed channel sum on a colour map centred at zero: red positive, blue
         negative) and ``"zoom"`` (the heat map and the heat blend side by side, cropped to the box that
         holds 99% of the attribution and the window, upscaled: a small map reads at a glance)."""
-        if name not in PICTURE_NAMES + EXTRA_PICTURES:
-            raise ValueError(f"`name` must be one of {', '.join(PICTURE_NAMES + EXTRA_PICTURES)}, got {name!r}")
-        if name not in self._drawn:
-            self._drawn[name] = self._draw(name)
-        return self._drawn[name]
+        return self._drawn_once(name)
 
     def _draw(self, name: str) -> np.ndarray:
         from lam_captum import pictures

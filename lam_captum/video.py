@@ -23,7 +23,7 @@ from lam_captum._atomic import check_writable_folder, write_files_atomically
 from lam_captum._core._context import eval_mode, model_placement, owning_module
 from lam_captum._core.lam import LAM, OutputFrame
 from lam_captum._core.settings import LAMSettings
-from lam_captum.explain import map_scores, score_or_none, settings_with
+from lam_captum.explain import DrawnOnce, map_scores, score_or_none, settings_with
 from lam_captum.functional import Window, as_window, negative_share
 from lam_captum.imageio import IMAGE_SUFFIXES, write_png
 from lam_captum.pictures import check_alpha
@@ -34,7 +34,7 @@ CLIP_SAVED_FILES = (*(f"{name}.png" for name in CLIP_PICTURE_NAMES), "attributio
 
 
 @dataclasses.dataclass(frozen=True)
-class ClipResult:
+class ClipResult(DrawnOnce):
     """Everything one video LAM run produces; each picture is drawn on first use.
 
     Attributes:
@@ -74,24 +74,13 @@ class ClipResult:
     hr: Tensor | None = None
     _drawn: dict[str, np.ndarray] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
-    @property
-    def lr_size(self) -> tuple[int, int]:
-        return (self.lr.shape[-2], self.lr.shape[-1])
-
-    @property
-    def pictures(self) -> dict[str, np.ndarray]:
-        """The pictures as ``(H, W, 3)`` uint8 arrays, keyed by :data:`CLIP_PICTURE_NAMES`."""
-        return {name: self.picture(name) for name in CLIP_PICTURE_NAMES}
+    _PICTURES = CLIP_PICTURE_NAMES
 
     def picture(self, name: str) -> np.ndarray:
         """One picture, drawn on first use: ``"strip"`` (every frame's heat blend, the window on its frame),
         ``"profile"`` (the temporal profile as a bar chart) or ``"window"`` (the window on the HR frame, else on
         the SR output frame)."""
-        if name not in CLIP_PICTURE_NAMES:
-            raise ValueError(f"`name` must be one of {', '.join(CLIP_PICTURE_NAMES)}, got {name!r}")
-        if name not in self._drawn:
-            self._drawn[name] = self._draw(name)
-        return self._drawn[name]
+        return self._drawn_once(name)
 
     def _draw(self, name: str) -> np.ndarray:
         from lam_captum import pictures
