@@ -39,16 +39,17 @@ SAVED_FILES = (*(f"{name}.png" for name in PICTURE_NAMES), "attribution.npy", "s
 
 
 class DrawnOnce:
-    """What the results of :func:`explain` and :func:`~lam_captum.video.explain_clip` share: the LR size, and
-    pictures drawn on first use and kept.
+    """What the results of :func:`explain` and :func:`~lam_captum.video.explain_clip` share: the LR size,
+    pictures drawn on first use and kept, and saving them with the attribution and the summary as one set.
 
-    A subclass is a frozen dataclass with an ``lr`` tensor and a ``_drawn`` dict; it names its pictures in
-    ``_PICTURES`` (those of :attr:`pictures`) and ``_ON_REQUEST`` (drawn only when asked for), and draws one
-    in ``_draw(name)``.
+    A subclass is a frozen dataclass with ``attribution`` and ``lr`` tensors, a ``_drawn`` dict and a
+    ``summary()``; it names its pictures in ``_PICTURES`` (those of :attr:`pictures`) and ``_ON_REQUEST`` (drawn
+    only when asked for), and draws one in ``_draw(name)``.
     """
 
     _PICTURES: tuple[str, ...] = ()
     _ON_REQUEST: tuple[str, ...] = ()
+    attribution: Tensor
     lr: Tensor
     _drawn: dict[str, np.ndarray]
 
@@ -74,6 +75,25 @@ class DrawnOnce:
 
     def _draw(self, name: str) -> np.ndarray:
         raise NotImplementedError
+
+    def _save(self, folder: str | Path, metadata: Mapping[str, object] | None,
+              pictures: Callable[[], dict[str, Callable]]) -> Path:
+        """Write ``pictures()`` (file name -> writer), ``attribution.npy`` and ``summary.json`` into ``folder``
+        as one set: the folder checked and every picture drawn before a file is touched."""
+        folder = check_writable_folder(folder, "folder")
+        summary = json.dumps({**(metadata or {}), **self.summary()}, indent=2) + "\n"
+        files = pictures()
+        files["attribution.npy"] = functools.partial(np.save, arr=self.attribution.numpy())
+        files["summary.json"] = lambda stream: stream.write(summary.encode())
+        try:
+            return write_files_atomically(folder, files)
+        except OSError as error:
+            raise OSError(f"cannot write the results to `folder` {str(folder)!r}: {error.strerror or error}") from error
+
+
+def png_files(pictures: Mapping[str, np.ndarray]) -> dict[str, Callable]:
+    """``<name>.png`` -> a writer of that picture, for :func:`~lam_captum._atomic.write_files_atomically`."""
+    return {f"{name}.png": functools.partial(write_png, picture) for name, picture in pictures.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,19 +240,16 @@ class LAMResult(DrawnOnce):
         """
         from lam_captum.pictures import figure_writer
 
-        folder = check_writable_folder(folder, "folder")
-        summary = json.dumps({**(metadata or {}), **self.summary()}, indent=2) + "\n"
-        drawn = {**self.pictures, **{name: self.picture(name) for name in extra_pictures}}
-        files = {f"{name}.png": functools.partial(write_png, picture) for name, picture in drawn.items()}
-        for format in dict.fromkeys(figure_formats):
-            if format != "png":
-                files[f"figure.{format}"] = figure_writer(self.draw_figure(), format)
-        files["attribution.npy"] = functools.partial(np.save, arr=self.attribution.numpy())
-        files["summary.json"] = lambda stream: stream.write(summary.encode())
-        try:
-            return write_files_atomically(folder, files)
-        except OSError as error:
-            raise OSError(f"cannot write the results to `folder` {str(folder)!r}: {error.strerror or error}") from error
+
+        def pictures() -> dict[str, Callable]:
+            drawn = {**self.pictures, **{name: self.picture(name) for name in extra_pictures}}
+            files = png_files(drawn)
+            for format in dict.fromkeys(figure_formats):
+                if format != "png":
+                    files[f"figure.{format}"] = figure_writer(self.draw_figure(), format)
+            return files
+
+        return self._save(folder, metadata, pictures)
 
 
 def explain(

@@ -8,8 +8,6 @@ Index of each frame and of the clip, and the temporal profile, each input frame'
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,13 +17,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lam_captum._atomic import check_writable_folder, write_files_atomically
 from lam_captum._core._context import eval_mode, model_placement, owning_module
 from lam_captum._core.lam import LAM, OutputFrame
 from lam_captum._core.settings import LAMSettings
-from lam_captum.explain import DrawnOnce, map_scores, score_or_none, settings_with
+from lam_captum.explain import DrawnOnce, map_scores, png_files, score_or_none, settings_with
 from lam_captum.functional import Window, as_window, negative_share
-from lam_captum.imageio import IMAGE_SUFFIXES, write_png
+from lam_captum.imageio import IMAGE_SUFFIXES
 from lam_captum.pictures import check_alpha
 
 Normalisation = Literal["clip", "frame"]
@@ -133,15 +130,7 @@ class ClipResult(DrawnOnce):
             >>> sorted(path.name for path in folder.iterdir()) == sorted(CLIP_SAVED_FILES)
             True
         """
-        folder = check_writable_folder(folder, "folder")
-        summary = json.dumps({**(metadata or {}), **self.summary()}, indent=2) + "\n"
-        files = {f"{name}.png": functools.partial(write_png, picture) for name, picture in self.pictures.items()}
-        files["attribution.npy"] = functools.partial(np.save, arr=self.attribution.numpy())
-        files["summary.json"] = lambda stream: stream.write(summary.encode())
-        try:
-            return write_files_atomically(folder, files)
-        except OSError as error:
-            raise OSError(f"cannot write the results to `folder` {str(folder)!r}: {error.strerror or error}") from error
+        return self._save(folder, metadata, lambda: png_files(self.pictures))
 
 
 def explain_clip(
