@@ -2,8 +2,9 @@
 
 The crop (``crop="auto"``, the default) is exact in exact arithmetic: outside the region the attribution is
 zero, and inside it the crop's path images and gradients are the full image's. In float32 the two still
-round differently wherever the convolution kernels sum in another order for another input size (cuDNN picks
-its algorithms by shape; a CPU's oneDNN does not, and there the crop is bit for bit the full image). This
+round differently wherever the kernels sum in another order for another input size (cuDNN picks its
+convolution algorithms by shape; oneDNN on a CPU sums a convolution in the same order, and there EDSR-baseline's
+crop is bit for bit its full image). This
 script sets the crop's difference beside the rounding of the full-image computation itself, all against
 a float64 full-image computation of the same model, image and window:
 
