@@ -8,7 +8,9 @@ extrapolated per step; the maximum difference is measured between the two calls 
 
 K windows: ``attribute_windows`` with K windows against K calls of ``attribute``, time per window.
 ``--backward`` picks how the K input gradients of a path step are computed (default: LAM's choice per device,
-one vectorised pass on a GPU, K passes on a CPU), to measure the other choice on the same device.
+one vectorised pass on a GPU, K passes on a CPU), to measure the other choice on the same device; the default
+chunk size follows it (K passes in sequence hold one window's gradients at a time, so their chunks are as
+large as one window's).
 
     python benchmarks/bench_scale.py                       # the table (slow on a CPU)
     python benchmarks/bench_scale.py --sizes 64x64 --models default --windows-steps 5
@@ -25,6 +27,7 @@ import torch
 
 from lam_captum import LAM
 from lam_captum._core import _windows
+from lam_captum._core import lam as _lam
 from lam_captum.models import build_model
 
 
@@ -168,6 +171,10 @@ def main() -> None:
     device = torch.device(args.device)
     if args.backward != "auto":
         _windows._input_gradients = getattr(_windows, f"{args.backward}_gradients")
+        # The memory budget follows the choice: K passes in sequence hold one window's gradients at a time
+        # (chunks as large as one window's), one vectorised pass holds all K (chunks 1 + 0.5 (K - 1) times smaller).
+        _lam._window_share = (lambda device, windows: 1.0) if args.backward == "sequential" else (
+            lambda device, windows: 1 + _lam._MEMORY_PER_EXTRA_WINDOW * (windows - 1))
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     floor_steps = {}
     for entry in args.floor_steps.split(","):
