@@ -130,7 +130,7 @@ else
     BUDGET_ARGS=(--sizes 64,128 --rows 1,2,4,8,16,25,50 --steps 50 --windows 16 --windows-size 64)
     SWEEP_ARGS=(--images 4 --windows 16 --lr-size 64 --n-steps 50 --windows-per-pass 16)
     ROUNDING_ARGS=(--sizes 64x64,256x256,339x510 --steps 10)
-    PEAK_ARGS=(--models edsr-baseline --sizes 256x256,339x510 --steps 50 --full-steps 50)
+    PEAK_ARGS=(--models edsr-baseline --sizes 339x510 --steps 50 --full-steps 50)
 fi
 part bench_lam 60 bench_lam.txt "$PY" benchmarks/bench_lam.py --device "$DEVICE" "${LAM_ARGS[@]}"
 part bench_scale 110 bench_scale.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" "${SCALE_ARGS[@]}"
@@ -138,7 +138,7 @@ part rounding 60 rounding.txt "$PY" benchmarks/bench_rounding.py --device "$DEVI
 part windows_sequential 45 windows_sequential.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
     --backward sequential "${SEQUENTIAL_ARGS[@]}"
 part memory 60 memory.txt "$PY" benchmarks/bench_budget.py --device "$DEVICE" "${BUDGET_ARGS[@]}"
-part peak 60 peak.txt "$PY" benchmarks/bench_peak.py --device "$DEVICE" "${PEAK_ARGS[@]}"
+part peak 75 peak.txt "$PY" benchmarks/bench_peak.py --device "$DEVICE" "${PEAK_ARGS[@]}"
 part bench_sweep 115 bench_sweep.txt "$PY" benchmarks/bench_sweep.py "${SWEEP_ARGS[@]}"
 
 # The tables again on stdout, the most compact last, in case the files do not come back.
