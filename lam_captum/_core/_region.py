@@ -258,13 +258,13 @@ def compute_in_crop(
     if reference is None:
         references = window_references(forward_func, image, footprints)
         reference = None if references is None else merged_reference(references)
-    region = None if reference is None else Box.of_support(reference.gradient)
+    region = None if reference is None else region_of(reference)
     if region is None:
         _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
         return None
     height, width = image.shape[-2:]
     for _ in range(_MAX_WIDENINGS + 1):
-        box = _verified_crop(forward_func, image, reference, region, max(kernel_size // 2, _MIN_RING))
+        box = _verified_crop(forward_func, image, reference, region, crop_margin(kernel_size))
         if box is None:
             return None
         crop = Crop(box, reference.scale)
@@ -333,12 +333,17 @@ def region_of(reference: Reference) -> Box | None:
     return Box.of_support(reference.gradient)
 
 
+def crop_margin(kernel_size: int) -> int:
+    """The crop's ring around the region: the blur kernel's radius, and at least :data:`_MIN_RING`."""
+    return max(kernel_size // 2, _MIN_RING)
+
+
 def crop_area(region: Box | None, kernel_size: int, height: int, width: int) -> int:
     """Pixels LAM computes on for a region: its crop with the blur margin, or the full image where a crop
     would not be used (no region, or one that needs over :data:`_MAX_CROP_FRACTION` of the image)."""
     if region is None:
         return height * width
-    area = region.grown(max(kernel_size // 2, _MIN_RING), height, width).area
+    area = region.grown(crop_margin(kernel_size), height, width).area
     return height * width if area > _MAX_CROP_FRACTION * height * width else area
 
 
