@@ -33,6 +33,8 @@ DEFAULT_PICTURES: tuple[str, ...] = ("map", "heat_blend", "kde_blend", "zoom", "
 # A clip probe's pictures (ClipResult's), logged whenever `images` is not empty; "window" as for an image.
 CLIP_PICTURES: tuple[str, ...] = ("strip", "profile")
 
+# A group of probes on one LR image, and that image's (lr, hr) as read for this run (None: unreadable).
+_Loaded = tuple[list[Probe], tuple[Tensor, Tensor | None] | None]
 # Three rows of four maps still read in a TensorBoard card; epochs in between are left out.
 _EVOLUTION_PANELS = 12
 DEFAULT_NAME = "lam"
@@ -235,7 +237,8 @@ class LAMMonitor(Callback):
         # Validation runs under no_grad or inference_mode, and maybe autocast: tensors made here (a probe
         # read from disk, the pictures' sources) must be ordinary float32 tensors autograd can use.
         with torch.inference_mode(False), torch.autocast(pl_module.device.type, enabled=False):
-            results = self._explain_all(forward, pl_module.device, trainer)
+            inputs = [(group, self._load(group, trainer)) for group in _same_image_groups(self.probes)]
+            results = self._explain_all(inputs, forward, pl_module.device, trainer)
             for probe in self.probes:
                 result = results[probe.name]
                 if result is None:
@@ -245,17 +248,21 @@ class LAMMonitor(Callback):
                 if draw:
                     self._log_pictures(probe, result, trainer)
             if self.erf_size is not None:
-                metrics.update(self._log_erf(forward, pl_module.device, trainer, draw))
+                metrics.update(self._log_erf(inputs, forward, pl_module.device, trainer, draw))
         metrics[f"{self.name}/seconds"] = time.perf_counter() - started
         self._log_metrics(metrics, trainer)
 
-    def _log_erf(self, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer, draw: bool
-                 ) -> dict[str, float]:
+    def _log_erf(self, inputs: list[_Loaded], forward: Callable[[Tensor], Tensor], device: torch.device,
+                 trainer: pl.Trainer, draw: bool) -> dict[str, float]:
         """The network's ERF over the probes' LR images: RepLKNet's area ratios as scalars, and its picture."""
         # The ERF is an image model's: clip probes do not take part.
         image_probes = [probe for probe in self.probes if not probe.is_clip]
+        lr_of = {probe.name: None if loaded is None else loaded[0] for group, loaded in inputs for probe in group}
         with self._isolated(trainer, f"skipped the ERF of probes {[probe.name for probe in image_probes]}"):
-            erf = dataset_erf(forward, [probe.load()[0] for probe in image_probes], size=self.erf_size, device=device)
+            unread = [probe.name for probe in image_probes if lr_of[probe.name] is None]
+            if unread:
+                raise ValueError(f"the LR images of probes {unread} could not be read")
+            erf = dataset_erf(forward, [lr_of[probe.name] for probe in image_probes], size=self.erf_size, device=device)
             ratios = {f"{self.name}/erf/area_{round(share * 100)}": area.ratio
                       for share, area in erf_area_ratios(erf).items()}
             if draw:
@@ -267,36 +274,51 @@ class LAMMonitor(Callback):
             return ratios
         return {}
 
+    def _load(self, group: list[Probe], trainer: pl.Trainer) -> tuple[Tensor, Tensor | None] | None:
+        """The LR input and HR image the group's probes share, read once per run for the LAM runs and the ERF;
+        None, with one warning per probe, if it cannot be read."""
+        try:
+            return group[0].load()
+        except Exception as error:  # training must go on
+            for probe in group:
+                self._warn_failure(f"skipped probe {probe.name!r}", error, trainer)
+            return None
+
     def _explain_all(
-        self, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer
+        self, inputs: list[_Loaded], forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer
     ) -> dict[str, LAMResult | ClipResult | None]:
         """Every probe's result (None where it failed); probes on one image share the path's forward passes."""
         results: dict[str, LAMResult | ClipResult | None] = {}
-        for group in _same_image_groups(self.probes):
-            shared = self._explain_together(group, forward, device) if len(group) > 1 else None
+        for group, loaded in inputs:
+            if loaded is None:
+                results.update((probe.name, None) for probe in group)
+                continue
+            shared = self._explain_together(group, loaded, forward, device) if len(group) > 1 else None
             if shared is not None:
                 results.update((probe.name, result) for probe, result in zip(group, shared))
             else:
-                results.update((probe.name, self._explain(probe, forward, device, trainer)) for probe in group)
+                results.update((probe.name, self._explain(probe, loaded, forward, device, trainer)) for probe in group)
         return results
 
     def _explain_together(
-        self, group: list[Probe], forward: Callable[[Tensor], Tensor], device: torch.device
+        self, group: list[Probe], loaded: tuple[Tensor, Tensor | None], forward: Callable[[Tensor], Tensor],
+        device: torch.device,
     ) -> list[LAMResult] | None:
         """The probes of one image in one run, or None if it fails: then each probe runs alone, so that the
         warning names the probe at fault."""
+        lr, hr = loaded
         try:
-            lr, hr = group[0].load()
             return explain_windows(forward, lr, [probe.window for probe in group], self.settings, hr=hr,
                                    alpha=self.alpha, device=device)
         except Exception:  # reported per probe by the runs that follow
             return None
 
     def _explain(
-        self, probe: Probe, forward: Callable[[Tensor], Tensor], device: torch.device, trainer: pl.Trainer
+        self, probe: Probe, loaded: tuple[Tensor, Tensor | None], forward: Callable[[Tensor], Tensor],
+        device: torch.device, trainer: pl.Trainer,
     ) -> LAMResult | ClipResult | None:
+        lr, hr = loaded
         with self._isolated(trainer, f"skipped probe {probe.name!r}"):
-            lr, hr = probe.load()
             if probe.is_clip:
                 return explain_clip(forward, lr, probe.window, self.settings, frame=probe.frame, hr=hr,
                                     alpha=self.alpha, device=device)

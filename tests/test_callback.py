@@ -425,6 +425,23 @@ def test_probes_of_one_image_share_one_run_with_the_numbers_of_explain(tmp_path:
         assert logged["delta"] == pytest.approx(alone.delta, rel=1e-4, abs=1e-6)
 
 
+def test_a_file_shared_by_probes_and_the_erf_is_read_once_per_run(tmp_path: Path, hr_file: Path, monkeypatch) -> None:
+    reads = []
+    read = Probe.load
+
+    def counting_load(self):
+        reads.append(self.name)
+        return read(self)
+
+    monkeypatch.setattr(Probe, "load", counting_load)
+    probes = [Probe(hr_file, (4, 6, 8), "left", scale=SCALE), Probe(hr_file, (10, 12, 8), "right", scale=SCALE)]
+    monitor = LAMMonitor(probes, **LAM_ARGUMENTS, images=(), erf=(12, 12))
+    trainer(tmp_path, [monitor], max_epochs=1, logger=False, enable_checkpointing=False).fit(TinySR(), loader(),
+                                                                                            loader())
+    assert reads == ["left"]  # one run (epoch 0): one read for both probes' LAM and the ERF
+    assert [len(monitor.history[name]) for name in ("left", "right")] == [1, 1]
+
+
 def test_erf_of_the_probe_images_is_logged_each_epoch(tmp_path: Path) -> None:
     from lam_captum.erf import dataset_erf, erf_area_ratios
 
