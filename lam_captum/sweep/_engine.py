@@ -32,6 +32,7 @@ from typing_extensions import override
 from lam_captum._atomic import write_atomically
 from lam_captum.explain import LAMResult, explain, explain_windows, score_or_none
 from lam_captum.functional import attribution_area
+from lam_captum.imageio import save_png
 from lam_captum.pictures import sr_picture
 from lam_captum.sweep._lock import OutputLock, prepare_output
 from lam_captum.sweep._quality import sr_psnr
@@ -400,8 +401,7 @@ class ProbeRecordWriter(BasePredictionWriter):
             write_atomically(maps_path(output, probe_id), lambda stream: _save_maps(stream, outcome.result))
         if outcome.result is not None and needs_sr(self.study, image):
             # Every window of the image rewrites the same pixels: the file is current whichever wrote last.
-            _save_png(sr_path(output, outcome.probe.model.name, outcome.probe.image.name),
-                      sr_picture(outcome.result.sr))
+            save_png(sr_picture(outcome.result.sr), sr_path(output, outcome.probe.model.name, outcome.probe.image.name))
         if outcome.result is not None and self.study.pictures:
             _save_pictures(pictures_folder(output, probe_id), outcome.result, picture_names(image))
         write_json(record_path(output, probe_id), {**outcome.row, "fingerprint": outcome.probe.fingerprint})
@@ -415,14 +415,7 @@ def _save_maps(stream: Any, result: LAMResult | ClipResult) -> None:
 
 def _save_pictures(folder: Path, result: LAMResult | ClipResult, names: tuple[str, ...]) -> None:
     for name in names:
-        _save_png(folder / f"{name}.png", result.picture(name))
-
-
-def _save_png(path: Path, picture: np.ndarray) -> None:
-    from lam_captum.imageio import to_pil
-
-    image = to_pil(picture)
-    write_atomically(path, lambda stream: image.save(stream, format="PNG"))
+        save_png(result.picture(name), folder / f"{name}.png")
 
 
 class SweepProgress(Callback):
