@@ -198,3 +198,67 @@ def test_gradient_leaving_the_region_on_the_path_widens_the_crop(caplog):
 def test_bad_crop_value_is_refused(photo_lr):
     with pytest.raises(ValueError, match=r"`crop` must be 'auto' .* or False, got 'yes'"):
         LAM(tiny_sr()).attribute(photo_lr, (8, 8, 8), crop="yes")
+
+
+@pytest.mark.parametrize("quantum", [1, 4, 8])
+@pytest.mark.parametrize(("box", "height", "width"), [
+    (Box(3, 8, 0, 5), 10, 20), (Box(0, 44, 100, 147), 120, 147), (Box(5, 6, 7, 8), 9, 64), (Box(0, 13, 0, 13), 13, 13),
+])
+def test_a_padded_crop_holds_the_box_inside_the_image_with_sides_a_multiple_of_the_quantum(quantum, box, height, width):
+    padded = box.padded_to(quantum, height, width)
+    assert padded.contains(box)
+    assert Box(0, height, 0, width).contains(padded)
+    for side, (before, limit) in [(padded.height, (box.height, height)), (padded.width, (box.width, width))]:
+        assert side == min(limit, -(-before // quantum) * quantum)
+
+
+@pytest.fixture
+def gpu_crop_quantum(monkeypatch):
+    """The GPU's crop shapes, on the CPU."""
+    from lam_captum._core import _region
+
+    monkeypatch.setattr(_region, "crop_quantum", lambda device: 8)
+
+
+@pytest.mark.parametrize(("top", "left"), CORNERS_AND_BORDERS)
+def test_padded_crops_at_every_border_and_corner_are_exact(gpu_crop_quantum, top, left):
+    model, image = tiny_sr(), torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(top + left))
+    window = Window.square(top, left, 16)
+    box = crop_box(model, image, window)
+    assert box is not None and box.height % 8 == 0 and box.width % 8 == 0
+    lam = LAM(model)
+    assert_same_attribution(lam.attribute(image, window, n_steps=4),
+                            lam.attribute(image, window, n_steps=4, crop=False))
+
+
+def test_padded_crops_of_many_windows_share_few_shapes_and_are_exact(gpu_crop_quantum):
+    shapes = set()
+
+    class Recording(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = tiny_sr()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            shapes.add(tuple(x.shape[-2:]))
+            return self.model(x)
+
+    model, image = Recording().eval(), torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    windows = [(top, left, 16) for top, left in [(0, 0), (20, 90), (100, 30), (150, 160), (237, 237), (60, 200)]]
+    lam = LAM(model)
+    together = lam.attribute_windows(image, windows, n_steps=4)
+    crop_shapes = {shape for shape in shapes if shape != (64, 64) and shape != (32, 32)}
+    assert crop_shapes and all(height % 8 == 0 and width % 8 == 0 for height, width in crop_shapes)
+    assert len(crop_shapes) <= 2
+    for k, window in enumerate(windows):
+        assert_same_attribution(together[k : k + 1], lam.attribute(image, window, n_steps=4, crop=False))
+
+
+def test_window_attention_with_padded_crops_is_aligned_and_exact(gpu_crop_quantum):
+    model = WindowAttentionSR().eval()
+    image = torch.rand(1, 3, 62, 58, generator=torch.Generator().manual_seed(2))
+    box = crop_box(model, image, Window.square(60, 52, 8))
+    assert box is not None and box.top % 4 == 0 and box.left % 4 == 0
+    lam = LAM(model)
+    assert_same_attribution(lam.attribute(image, (60, 52, 8), n_steps=4),
+                            lam.attribute(image, (60, 52, 8), n_steps=4, crop=False))

@@ -52,6 +52,15 @@ _DEFAULT_TOLERANCE = 1e-6
 # the maximum) off the full image. (LAM turns TF32 off on GPUs, see `gradient_context`: in TF32 a crop and the
 # full image agree to about 1e-3 of the maximum only.)
 _GPU_SUPPORT_FLOOR = {torch.float64: 1e-14, torch.float32: 1e-7}
+# On a GPU each new input shape costs every convolution a new cuDNN plan, built and cached per shape by
+# PyTorch's cuDNN API. On the small crops LAM computes on, that can cost more than the computation: in the
+# H100's run 3 (benchmarks/README.md) one window of the default model on its crop of about 47x47 took
+# 0.078-0.081 s, on the full 128x128 image 0.072-0.076 s: seven times the pixels. Crops there are grown to sides
+# that are multiples of this many pixels, so that the windows of an image, and the images of a study, share a
+# few shapes (not yet timed on a GPU: benchmarks/gpu_check.sh compares). A CPU pays for every pixel and not
+# for shapes (the default model's step took 31-33 ms on 20 new shapes of 40-44 pixels, 40 ms on one 48x48
+# shape), so its crops stay as small as they can.
+_GPU_CROP_QUANTUM = 8
 
 
 def relative_tolerance(values: Tensor) -> float:
@@ -150,6 +159,22 @@ class Box:
         """``margin`` more pixels on every side, clipped to a ``height`` x ``width`` image."""
         return Box(max(0, self.top - margin), min(height, self.bottom + margin),
                    max(0, self.left - margin), min(width, self.right + margin))
+
+    def padded_to(self, quantum: int, height: int, width: int) -> Box:
+        """The box grown about its centre to sides that are multiples of ``quantum`` (or the image's side),
+        moved inward where it would leave a ``height`` x ``width`` image; it holds this box.
+
+        Example:
+            >>> Box(3, 8, 0, 5).padded_to(8, 10, 20)
+            Box(top=2, bottom=10, left=0, right=8)
+        """
+
+        def side(start: int, end: int, limit: int) -> tuple[int, int]:
+            size = min(limit, -(-(end - start) // quantum) * quantum)
+            first = min(max(0, start - (size - (end - start)) // 2), limit - size)
+            return first, first + size
+
+        return Box(*side(self.top, self.bottom, height), *side(self.left, self.right, width))
 
     def aligned(self, grid: int, height: int, width: int) -> Box:
         """The smallest box on multiples of ``grid`` that holds this one, clipped to the image."""
@@ -371,7 +396,9 @@ def _verified_crop(
     forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference, region: Box, margin: int
 ) -> Box | None:
     height, width = image.shape[-2:]
-    for box in _candidate_crops(region, margin, _partition_grids(forward_func), height, width):
+    candidates = _candidate_crops(region, margin, _partition_grids(forward_func), crop_quantum(image.device),
+                                  height, width)
+    for box in candidates:
         if box.area > _MAX_CROP_FRACTION * height * width:
             _log.debug("LAM on the full image: the window's region %s needs a %dx%d crop of the %dx%d input",
                        region, box.height, box.width, height, width)
@@ -390,10 +417,18 @@ def _partition_grids(forward_func: Callable[[Tensor], Tensor]) -> list[int]:
     return list(dict.fromkeys(own + list(_GRIDS)))
 
 
-def _candidate_crops(region: Box, margin: int, grids: list[int], height: int, width: int) -> Iterator[Box]:
-    """The region plus the blur margin; then aligned to each grid, as it is and one grid cell wider."""
+def crop_quantum(device: torch.device) -> int:
+    """The crops' sides are multiples of this (see :data:`_GPU_CROP_QUANTUM`); 1 on a CPU."""
+    return 1 if device.type == "cpu" else _GPU_CROP_QUANTUM
+
+
+def _candidate_crops(region: Box, margin: int, grids: list[int], quantum: int, height: int,
+                     width: int) -> Iterator[Box]:
+    """The region plus the blur margin, its sides grown to multiples of ``quantum`` where the crop stays
+    worth making; then aligned to each grid, as it is and one grid cell wider."""
     smallest = region.grown(margin, height, width)
-    candidates = [smallest]
+    padded = smallest.padded_to(quantum, height, width)
+    candidates = [padded if padded.area <= _MAX_CROP_FRACTION * height * width else smallest]
     for grid in grids:
         candidates += [smallest.aligned(grid, height, width), smallest.grown(grid, height, width).aligned(grid, height, width)]
     yield from dict.fromkeys(candidates)
