@@ -10,7 +10,8 @@ K windows: ``attribute_windows`` with K windows against K calls of ``attribute``
 ``--backward`` picks how the K input gradients of a path step are computed (default: LAM's choice per device,
 one vectorised pass on a GPU, K passes on a CPU), to measure the other choice on the same device; the default
 chunk size follows it (K passes in sequence hold one window's gradients at a time, so their chunks are as
-large as one window's).
+large as one window's). ``--crop-quantum`` sets the multiple the crops' sides are grown to (LAM's choice: 8 on a
+GPU, where each new input shape costs every convolution a cuDNN plan, 1 on a CPU), to time the other choice.
 
     python benchmarks/bench_scale.py                       # the issue's table (slow on a CPU)
     python benchmarks/bench_scale.py --sizes 64x64 --models default --windows-steps 5
@@ -26,7 +27,7 @@ import time
 import torch
 
 from lam_captum import LAM
-from lam_captum._core import _windows
+from lam_captum._core import _region, _windows
 from lam_captum._core import lam as _lam
 from lam_captum.models import build_model
 
@@ -157,6 +158,8 @@ def main() -> None:
     parser.add_argument("--skip", choices=["whole", "windows"], default=None)
     parser.add_argument("--backward", choices=["auto", "vectorised", "sequential"], default="auto",
                         help="K windows' input gradients: LAM's choice per device, or one of the two everywhere")
+    parser.add_argument("--crop-quantum", type=int, default=None,
+                        help="grow the crops' sides to multiples of this (default: LAM's choice per device)")
     parser.add_argument("--repeats", type=int, default=1, help="whole images: best of this many calls of each")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--fp32", action="store_true",
@@ -175,6 +178,8 @@ def main() -> None:
         # (chunks as large as one window's), one vectorised pass holds all K (chunks 1 + 0.5 (K - 1) times smaller).
         _lam._window_share = (lambda device, windows: 1.0) if args.backward == "sequential" else (
             lambda device, windows: 1 + _lam._MEMORY_PER_EXTRA_WINDOW * (windows - 1))
+    if args.crop_quantum is not None:
+        _region.crop_quantum = lambda device: args.crop_quantum
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     floor_steps = {}
     for entry in args.floor_steps.split(","):
@@ -183,7 +188,9 @@ def main() -> None:
         floor_steps[height * width] = int(count)
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     tf32 = f", TF32 convolutions {torch.backends.cudnn.allow_tf32}" if device.type == "cuda" else ""
-    print(f"{device} ({card}), torch {torch.__version__}{tf32}, K windows' gradients: {args.backward}, one run each")
+    quantum = _region.crop_quantum(device)
+    print(f"{device} ({card}), torch {torch.__version__}{tf32}, K windows' gradients: {args.backward}, crops' sides "
+          f"multiples of {quantum}, one run each")
     if args.skip != "whole":
         whole_images(args.models.split(","), sizes, args.steps, floor_steps, device, args.repeats)
     if args.skip != "windows":

@@ -14,6 +14,7 @@
 #   bench_scale.txt  whole images (default call vs the full image at every step), K windows of one image
 #   rounding.txt   float32 rounding of the full image (vs float64, vs cuDNN off) beside the crop's difference
 #   windows_sequential.txt  K = 16 windows with K backward passes per step instead of one vectorised pass
+#   windows_unpadded.txt    K = 1 and 16 windows on crops of any shape instead of sides a multiple of 8
 #   memory.txt     time per path step and peak memory vs rows: the budget behind internal_batch_size
 #   peak.txt       peak memory of the default call vs the full image (each call in a fresh process)
 #   bench_sweep.txt  a sweep of 1 model x 4 photos x 16 windows: 1 vs 16 windows per LAM pass
@@ -118,6 +119,7 @@ if [[ $SMOKE == 1 ]]; then
     SCALE_ARGS=(--sizes 16x16,24x24 --steps 4 --floor-steps 16x16:4,24x24:2 --windows-size 16 --windows 1,4
                 --windows-steps 3)
     SEQUENTIAL_ARGS=(--skip whole --windows-size 16 --windows 4 --windows-steps 3)
+    UNPADDED_ARGS=(--skip whole --windows-size 24 --windows 1,4 --windows-steps 3)
     BUDGET_ARGS=(--sizes 16,24 --rows 1,2,4 --steps 4 --windows 4 --windows-size 16)
     SWEEP_ARGS=(--images 2 --windows 4 --lr-size 24 --n-steps 5 --windows-per-pass 4)
     ROUNDING_ARGS=(--sizes 16x16,24x24 --steps 2)
@@ -125,8 +127,9 @@ if [[ $SMOKE == 1 ]]; then
 else
     LAM_ARGS=(--size 64 --steps 50 --repeats 3 --batch-sizes 1,2,4,8,16,25,50)
     SCALE_ARGS=(--sizes 64x64,256x256,339x510 --steps 50 --floor-steps 64x64:50,256x256:50,339x510:50
-                --windows-size 64 --windows 1,4,16 --windows-steps 50)
-    SEQUENTIAL_ARGS=(--skip whole --windows-size 64 --windows 16 --windows-steps 50)
+                --windows-size 128 --windows 1,4,16 --windows-steps 50)
+    SEQUENTIAL_ARGS=(--skip whole --windows-size 128 --windows 16 --windows-steps 50)
+    UNPADDED_ARGS=(--skip whole --windows-size 128 --windows 1,16 --windows-steps 50)
     BUDGET_ARGS=(--sizes 64,128 --rows 1,2,4,8,16,25,50 --steps 50 --windows 16 --windows-size 64)
     SWEEP_ARGS=(--images 4 --windows 16 --lr-size 64 --n-steps 50 --windows-per-pass 16)
     ROUNDING_ARGS=(--sizes 64x64,256x256,339x510 --steps 10)
@@ -137,12 +140,14 @@ part bench_scale 110 bench_scale.txt "$PY" benchmarks/bench_scale.py --device "$
 part rounding 60 rounding.txt "$PY" benchmarks/bench_rounding.py --device "$DEVICE" "${ROUNDING_ARGS[@]}"
 part windows_sequential 45 windows_sequential.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
     --backward sequential "${SEQUENTIAL_ARGS[@]}"
+part windows_unpadded 45 windows_unpadded.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
+    --crop-quantum 1 "${UNPADDED_ARGS[@]}"
 part memory 60 memory.txt "$PY" benchmarks/bench_budget.py --device "$DEVICE" "${BUDGET_ARGS[@]}"
 part peak 75 peak.txt "$PY" benchmarks/bench_peak.py --device "$DEVICE" "${PEAK_ARGS[@]}"
 part bench_sweep 115 bench_sweep.txt "$PY" benchmarks/bench_sweep.py "${SWEEP_ARGS[@]}"
 
 # The tables again on stdout, the most compact last, in case the files do not come back.
-for file in bench_scale.txt rounding.txt windows_sequential.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
+for file in bench_scale.txt rounding.txt windows_sequential.txt windows_unpadded.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
     [[ -f $OUT/$file ]] && { echo "== $file"; tail -n 30 "$OUT/$file" | cut -c1-170; }
 done
 if ((${#FAILED[@]})); then
