@@ -179,7 +179,7 @@ def main() -> None:
         _lam._window_share = (lambda device, windows: 1.0) if args.backward == "sequential" else (
             lambda device, windows: 1 + _lam._MEMORY_PER_EXTRA_WINDOW * (windows - 1))
     if args.crop_quantum is not None:
-        _region.crop_quantum = lambda device: args.crop_quantum
+        _region.crop_quantum = _windows.crop_quantum = lambda device: args.crop_quantum
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     floor_steps = {}
     for entry in args.floor_steps.split(","):

@@ -11,6 +11,8 @@ from test_region import WindowAttentionSR, assert_same_attribution
 
 from lam_captum import LAM, Window
 from lam_captum._core import _windows
+from lam_captum._core._region import Box
+from lam_captum._core._windows import group_windows
 from lam_captum.functional import blur_baseline
 
 WINDOWS = [(0, 0, 16), (40, 36, 16), Window(80, 10, 8, 12), (79, 79, 16)]
@@ -114,10 +116,16 @@ def test_windows_far_apart_get_crops_of_their_own_and_near_ones_share_one(caplog
 
 
 def test_grouping_saves_work_by_the_cost_of_a_pass():
-    from lam_captum._core._region import Box
-    from lam_captum._core._windows import group_windows
-
     # The same region for every window: one crop, one pass.
     assert group_windows([Box(0, 20, 0, 20)] * 4, 9, 200, 200) == [[0, 1, 2, 3]]
     # Regions far apart: a crop each. Windows without a region (the full image) share one pass.
     assert group_windows([Box(0, 20, 0, 20), Box(150, 170, 150, 170), None, None], 9, 200, 200) == [[0], [1], [2, 3]]
+
+
+def test_grouping_counts_the_crops_grown_to_the_gpus_shapes():
+    # Two 24x24 regions 9 columns apart: their crops (with the blur's 4-pixel margin) are 32x32 each, and
+    # the crop of both is 32x41. Cost (crop pixels x (1 + windows)): 2 x 1024 x 2 = 4096 apart, 32 x 41 x 3 =
+    # 3936 together, so they merge; with the GPU's sides of multiples of 8 the crop of both is 32x48, 4608.
+    regions = [Box(50, 74, 50, 74), Box(50, 74, 59, 83)]
+    assert group_windows(regions, 9, 200, 200) == [[0, 1]]
+    assert group_windows(regions, 9, 200, 200, quantum=8) == [[0], [1]]

@@ -215,9 +215,10 @@ def test_a_padded_crop_holds_the_box_inside_the_image_with_sides_a_multiple_of_t
 @pytest.fixture
 def gpu_crop_quantum(monkeypatch):
     """The GPU's crop shapes, on the CPU."""
-    from lam_captum._core import _region
+    from lam_captum._core import _region, _windows
 
-    monkeypatch.setattr(_region, "crop_quantum", lambda device: 8)
+    for module in (_region, _windows):
+        monkeypatch.setattr(module, "crop_quantum", lambda device: 8)
 
 
 @pytest.mark.parametrize(("top", "left"), CORNERS_AND_BORDERS)

@@ -363,13 +363,22 @@ def crop_margin(kernel_size: int) -> int:
     return max(kernel_size // 2, _MIN_RING)
 
 
-def crop_area(region: Box | None, kernel_size: int, height: int, width: int) -> int:
-    """Pixels LAM computes on for a region: its crop with the blur margin, or the full image where a crop
-    would not be used (no region, or one that needs over :data:`_MAX_CROP_FRACTION` of the image)."""
+def crop_area(region: Box | None, kernel_size: int, height: int, width: int, quantum: int = 1) -> int:
+    """Pixels LAM computes on for a region: its crop with the blur margin (sides grown to multiples of
+    ``quantum``), or the full image where a crop would not be used (no region, or one that needs over
+    :data:`_MAX_CROP_FRACTION` of the image)."""
     if region is None:
         return height * width
-    area = region.grown(crop_margin(kernel_size), height, width).area
+    area = smallest_crop(region, crop_margin(kernel_size), quantum, height, width).area
     return height * width if area > _MAX_CROP_FRACTION * height * width else area
+
+
+def smallest_crop(region: Box, margin: int, quantum: int, height: int, width: int) -> Box:
+    """The region plus the blur margin, its sides grown to multiples of ``quantum`` where the crop stays
+    worth making (at most :data:`_MAX_CROP_FRACTION` of the image)."""
+    smallest = region.grown(margin, height, width)
+    padded = smallest.padded_to(quantum, height, width)
+    return padded if padded.area <= _MAX_CROP_FRACTION * height * width else smallest
 
 
 def _integer_scale(output: object, point: Tensor) -> int | None:
@@ -424,11 +433,10 @@ def crop_quantum(device: torch.device) -> int:
 
 def _candidate_crops(region: Box, margin: int, grids: list[int], quantum: int, height: int,
                      width: int) -> Iterator[Box]:
-    """The region plus the blur margin, its sides grown to multiples of ``quantum`` where the crop stays
-    worth making; then aligned to each grid, as it is and one grid cell wider."""
+    """:func:`smallest_crop`; then the region plus the blur margin aligned to each grid, as it is and one grid
+    cell wider."""
     smallest = region.grown(margin, height, width)
-    padded = smallest.padded_to(quantum, height, width)
-    candidates = [padded if padded.area <= _MAX_CROP_FRACTION * height * width else smallest]
+    candidates = [smallest_crop(region, margin, quantum, height, width)]
     for grid in grids:
         candidates += [smallest.aligned(grid, height, width), smallest.grown(grid, height, width).aligned(grid, height, width)]
     yield from dict.fromkeys(candidates)

@@ -20,6 +20,7 @@ from lam_captum._core._region import (
     CropMode,
     compute_in_crop,
     crop_area,
+    crop_quantum,
     detector_footprint,
     merged_reference,
     region_of,
@@ -181,7 +182,8 @@ def attribute_windows_in_crop(
         if references is None:
             _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
             return integrate(forward_func, image, windows, None)
-        groups = group_windows([region_of(reference) for reference in references], kernel_size, *image.shape[-2:])
+        groups = group_windows([region_of(reference) for reference in references], kernel_size, *image.shape[-2:],
+                               crop_quantum(image.device))
     attribution = image.new_zeros((len(windows), *image.shape[1:]))
     uncropped: list[int] = []
     for group in groups:
@@ -202,11 +204,13 @@ def attribute_windows_in_crop(
     return attribution
 
 
-def group_windows(regions: list[Box | None], kernel_size: int, height: int, width: int) -> list[list[int]]:
+def group_windows(regions: list[Box | None], kernel_size: int, height: int, width: int,
+                  quantum: int = 1) -> list[list[int]]:
     """The windows (by index) in groups that share a crop, merged greedily while merging saves work.
 
     ``regions`` are the windows' input regions (None: the full image). Each step merges the two groups
-    whose merge saves the most, by the cost ``crop pixels * (1 + windows)`` of a pass.
+    whose merge saves the most, by the cost ``crop pixels * (1 + windows)`` of a pass (the crops' sides
+    multiples of ``quantum``, as :func:`~lam_captum._core._region.crop_quantum` gives them).
 
     Example:
         >>> near, far = Box(10, 20, 10, 20), Box(200, 210, 200, 210)
@@ -217,7 +221,7 @@ def group_windows(regions: list[Box | None], kernel_size: int, height: int, widt
     boxes = list(regions)
 
     def cost(box: Box | None, size: int) -> int:
-        return crop_area(box, kernel_size, height, width) * (1 + size)
+        return crop_area(box, kernel_size, height, width, quantum) * (1 + size)
 
     while True:
         best: tuple[int, int, int, Box | None] | None = None
