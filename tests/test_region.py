@@ -203,10 +203,11 @@ def test_bad_crop_value_is_refused(photo_lr):
 @pytest.mark.parametrize("quantum", [1, 4, 8])
 @pytest.mark.parametrize(("box", "height", "width"), [
     (Box(3, 8, 0, 5), 10, 20), (Box(0, 44, 100, 147), 120, 147), (Box(5, 6, 7, 8), 9, 64), (Box(0, 13, 0, 13), 13, 13),
+    (Box(-4, 20, 30, 50), 100, 100), (Box(90, 104, -3, 9), 100, 100),
 ])
 def test_a_padded_crop_holds_the_box_inside_the_image_with_sides_a_multiple_of_the_quantum(quantum, box, height, width):
     padded = box.padded_to(quantum, height, width)
-    assert padded.contains(box)
+    assert padded.contains(box.grown(0, height, width))
     assert Box(0, height, 0, width).contains(padded)
     for side, (before, limit) in [(padded.height, (box.height, height)), (padded.width, (box.width, width))]:
         assert side == min(limit, -(-before // quantum) * quantum)
@@ -222,11 +223,13 @@ def gpu_crop_quantum(monkeypatch):
 
 
 @pytest.mark.parametrize(("top", "left"), CORNERS_AND_BORDERS)
-def test_padded_crops_at_every_border_and_corner_are_exact(gpu_crop_quantum, top, left):
+def test_padded_crops_at_every_border_and_corner_are_exact_and_of_one_shape(gpu_crop_quantum, top, left):
     model, image = tiny_sr(), torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(top + left))
     window = Window.square(top, left, 16)
     box = crop_box(model, image, window)
-    assert box is not None and box.height % 8 == 0 and box.width % 8 == 0
+    # The region: the window's 4 LR pixels, one more for the detector, 3 of receptive field on each side, and
+    # the blur's margin of 4: 19 pixels, as if the image went on; 24 as a multiple of 8, at a border too.
+    assert box is not None and (box.height, box.width) == (24, 24)
     lam = LAM(model)
     assert_same_attribution(lam.attribute(image, window, n_steps=4),
                             lam.attribute(image, window, n_steps=4, crop=False))

@@ -56,8 +56,9 @@ _GPU_SUPPORT_FLOOR = {torch.float64: 1e-14, torch.float32: 1e-7}
 # PyTorch's cuDNN API. On the small crops LAM computes on, that can cost more than the computation: in the
 # H100's run 3 (benchmarks/README.md) one window of the default model on its crop of about 47x47 took
 # 0.078-0.081 s, on the full 128x128 image 0.072-0.076 s: seven times the pixels. Crops there are grown to sides
-# that are multiples of this many pixels, so that the windows of an image, and the images of a study, share a
-# few shapes (not yet timed on a GPU: benchmarks/gpu_check.sh compares). A CPU pays for every pixel and not
+# that are multiples of this many pixels, and windows at a border get the size of one in the middle, so that
+# the windows of an image, and the images of a study, share a few shapes (not yet timed on a GPU:
+# benchmarks/gpu_check.sh compares). A CPU pays for every pixel and not
 # for shapes (the default model's step took 31-33 ms on 20 new shapes of 40-44 pixels, 40 ms on one 48x48
 # shape), so its crops stay as small as they can.
 _GPU_CROP_QUANTUM = 8
@@ -162,7 +163,8 @@ class Box:
 
     def padded_to(self, quantum: int, height: int, width: int) -> Box:
         """The box grown about its centre to sides that are multiples of ``quantum`` (or the image's side),
-        moved inward where it would leave a ``height`` x ``width`` image; it holds this box.
+        moved inward where it would leave a ``height`` x ``width`` image; it holds the part of this box
+        that lies in the image.
 
         Example:
             >>> Box(3, 8, 0, 5).padded_to(8, 10, 20)
@@ -373,12 +375,47 @@ def crop_area(region: Box | None, kernel_size: int, height: int, width: int, qua
     return height * width if area > _MAX_CROP_FRACTION * height * width else area
 
 
-def smallest_crop(region: Box, margin: int, quantum: int, height: int, width: int) -> Box:
-    """The region plus the blur margin, its sides grown to multiples of ``quantum`` where the crop stays
-    worth making (at most :data:`_MAX_CROP_FRACTION` of the image)."""
+def smallest_crop(region: Box, margin: int, quantum: int, height: int, width: int, reach: Box | None = None) -> Box:
+    """The region plus the blur margin, inside the image.
+
+    With ``quantum`` > 1 (a GPU) the crop's sides are those of ``reach`` (the region as if the image went on,
+    :func:`beyond_borders`; default the region) plus the margin, grown to multiples of ``quantum``, and the
+    crop is moved inside the image: a window at a border gets the shape of one in the middle. Where that crop
+    would not be worth making (over :data:`_MAX_CROP_FRACTION` of the image), the region plus margin as it is.
+
+    Example:
+        >>> smallest_crop(Box(0, 20, 30, 50), 4, 1, 100, 100)
+        Box(top=0, bottom=24, left=26, right=54)
+        >>> smallest_crop(Box(0, 20, 30, 50), 4, 8, 100, 100, reach=Box(-10, 20, 30, 50))
+        Box(top=0, bottom=40, left=24, right=56)
+    """
     smallest = region.grown(margin, height, width)
-    padded = smallest.padded_to(quantum, height, width)
+    if quantum == 1:
+        return smallest
+    reach = region if reach is None else reach
+    unclipped = Box(reach.top - margin, reach.bottom + margin, reach.left - margin, reach.right + margin)
+    padded = unclipped.padded_to(quantum, height, width)
     return padded if padded.area <= _MAX_CROP_FRACTION * height * width else smallest
+
+
+def beyond_borders(region: Box, windows: Box, height: int, width: int) -> Box:
+    """The region as if the image went on past its borders: where it meets a border (and not the opposite one),
+    it reaches as far past the windows' LR pixels ``windows`` as it does on the opposite side.
+
+    Example:
+        >>> beyond_borders(Box(0, 14, 20, 34), Box(4, 8, 24, 30), 100, 100)
+        Box(top=-2, bottom=14, left=20, right=34)
+    """
+
+    def side(start: int, end: int, first: int, last: int, limit: int) -> tuple[int, int]:
+        if start == 0 and end < limit:
+            return min(start, first - (end - last)), end
+        if end == limit and start > 0:
+            return start, max(end, last + (first - start))
+        return start, end
+
+    return Box(*side(region.top, region.bottom, windows.top, windows.bottom, height),
+               *side(region.left, region.right, windows.left, windows.right, width))
 
 
 def _integer_scale(output: object, point: Tensor) -> int | None:
@@ -405,8 +442,9 @@ def _verified_crop(
     forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference, region: Box, margin: int
 ) -> Box | None:
     height, width = image.shape[-2:]
+    windows = _lr_pixels(reference.footprints, reference.scale)
     candidates = _candidate_crops(region, margin, _partition_grids(forward_func), crop_quantum(image.device),
-                                  height, width)
+                                  height, width, beyond_borders(region, windows, height, width))
     for box in candidates:
         if box.area > _MAX_CROP_FRACTION * height * width:
             _log.debug("LAM on the full image: the window's region %s needs a %dx%d crop of the %dx%d input",
@@ -431,12 +469,20 @@ def crop_quantum(device: torch.device) -> int:
     return 1 if device.type == "cpu" else _GPU_CROP_QUANTUM
 
 
-def _candidate_crops(region: Box, margin: int, grids: list[int], quantum: int, height: int,
-                     width: int) -> Iterator[Box]:
+def _lr_pixels(footprints: list[Box], scale: int) -> Box:
+    """The LR pixels under the SR-output ``footprints`` (their union)."""
+    union = footprints[0]
+    for footprint in footprints[1:]:
+        union = union.union(footprint)
+    return Box(union.top // scale, -(-union.bottom // scale), union.left // scale, -(-union.right // scale))
+
+
+def _candidate_crops(region: Box, margin: int, grids: list[int], quantum: int, height: int, width: int,
+                     reach: Box) -> Iterator[Box]:
     """:func:`smallest_crop`; then the region plus the blur margin aligned to each grid, as it is and one grid
     cell wider."""
     smallest = region.grown(margin, height, width)
-    candidates = [smallest_crop(region, margin, quantum, height, width)]
+    candidates = [smallest_crop(region, margin, quantum, height, width, reach)]
     for grid in grids:
         candidates += [smallest.aligned(grid, height, width), smallest.grown(grid, height, width).aligned(grid, height, width)]
     yield from dict.fromkeys(candidates)
