@@ -58,9 +58,9 @@ _GPU_SUPPORT_FLOOR = {torch.float64: 1e-14, torch.float32: 1e-7}
 # 0.078-0.081 s, on the full 128x128 image 0.072-0.076 s: seven times the pixels. Crops there are grown to sides
 # that are multiples of this many pixels, and windows at a border get the size of one in the middle, so that
 # the windows of an image, and the images of a study, share a few shapes (not yet timed on a GPU:
-# benchmarks/gpu_check.sh compares). A CPU pays for every pixel and not
-# for shapes (the default model's step took 31-33 ms on 20 new shapes of 40-44 pixels, 40 ms on one 48x48
-# shape), so its crops stay as small as they can.
+# benchmarks/gpu_check.sh compares). A CPU pays for every pixel and not for shapes (the default model's step
+# took 31-33 ms on 20 new shapes of 40-44 pixels, 40 ms on one 48x48 shape), so its crops stay as small as
+# they can.
 _GPU_CROP_QUANTUM = 8
 
 

@@ -210,7 +210,8 @@ def group_windows(regions: list[Box | None], kernel_size: int, height: int, widt
 
     ``regions`` are the windows' input regions (None: the full image). Each step merges the two groups
     whose merge saves the most, by the cost ``crop pixels * (1 + windows)`` of a pass (the crops' sides
-    multiples of ``quantum``, as :func:`~lam_captum._core._region.crop_quantum` gives them).
+    multiples of ``quantum``, as :func:`~lam_captum._core._region.crop_quantum` gives them; an estimate at
+    the image's borders, where a GPU's crops are larger).
 
     Example:
         >>> near, far = Box(10, 20, 10, 20), Box(200, 210, 200, 210)
