@@ -11,6 +11,7 @@ from conftest import tiny_sr
 from torch import nn
 
 from lam_captum import LAM
+from lam_captum._core._context import gradient_context
 from lam_captum._core._region import Box, compute_in_crop, detector_footprint
 from lam_captum.functional import Window, gradient_detector
 
@@ -266,3 +267,18 @@ def test_window_attention_with_padded_crops_is_aligned_and_exact(gpu_crop_quantu
     lam = LAM(model)
     assert_same_attribution(lam.attribute(image, (60, 52, 8), n_steps=4),
                             lam.attribute(image, (60, 52, 8), n_steps=4, crop=False))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_crops_at_a_corner_and_in_the_middle_have_one_shape_a_multiple_of_8_and_are_exact():
+    model = tiny_sr().cuda()
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(7)).cuda()
+    lam, shapes = LAM(model), set()
+    for window in [Window.square(0, 0, 16), Window.square(60, 70, 16), Window.square(143, 143, 16)]:
+        with gradient_context(model, image.device):  # full float32, as LAM computes (TF32 off)
+            box = crop_box(model, image, window)
+        assert box is not None and box.height % 8 == 0 and box.width % 8 == 0
+        shapes.add((box.height, box.width))
+        assert_same_attribution(lam.attribute(image, window, n_steps=4),
+                                lam.attribute(image, window, n_steps=4, crop=False))
+    assert len(shapes) == 1
