@@ -41,6 +41,9 @@ _MIN_RING = 2
 # Partition grids tried after the model's own `window_size` (SwinIR, HAT): multiples of the usual sizes.
 _GRIDS = (8, 16, 32, 64)
 _MAX_WIDENINGS = 2
+# Windows share a backward pass of the full-image reference only where their predicted regions lie at least
+# this many pixels apart: a region that reaches further than predicted shows in the gap.
+_REFERENCE_GAP = 2
 # Agreement between crop and full image, relative to the largest magnitude compared: float rounding of
 # the same sums in another order stays far below, a padding or global effect far above.
 _RELATIVE_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-6}
@@ -141,6 +144,10 @@ class Box:
 
     def slices(self) -> tuple[slice, slice]:
         return slice(self.top, self.bottom), slice(self.left, self.right)
+
+    def intersects(self, other: Box) -> bool:
+        return (self.top < other.bottom and other.top < self.bottom
+                and self.left < other.right and other.left < self.right)
 
     def union(self, other: Box) -> Box:
         return Box(min(self.top, other.top), max(self.bottom, other.bottom),
@@ -314,10 +321,8 @@ def compute_in_crop(
 def window_references(
     forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]
 ) -> list[Reference] | None:
-    """One full-image reference per footprint, from one forward pass and one backward pass per footprint.
-
-    The backward passes run one after the other rather than batched: on a large image one full-image pass
-    is already the largest memory LAM needs with a crop, and batching would multiply it.
+    """One full-image reference per footprint, from one forward pass and one backward pass per footprint, or
+    fewer (:func:`_reference_gradients`).
 
     Each footprint gets a random projection of its own, so each reference's gradient is zero exactly where
     that window cannot look. The projections and gradients are linear in the footprints: the reference of a
@@ -333,16 +338,108 @@ def window_references(
     if not all(whole.contains(footprint) for footprint in footprints):
         return None
     projections = [_random_projection(output, [footprint], seed=k) for k, footprint in enumerate(footprints)]
-    gradients = []
-    for k, projection in enumerate(projections):
-        (gradient,) = torch.autograd.grad(output, point, grad_outputs=projection,
-                                          retain_graph=k + 1 < len(projections), allow_unused=True)
-        if gradient is None:
-            return None
-        gradients.append(gradient)
+    gradients = _reference_gradients(output, point, projections, [_lr_pixels([f], scale) for f in footprints])
+    if gradients is None:
+        return None
     detached = output.detach()
     return [Reference(detached, projection, gradient, [footprint], scale)
             for projection, gradient, footprint in zip(projections, gradients, footprints)]
+
+
+def _reference_gradients(output: Tensor, point: Tensor, projections: list[Tensor],
+                         windows: list[Box]) -> list[Tensor] | None:
+    """The input gradient of each projection; None if the input gets no gradient.
+
+    The backward passes over the full image run one after the other rather than batched: on a large image one
+    full-image pass is already the largest memory LAM needs with a crop, and batching would multiply it. Their
+    number is cut where windows lie far apart: the first window's gradient shows how far past its LR pixels
+    (``windows``) the model looks, and windows whose regions, predicted that far, lie at least
+    :data:`_REFERENCE_GAP` pixels apart share one backward pass (their projections summed); each window's
+    gradient is then the pass's inside its predicted region. Nothing is trusted: a pass whose gradient is
+    nonzero outside its windows' predicted regions is redone one window at a time, and a region predicted too
+    small fails the crop's check against this reference (:func:`compute_in_crop`), which then widens the crop
+    or uses the full image: a wrong prediction costs time, never numbers.
+    """
+
+    def gradient_of(cotangent: Tensor) -> Tensor | None:
+        (gradient,) = torch.autograd.grad(output, point, grad_outputs=cotangent, retain_graph=True, allow_unused=True)
+        return gradient
+
+    first = gradient_of(projections[0])
+    if first is None:
+        return None
+    gradients: list[Tensor | None] = [first] + [None] * (len(projections) - 1)
+    height, width = point.shape[-2:]
+    predicted = _predicted_regions(first, windows, height, width)
+    for colour in _colours(predicted[1:], offset=1):
+        shared = gradient_of(sum(projections[k] for k in colour)) if len(colour) > 1 else None
+        if shared is not None and _inside(shared, [predicted[k] for k in colour]):
+            for k in colour:
+                gradients[k] = _masked(shared, predicted[k])
+            continue
+        for k in colour:
+            gradients[k] = gradient_of(projections[k])
+            if gradients[k] is None:
+                return None
+    return gradients
+
+
+def _predicted_regions(first: Tensor, windows: list[Box], height: int, width: int) -> list[Box | None]:
+    """Each window's region, predicted from the first window's: as far past its LR pixels on each side.
+
+    None for every window where the first region tells nothing (no support) or spans the image on both
+    sides of an axis (how far it would reach beyond is unknown); the first window's own region is its support.
+    """
+    region = Box.of_support(first)
+    if region is None or (region.top == 0 and region.bottom == height) or (region.left == 0 and region.right == width):
+        return [None] * len(windows)
+    own = windows[0]
+    reach = beyond_borders(region, own, height, width)
+    # Where the SR window sits within its LR pixels moves the region by up to one pixel: one more each side.
+    above, below = own.top - reach.top + 1, reach.bottom - own.bottom + 1
+    before, after = own.left - reach.left + 1, reach.right - own.right + 1
+    return [region] + [Box(max(0, w.top - above), min(height, w.bottom + below), max(0, w.left - before),
+                           min(width, w.right + after)) for w in windows[1:]]
+
+
+def _colours(regions: list[Box | None], offset: int) -> list[list[int]]:
+    """Windows (by index + ``offset``) in groups whose regions lie at least :data:`_REFERENCE_GAP` pixels apart,
+    greedily; a window without a region is a group of its own."""
+    colours: list[list[int]] = []
+    boxes: list[list[Box]] = []
+    for k, region in enumerate(regions):
+        if region is not None:
+            grown = Box(region.top - _REFERENCE_GAP, region.bottom + _REFERENCE_GAP,
+                        region.left - _REFERENCE_GAP, region.right + _REFERENCE_GAP)
+            for members, member_boxes in zip(colours, boxes):
+                if member_boxes and not any(grown.intersects(box) for box in member_boxes):
+                    members.append(k + offset)
+                    member_boxes.append(region)
+                    break
+            else:
+                colours.append([k + offset])
+                boxes.append([region])
+        else:
+            colours.append([k + offset])
+            boxes.append([])
+    return colours
+
+
+def _inside(gradient: Tensor, regions: list[Box | None]) -> bool:
+    """Whether the gradient is zero (insignificant) outside the regions."""
+    outside = torch.ones(gradient.shape[-2:], dtype=torch.bool, device=gradient.device)
+    for region in regions:
+        if region is None:
+            return False
+        outside[region.slices()] = False
+    return not bool((significant(gradient) & outside).any())
+
+
+def _masked(gradient: Tensor, region: Box) -> Tensor:
+    """The gradient inside the region, zero outside."""
+    masked = torch.zeros_like(gradient)
+    masked[(..., *region.slices())] = gradient[(..., *region.slices())]
+    return masked
 
 
 def merged_reference(references: list[Reference]) -> Reference:

@@ -244,9 +244,9 @@ class LAM(GradientAttribution):
 
         The numbers are those of :meth:`attribute` called once per window; the path images, and so the
         forward passes, are shared. With ``crop="auto"`` one full-image pass finds every window's region
-        (one forward pass, an input gradient per window); windows whose regions lie close together then share one
-        verified crop (see :meth:`attribute`), and windows far apart get crops of their own, whichever costs
-        fewer pixels through the model.
+        (one forward pass, and an input gradient per window, windows far apart sharing one backward pass);
+        windows whose regions lie close together then share one verified crop (see :meth:`attribute`), and
+        windows far apart get crops of their own, whichever costs fewer pixels through the model.
 
         Args:
             inputs: ``(1, C, H, W)``: one LR image.
