@@ -43,6 +43,8 @@ def timed(model, image, footprints, shared: bool) -> tuple[float, int, list]:
         started = time.perf_counter()
         with torch.enable_grad():
             references = _region.window_references(model, image, footprints)
+        if image.device.type == "cuda":
+            torch.cuda.synchronize(image.device)
         seconds = time.perf_counter() - started
     finally:
         torch.autograd.grad, _region._colours = real_grad, colours
@@ -57,6 +59,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=16, help="random 16x16 windows (SR pixels)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == "cuda":  # full float32, as LAM computes (TF32 off)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     print(f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads; {args.windows} random 16x16 windows")
     print(f"{'model':<14} {'LR size':>8} {'one each s':>11} {'passes':>7} {'shared s':>9} {'passes':>7} "
           f"{'speed-up':>9} {'max diff / max':>15} {'same regions':>13}")

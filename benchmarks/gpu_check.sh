@@ -15,6 +15,7 @@
 #   rounding.txt   float32 rounding of the full image (vs float64, vs cuDNN off) beside the crop's difference
 #   windows_sequential.txt  K = 16 windows with K backward passes per step instead of one vectorised pass
 #   windows_unpadded.txt    K = 1 and 16 windows on crops of any shape instead of sides a multiple of 8
+#   references.txt the full-image pass of 16 windows: backward passes shared vs one per window
 #   memory.txt     time per path step and peak memory vs rows: the budget behind internal_batch_size
 #   peak.txt       peak memory of the default call vs the full image (each call in a fresh process)
 #   bench_sweep.txt  a sweep of 1 model x 4 photos x 16 windows: 1 vs 16 windows per LAM pass
@@ -120,6 +121,7 @@ if [[ $SMOKE == 1 ]]; then
                 --windows-steps 3)
     SEQUENTIAL_ARGS=(--skip whole --windows-size 16 --windows 4 --windows-steps 3)
     UNPADDED_ARGS=(--skip whole --windows-size 24 --windows 1,4 --windows-steps 3)
+    REFERENCES_ARGS=(--sizes 32x32 --windows 4)
     BUDGET_ARGS=(--sizes 16,24 --rows 1,2,4 --steps 4 --windows 4 --windows-size 16)
     SWEEP_ARGS=(--images 2 --windows 4 --lr-size 24 --n-steps 5 --windows-per-pass 4)
     ROUNDING_ARGS=(--sizes 16x16,24x24 --steps 2)
@@ -130,6 +132,7 @@ else
                 --windows-size 128 --windows 1,4,16 --windows-steps 50)
     SEQUENTIAL_ARGS=(--skip whole --windows-size 128 --windows 16 --windows-steps 50)
     UNPADDED_ARGS=(--skip whole --windows-size 128 --windows 1,16 --windows-steps 50)
+    REFERENCES_ARGS=(--sizes 128x128,256x256,339x510 --windows 16)
     BUDGET_ARGS=(--sizes 64,128 --rows 1,2,4,8,16,25,50 --steps 50 --windows 16 --windows-size 64)
     SWEEP_ARGS=(--images 4 --windows 16 --lr-size 64 --n-steps 50 --windows-per-pass 16)
     ROUNDING_ARGS=(--sizes 64x64,256x256,339x510 --steps 10)
@@ -142,12 +145,13 @@ part windows_sequential 45 windows_sequential.txt "$PY" benchmarks/bench_scale.p
     --backward sequential "${SEQUENTIAL_ARGS[@]}"
 part windows_unpadded 45 windows_unpadded.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
     --crop-quantum 1 "${UNPADDED_ARGS[@]}"
+part references 30 references.txt "$PY" benchmarks/bench_references.py --device "$DEVICE" "${REFERENCES_ARGS[@]}"
 part memory 60 memory.txt "$PY" benchmarks/bench_budget.py --device "$DEVICE" "${BUDGET_ARGS[@]}"
 part peak 75 peak.txt "$PY" benchmarks/bench_peak.py --device "$DEVICE" "${PEAK_ARGS[@]}"
 part bench_sweep 115 bench_sweep.txt "$PY" benchmarks/bench_sweep.py "${SWEEP_ARGS[@]}"
 
 # The tables again on stdout, the most compact last, in case the files do not come back.
-for file in bench_scale.txt rounding.txt windows_sequential.txt windows_unpadded.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
+for file in bench_scale.txt rounding.txt windows_sequential.txt windows_unpadded.txt references.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
     [[ -f $OUT/$file ]] && { echo "== $file"; tail -n 30 "$OUT/$file" | cut -c1-170; }
 done
 if ((${#FAILED[@]})); then
