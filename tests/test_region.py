@@ -284,26 +284,17 @@ def test_gpu_crops_at_a_corner_and_in_the_middle_have_one_shape_a_multiple_of_8_
     assert len(shapes) == 1
 
 
-def references_and_passes(model: nn.Module, image: torch.Tensor, windows: list[Window]):
-    """``window_references`` for the windows, the number of backward passes it made, and each window's
-    gradient made alone (its projection's backward pass of its own)."""
-    from lam_captum._core import _region
+def references_and_passes(model: nn.Module, image: torch.Tensor, windows: list[Window], caplog):
+    """``window_references`` for the windows, the number of backward passes it made (as it logs them), and
+    each window's gradient made alone (its projection's backward pass of its own)."""
+    from lam_captum._core._region import window_references
 
     footprints = [detector_footprint(window, gradient_detector) for window in windows]
-    passes = 0
-    real_grad = torch.autograd.grad
-
-    def counting_grad(*args, **kwargs):
-        nonlocal passes
-        passes += 1
-        return real_grad(*args, **kwargs)
-
     with torch.enable_grad():
-        try:
-            torch.autograd.grad = counting_grad
-            together = _region.window_references(model, image, footprints)
-        finally:
-            torch.autograd.grad = real_grad
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+            together = window_references(model, image, footprints)
+        (passes,) = [record.args[0] for record in caplog.records if "full image's reference" in record.msg]
         alone = []
         for reference in together:
             point = image.clone().requires_grad_(True)
@@ -317,39 +308,39 @@ def assert_same_references(together, alone) -> None:
         torch.testing.assert_close(shared.gradient, own, rtol=0, atol=1e-6 * float(own.abs().max()))
 
 
-def test_windows_far_apart_share_the_reference_passes_and_get_their_own_gradients():
+def test_windows_far_apart_share_the_reference_passes_and_get_their_own_gradients(caplog):
     model = tiny_sr()  # receptive field: 3 LR pixels each side
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     # 16 windows on a grid 16 LR pixels apart: regions 12 pixels wide, 4 apart.
     windows = [Window.square(top * 4, left * 4, 8) for top in (4, 20, 36, 52) for left in (4, 20, 36, 52)]
-    together, passes, alone = references_and_passes(model, image, windows)
+    together, passes, alone = references_and_passes(model, image, windows, caplog)
     assert passes == 2  # the first window alone, then the other 15 in one pass
     assert_same_references(together, alone)
 
 
-def test_windows_near_each_other_get_a_pass_each():
+def test_windows_near_each_other_get_a_pass_each(caplog):
     model = tiny_sr()
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     windows = [Window.square(40, 40, 8), Window.square(48, 44, 8), Window.square(44, 52, 8)]
-    together, passes, alone = references_and_passes(model, image, windows)
+    together, passes, alone = references_and_passes(model, image, windows, caplog)
     assert passes == 3
     assert_same_references(together, alone)
 
 
-def test_a_region_wider_than_predicted_is_found_by_a_pass_of_its_own():
+def test_a_region_wider_than_predicted_is_found_by_a_pass_of_its_own(caplog):
     # GatedReachSR reaches 3 pixels further where the input is smooth: the first window, on a sharp
     # checkerboard, predicts 1-pixel regions; the others, on a smooth half, reach 4.
     model = GatedReachSR().eval()
     rows, cols = torch.meshgrid(torch.arange(48), torch.arange(48), indexing="ij")
     image = torch.where(cols < 16, ((rows + cols) % 2).float(), 0.5 + 0.01 * rows.float())[None, None]
     windows = [Window.square(40, 8, 4), Window.square(20, 60, 4), Window.square(20, 80, 4), Window.square(70, 70, 4)]
-    together, passes, alone = references_and_passes(model, image, windows)
+    together, passes, alone = references_and_passes(model, image, windows, caplog)
     assert passes > 2  # the shared pass was not trusted
     assert_same_references(together, alone)
 
 
 @pytest.mark.parametrize(("shift", "shared"), [(0, True), (2, False), (8, True), (12, False)])
-def test_window_attention_references_are_shared_only_where_the_partition_keeps_the_prediction(shift, shared):
+def test_window_attention_references_are_shared_only_where_the_partition_keeps_the_prediction(shift, shared, caplog):
     # The attention grid (4 LR pixels, and shifted by 2) makes a region depend on where the window sits
     # against it: the first window predicts the others' regions right where they sit on the grid as it does
     # (shifts of 0 and 8 SR pixels) and too small elsewhere, which the shared pass shows (a pass each).
@@ -357,15 +348,15 @@ def test_window_attention_references_are_shared_only_where_the_partition_keeps_t
     image = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(5))
     windows = [Window.square(8, 12, 8)] + [Window.square(top + shift, left + shift, 8) for top in (72, 136)
                                            for left in (76, 140)]
-    together, passes, alone = references_and_passes(model, image, windows)
+    together, passes, alone = references_and_passes(model, image, windows, caplog)
     assert (passes == 2) == shared
     assert_same_references(together, alone)
 
 
-def test_references_of_a_global_model_are_made_one_at_a_time():
+def test_references_of_a_global_model_are_made_one_at_a_time(caplog):
     model = GlobalPoolingSR().eval()
     image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(5))
     windows = [Window.square(top, left, 8) for top in (0, 36, 70) for left in (4, 40, 70)]
-    together, passes, alone = references_and_passes(model, image, windows)
+    together, passes, alone = references_and_passes(model, image, windows, caplog)
     assert passes == len(windows)
     assert_same_references(together, alone)

@@ -361,7 +361,11 @@ def _reference_gradients(output: Tensor, point: Tensor, projections: list[Tensor
     or uses the full image: a wrong prediction costs time, never numbers.
     """
 
+    passes = 0
+
     def gradient_of(cotangent: Tensor) -> Tensor | None:
+        nonlocal passes
+        passes += 1
         (gradient,) = torch.autograd.grad(output, point, grad_outputs=cotangent, retain_graph=True, allow_unused=True)
         return gradient
 
@@ -381,6 +385,7 @@ def _reference_gradients(output: Tensor, point: Tensor, projections: list[Tensor
             gradients[k] = gradient_of(projections[k])
             if gradients[k] is None:
                 return None
+    _log.debug("the full image's reference: %d backward pass(es) for %d window(s)", passes, len(projections))
     return gradients
 
 
