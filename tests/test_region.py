@@ -318,6 +318,15 @@ def test_windows_far_apart_share_the_reference_passes_and_get_their_own_gradient
     assert_same_references(together, alone)
 
 
+def test_windows_of_different_sizes_far_apart_share_a_pass(caplog):
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    windows = [Window(16, 16, 8, 8), Window(16, 100, 24, 12), Window(120, 30, 4, 30), Window(150, 150, 40, 40),
+               Window(230, 5, 10, 10)]
+    together, passes, alone = references_and_passes(tiny_sr(), image, windows, caplog)
+    assert passes == 2
+    assert_same_references(together, alone)
+
+
 def test_windows_near_each_other_get_a_pass_each(caplog):
     model = tiny_sr()
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
