@@ -168,6 +168,10 @@ class Box:
         return Box(max(0, self.top - margin), min(height, self.bottom + margin),
                    max(0, self.left - margin), min(width, self.right + margin))
 
+    def widened(self, margin: int) -> Box:
+        """``margin`` more pixels on every side, as if the image went on (:meth:`grown` clips to it)."""
+        return Box(self.top - margin, self.bottom + margin, self.left - margin, self.right + margin)
+
     def padded_to(self, quantum: int, height: int, width: int) -> Box:
         """The box grown about its centre to sides that are multiples of ``quantum`` (or the image's side),
         moved inward where it would leave a ``height`` x ``width`` image; it holds the part of this box
@@ -414,8 +418,7 @@ def _colours(regions: list[Box | None], offset: int) -> list[list[int]]:
     boxes: list[list[Box]] = []
     for k, region in enumerate(regions):
         if region is not None:
-            grown = Box(region.top - _REFERENCE_GAP, region.bottom + _REFERENCE_GAP,
-                        region.left - _REFERENCE_GAP, region.right + _REFERENCE_GAP)
+            grown = region.widened(_REFERENCE_GAP)
             for members, member_boxes in zip(colours, boxes):
                 if member_boxes and not any(grown.intersects(box) for box in member_boxes):
                     members.append(k + offset)
@@ -495,8 +498,7 @@ def smallest_crop(region: Box, margin: int, quantum: int, height: int, width: in
     if quantum == 1:
         return smallest
     reach = region if reach is None else reach
-    unclipped = Box(reach.top - margin, reach.bottom + margin, reach.left - margin, reach.right + margin)
-    padded = unclipped.padded_to(quantum, height, width)
+    padded = reach.widened(margin).padded_to(quantum, height, width)
     return padded if padded.area <= _MAX_CROP_FRACTION * height * width else smallest
 
 
