@@ -27,7 +27,9 @@ def assert_same_attribution(cropped: torch.Tensor, full: torch.Tensor) -> None:
 def crop_box(model: nn.Module, image: torch.Tensor, window: Window) -> Box | None:
     def gradient_on_crop(watch, crop):
         point = crop.cut(image).requires_grad_(True)
-        return torch.autograd.grad(gradient_detector(watch(point), crop.window(window)).sum(), point)
+        (gradient,) = torch.autograd.grad(gradient_detector(model(point), crop.window(window)).sum(), point)
+        watch.inspect(gradient)
+        return gradient
 
     outcome = compute_in_crop(model, image, [detector_footprint(window, gradient_detector)], 9, gradient_on_crop)
     return None if outcome is None else outcome[0].box

@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterator
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -242,23 +242,13 @@ class Reference:
 
 
 class GradientWatch:
-    """The model on a crop; checks that every input gradient it sees stays inside the region.
+    """Checks that every input gradient LAM computes on a crop stays inside the region (crop pixels)."""
 
-    Used as the forward function of LAM on the crop, it hooks each input that requires grad; an engine
-    that computes gradients itself passes them to :meth:`inspect`.
-    """
-
-    def __init__(self, forward_func: Callable[[Tensor], Tensor], region: Box, height: int, width: int) -> None:
-        self.model = forward_func
+    def __init__(self, region: Box, height: int, width: int) -> None:
         self.outside = torch.ones(height, width, dtype=torch.bool)
         self.outside[region.slices()] = False
         self.escaped: Box | None = None
         self.seen = 0
-
-    def __call__(self, points: Tensor) -> Tensor:
-        if points.requires_grad:
-            points.register_hook(self.inspect)
-        return self.model(points)
 
     def inspect(self, gradients: Tensor) -> None:
         """Record where ``(..., H, W)`` gradients are nonzero outside the region."""
@@ -271,6 +261,15 @@ class GradientWatch:
         return self.seen > 0 and self.escaped is None
 
 
+class RowsIntegrate(Protocol):
+    """LAM of every row of ``inputs`` (an image or a crop of one) with its window, the rows stacked into the
+    same model calls; ``inspect(row, gradients)`` sees each row's input gradients, ``labels`` name the rows in
+    warnings (default their indices)."""
+
+    def __call__(self, inputs: Tensor, windows: list[Window], inspect: Callable[[int, Tensor], None] | None = None,
+                 labels: list[int] | None = None) -> Tensor: ...
+
+
 def compute_in_crop(
     forward_func: Callable[[Tensor], Tensor],
     image: Tensor,
@@ -278,6 +277,7 @@ def compute_in_crop(
     kernel_size: int,
     compute: Callable[[GradientWatch, Crop], Result],
     reference: Reference | None = None,
+    region: Box | None = None,
 ) -> tuple[Crop, Result] | None:
     """Run ``compute(watch, crop)`` on the smallest crop of ``image`` verified to reproduce the full image.
 
@@ -286,9 +286,9 @@ def compute_in_crop(
         image: ``(1, C, H, W)`` input.
         footprints: The SR-output pixels the detectors read.
         kernel_size: The blur kernel's side (its radius is the crop's margin around the region).
-        compute: Runs LAM on ``crop.cut(image)`` with ``watch`` as the model, or with ``watch.model`` and
-            every input gradient passed to ``watch.inspect``.
+        compute: Runs LAM on ``crop.cut(image)``, passing every input gradient to ``watch.inspect``.
         reference: The full image's pass for these footprints, if already made (:func:`window_references`).
+        region: The region to start from (default the reference's), when one was found too small on the path.
 
     Returns:
         The crop and what ``compute`` returned, or None where the full image must be used.
@@ -296,30 +296,111 @@ def compute_in_crop(
     if reference is None:
         references = window_references(forward_func, image, footprints)
         reference = None if references is None else merged_reference(references)
-    region = None if reference is None else region_of(reference)
-    if region is None:
+    if region is None and reference is not None:
+        region = region_of(reference)
+    if reference is None or region is None:
         _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
         return None
-    height, width = image.shape[-2:]
     for _ in range(_MAX_WIDENINGS + 1):
         box = _verified_crop(forward_func, image, reference, region, crop_margin(kernel_size))
         if box is None:
             return None
         crop = Crop(box, reference.scale)
-        inner = region.shifted(-box.top, -box.left)
-        watch = GradientWatch(forward_func, inner, box.height, box.width)
+        watch = GradientWatch(region.shifted(-box.top, -box.left), box.height, box.width)
         result = compute(watch, crop)
         if watch.held():
-            _log.debug("LAM on the %dx%d crop at rows %d:%d, columns %d:%d of the %dx%d input", box.height, box.width,
-                       box.top, box.bottom, box.left, box.right, height, width)
+            _log_crop(box, *image.shape[-2:])
             return crop, result
         if watch.seen == 0:
             _log.debug("LAM on the full image: the input gradients on the crop could not be watched")
             return None
-        region = region.union(watch.escaped.shifted(box.top, box.left))
-        _log.debug("the input gradient left the region on the path; widening it to %s", region)
+        region = _widened_on_the_path(region, watch, box)
     _log.debug("LAM on the full image: the region kept growing along the path")
     return None
+
+
+def _log_crop(box: Box, height: int, width: int) -> None:
+    _log.debug("LAM on the %dx%d crop at rows %d:%d, columns %d:%d of the %dx%d input", box.height, box.width,
+               box.top, box.bottom, box.left, box.right, height, width)
+
+
+def _widened_on_the_path(region: Box, watch: GradientWatch, box: Box) -> Box:
+    """The region and where the input gradient left it on the path (``watch``, on the crop ``box``)."""
+    assert watch.escaped is not None
+    widened = region.union(watch.escaped.shifted(box.top, box.left))
+    _log.debug("the input gradient left the region on the path; widening it to %s", widened)
+    return widened
+
+
+def attribute_stacked(
+    forward_func: Callable[[Tensor], Tensor],
+    images: Tensor,
+    windows: list[Window],
+    reference_of: Callable[[int], Reference | None],
+    kernel_size: int,
+    integrate: RowsIntegrate,
+) -> tuple[Tensor, list[int]]:
+    """Each row's window on its own verified crop of the row's image, crops of one shape stacked into the same
+    model calls.
+
+    The crops are found and checked as in :func:`compute_in_crop`, then every crop of a shape is integrated in
+    one run of ``integrate``, each row's input gradients watched against its own region. A row whose gradient
+    leaves its region on the path is redone alone on a wider crop (:func:`compute_in_crop`).
+
+    Args:
+        forward_func: The model.
+        images: ``(N, C, H, W)``: one row per window (for K windows of one image, the image expanded K times).
+        windows: One window per row.
+        reference_of: Row n's full-image reference (:func:`window_references`), or None where there is none;
+            asked once per row, and again for a row redone alone.
+        kernel_size: The blur kernel's side.
+        integrate: LAM on stacked crops.
+
+    Returns:
+        The attribution, shape of ``images``, zero in the rows left for the full image, and those rows.
+    """
+    height, width = images.shape[-2:]
+    attribution = images.new_zeros(images.shape)
+    by_shape: dict[tuple[int, int], list[tuple[int, Crop, Box]]] = {}
+    uncropped = []
+    for n in range(images.shape[0]):
+        reference = reference_of(n)
+        region = None if reference is None else region_of(reference)
+        box = None
+        if reference is not None and region is None:
+            _log.debug("LAM on the full image: the window's input gradient is zero on the full image")
+        elif reference is not None and region is not None:
+            box = _verified_crop(forward_func, images[n : n + 1], reference, region, crop_margin(kernel_size))
+        if box is None:
+            uncropped.append(n)
+            continue
+        by_shape.setdefault((box.height, box.width), []).append((n, Crop(box, reference.scale), region))
+    for members in by_shape.values():
+        watches = [GradientWatch(region.shifted(-crop.box.top, -crop.box.left), crop.box.height, crop.box.width)
+                   for _, crop, region in members]
+        values = integrate(torch.cat([crop.cut(images[n : n + 1]) for n, crop, _ in members]),
+                           [crop.window(windows[n]) for n, crop, _ in members],
+                           lambda m, gradients: watches[m].inspect(gradients), [n for n, _, _ in members])
+        for (n, crop, region), watch, value in zip(members, watches, values):
+            if watch.held():
+                _log_crop(crop.box, height, width)
+                attribution[n] = crop.place(value, height, width)
+                continue
+
+            def alone(watch: GradientWatch, crop: Crop, n: int = n) -> Tensor:
+                return integrate(crop.cut(images[n : n + 1]), [crop.window(windows[n])],
+                                 lambda _, gradients: watch.inspect(gradients), [n])[0]
+
+            reference = reference_of(n)
+            outcome = None if reference is None else compute_in_crop(
+                forward_func, images[n : n + 1], reference.footprints, kernel_size, alone, reference,
+                _widened_on_the_path(region, watch, crop.box))
+            if outcome is None:
+                uncropped.append(n)
+                continue
+            wider, values_alone = outcome
+            attribution[n] = wider.place(values_alone, height, width)
+    return attribution, sorted(uncropped)
 
 
 def window_references(
@@ -622,9 +703,12 @@ def attribute_in_crops(
     windows: list[Window],
     detector: Detector,
     kernel_size: int,
-    attribute_on: Callable[[Callable[[Tensor], Tensor], Tensor, list[Window]], Tensor],
+    integrate: RowsIntegrate,
 ) -> Tensor:
     """LAM of every sample on its own verified crop, zero elsewhere; samples without one on the full image.
+
+    Crops of one shape share model calls (:func:`attribute_stacked`): on a GPU, where crops have few shapes,
+    Captum's ``NoiseTunnel`` samples of one image run together.
 
     Args:
         forward_func: The model.
@@ -632,30 +716,24 @@ def attribute_in_crops(
         windows: One window per sample.
         detector: The detector (only the built-in ones have a known footprint).
         kernel_size: The blur kernel's side.
-        attribute_on: ``(model, inputs, windows) -> attribution`` on the whole of ``inputs``.
+        integrate: LAM on stacked inputs (crops, or the samples left for the full image).
 
     Returns:
         The attribution, shape of ``images``.
     """
-    attribution = torch.zeros_like(images)
-    uncropped = []
-    for n, window in enumerate(windows):
-        image = images[n : n + 1]
-        footprint = detector_footprint(window, detector)
+
+    def reference_of(n: int) -> Reference | None:
+        footprint = detector_footprint(windows[n], detector)
         if footprint is None:
             _log.debug("LAM on the full image: a user's detector may read any output pixel")
-            uncropped.append(n)
-            continue
+            return None
+        references = window_references(forward_func, images[n : n + 1], [footprint])
+        if references is None:
+            _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
+            return None
+        return references[0]
 
-        def on_crop(watch: GradientWatch, crop: Crop, image: Tensor = image, window: Window = window) -> Tensor:
-            return attribute_on(watch, crop.cut(image), [crop.window(window)])
-
-        outcome = compute_in_crop(forward_func, image, [footprint], kernel_size, on_crop)
-        if outcome is None:
-            uncropped.append(n)
-            continue
-        crop, values = outcome
-        attribution[n] = crop.place(values[0], *images.shape[-2:])
+    attribution, uncropped = attribute_stacked(forward_func, images, windows, reference_of, kernel_size, integrate)
     if uncropped:
-        attribution[uncropped] = attribute_on(forward_func, images[uncropped], [windows[n] for n in uncropped])
+        attribution[uncropped] = integrate(images[uncropped], [windows[n] for n in uncropped], labels=uncropped)
     return attribution

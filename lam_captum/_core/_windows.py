@@ -18,6 +18,8 @@ from torch import Tensor
 from lam_captum._core._region import (
     Box,
     CropMode,
+    RowsIntegrate,
+    attribute_stacked,
     compute_in_crop,
     crop_area,
     crop_quantum,
@@ -33,7 +35,14 @@ from lam_captum.functional._window import Window, WindowLike, as_window
 _log = logging.getLogger(__name__)
 
 Inspect = Callable[[Tensor], None]
-Integrate = Callable[[Callable[[Tensor], Tensor], Tensor, list[Window], "Inspect | None"], Tensor]
+
+
+class Integrate(Protocol):
+    """LAM of K windows of one image in one pass, ``(K, C, H, W)``; ``inspect`` sees every chunk's input
+    gradients, ``labels`` name the windows in warnings (default their indices)."""
+
+    def __call__(self, image: Tensor, windows: list[Window], inspect: Inspect | None = None,
+                 labels: list[int] | None = None) -> Tensor: ...
 
 
 class GradientCleaner(Protocol):
@@ -163,25 +172,34 @@ def attribute_windows_in_crop(
     kernel_size: int,
     crop: CropMode,
     integrate: Integrate,
+    integrate_rows: RowsIntegrate,
 ) -> Tensor:
-    """``integrate(model, image, windows, inspect)`` on verified crops (see :mod:`lam_captum._core._region`),
-    zero elsewhere; on the full image where there is none.
+    """The K windows' attributions on verified crops (see :mod:`lam_captum._core._region`), zero elsewhere; on
+    the full image where there is none.
 
-    Windows whose regions lie close together share one crop and one pass; windows far apart get crops of
-    their own, where that costs fewer pixels through the model: a pass over a crop of ``A`` pixels with ``K``
-    windows costs about ``A * (1 + K)`` (one forward pass, and K input gradients that each cost about as
-    much), so two groups merge when the merged crop costs less than the two apart.
+    On a CPU, windows whose regions lie close together share one crop and one pass (``integrate``); windows
+    far apart get crops of their own, where that costs fewer pixels through the model: a pass over a crop of
+    ``A`` pixels with ``K`` windows costs about ``A * (1 + K)`` (one forward pass, and K input gradients that
+    each cost about as much), so two groups merge when the merged crop costs less than the two apart. Where
+    :func:`stacks_crops` (a GPU), every window gets its own crop and crops of one shape run in the same model
+    calls (``integrate_rows``, :func:`~lam_captum._core._region.attribute_stacked`).
     """
     footprints = [detector_footprint(window, detector) for window in windows]
     if not crop or any(footprint is None for footprint in footprints):
-        return integrate(forward_func, image, windows, None)
+        return integrate(image, windows)
     if len(windows) == 1:
         references, groups = None, [[0]]
     else:
         references = window_references(forward_func, image, footprints)
         if references is None:
             _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
-            return integrate(forward_func, image, windows, None)
+            return integrate(image, windows)
+        if stacks_crops(image.device):
+            attribution, uncropped = attribute_stacked(forward_func, image.expand(len(windows), -1, -1, -1), windows,
+                                                       references.__getitem__, kernel_size, integrate_rows)
+            if uncropped:
+                attribution[uncropped] = integrate(image, [windows[k] for k in uncropped], labels=uncropped)
+            return attribution
         groups = group_windows([region_of(reference) for reference in references], kernel_size, *image.shape[-2:],
                                crop_quantum(image.device))
     attribution = image.new_zeros((len(windows), *image.shape[1:]))
@@ -189,8 +207,8 @@ def attribute_windows_in_crop(
     for group in groups:
         members = [windows[k] for k in group]
 
-        def on_crop(watch, cut, members: list[Window] = members) -> Tensor:
-            return integrate(watch.model, cut.cut(image), [cut.window(window) for window in members], watch.inspect)
+        def on_crop(watch, cut, members: list[Window] = members, group: list[int] = group) -> Tensor:
+            return integrate(cut.cut(image), [cut.window(window) for window in members], watch.inspect, group)
 
         reference = merged_reference([references[k] for k in group]) if references is not None else None
         outcome = compute_in_crop(forward_func, image, [footprints[k] for k in group], kernel_size, on_crop, reference)
@@ -200,8 +218,22 @@ def attribute_windows_in_crop(
         cut, values = outcome
         attribution[group] = cut.place(values, *image.shape[-2:])
     if uncropped:
-        attribution[uncropped] = integrate(forward_func, image, [windows[k] for k in uncropped], None)
+        attribution[uncropped] = integrate(image, [windows[k] for k in uncropped], labels=uncropped)
     return attribution
+
+
+def stacks_crops(device: torch.device) -> bool:
+    """Whether the K windows of one image each get a crop of their own, stacked into the same model calls,
+    rather than windows close together sharing one crop: on a GPU, not on a CPU.
+
+    On a GPU a small crop's pass costs about what the device's calls cost, not its pixels: in the H100's run 3
+    (benchmarks/README.md) one window of the default model on its crop of about 47x47 took as long as on the
+    whole 128x128 image, and crops there share a few shapes (:func:`crop_quantum`), so K crops in one call
+    should cost little more than one (not yet timed on a GPU: ``benchmarks/gpu_check.sh`` compares). A CPU pays
+    per pixel: 16 crops of 40x40 (48x48) of the default model, 50 steps, took 20.5 s (31.4 s) one after the
+    other and 20.8 s (32.9 s) stacked, so there windows close together share one crop and its forward passes.
+    """
+    return device.type != "cpu"
 
 
 def group_windows(regions: list[Box | None], kernel_size: int, height: int, width: int,

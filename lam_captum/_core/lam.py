@@ -15,8 +15,14 @@ from torch import Tensor
 
 from lam_captum._core._context import eval_mode, gradient_context, model_placement, outside_stacklevel, owning_module
 from lam_captum._core._memory import available_memory, estimate_call_memory, warn_if_too_large
-from lam_captum._core._region import CropMode, attribute_in_crops, check_crop
-from lam_captum._core._windows import as_window_list, attribute_windows_in_crop, integrate_windows, window_values
+from lam_captum._core._region import CropMode, RowsIntegrate, attribute_in_crops, check_crop
+from lam_captum._core._windows import (
+    Integrate,
+    as_window_list,
+    attribute_windows_in_crop,
+    integrate_windows,
+    window_values,
+)
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional._blur import IntegrationMethod, PathSchedule, blur, blur_baseline
 from lam_captum.functional._detectors import Detector, DetectorLike, resolve_detector
@@ -195,7 +201,7 @@ class LAM(GradientAttribution):
                 # again, which warns about its own memory.
                 warn_if_too_large(self.forward_func, x[:1], 1)
                 attribution = attribute_in_crops(self.forward_func, x, windows, detector, settings.kernel_size,
-                                                 self._attribute_on(settings, show_progress))
+                                                 self._rows_engine(settings, show_progress))
             else:
                 # A clip's row holds all its frames: the budget per call counts them all. (A crop's attribute()
                 # call counts its own.)
@@ -291,7 +297,8 @@ class LAM(GradientAttribution):
                 # warns about its own calls.
                 warn_if_too_large(self.forward_func, x, 1)
             attribution = attribute_windows_in_crop(self.forward_func, x, window_list, detector, settings.kernel_size,
-                                                    crop, self._windows_engine(settings, show_progress))
+                                                    crop, self._windows_engine(settings, show_progress),
+                                                    self._rows_engine(settings, show_progress, noun="window"))
             if not return_convergence_delta:
                 return attribution
             baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
@@ -300,15 +307,16 @@ class LAM(GradientAttribution):
                                                                                   window_list, detector))
         return attribution, delta
 
-    def _windows_engine(self, settings: LAMSettings, show_progress: bool) -> Callable[..., Tensor]:
-        """``(model, image, windows, inspect) -> (K, C, H, W)``, integrating all windows in one pass."""
+    def _windows_engine(self, settings: LAMSettings, show_progress: bool) -> Integrate:
+        """``(image, windows, inspect, labels) -> (K, C, H, W)``, integrating all windows in one pass (see
+        :data:`~lam_captum._core._windows.Integrate`)."""
 
-        def integrate(forward_func: Callable[[Tensor], Tensor], image: Tensor, windows: list[Window],
-                      inspect: Callable[[Tensor], None] | None) -> Tensor:
-            rows = _call_rows(forward_func, image, settings.internal_batch_size, settings.n_steps, len(windows))
-            cleaner = _GradientHealth(len(windows))
+        def integrate(image: Tensor, windows: list[Window], inspect: Callable[[Tensor], None] | None = None,
+                      labels: list[int] | None = None) -> Tensor:
+            rows = _call_rows(self.forward_func, image, settings.internal_batch_size, settings.n_steps, len(windows))
+            cleaner = _GradientHealth(len(windows), labels, noun="window")
             with _progress_bar(settings.n_steps, show_progress, image.shape) as progress:
-                attribution = integrate_windows(forward_func, image, windows, settings.resolved_detector(),
+                attribution = integrate_windows(self.forward_func, image, windows, settings.resolved_detector(),
                                                 settings.path_schedule(), rows, check_output=self._check_output,
                                                 cleaner=cleaner, progress=progress, inspect=inspect)
             cleaner.report()
@@ -342,14 +350,17 @@ class LAM(GradientAttribution):
         with gradient_context(self.forward_func, end.device):
             return GradientAttribution(objective).compute_convergence_delta(attributions, start_point, end_point)
 
-    def _attribute_on(self, settings: LAMSettings, show_progress: bool) -> Callable[..., Tensor]:
-        """``(model, inputs, windows) -> attribution`` on the whole of ``inputs``, for crops and fallbacks."""
+    def _rows_engine(self, settings: LAMSettings, show_progress: bool, noun: str = "sample") -> RowsIntegrate:
+        """LAM of every row of images (crops, and samples without one) with its window, rows stacked into the
+        model calls (see :class:`~lam_captum._core._region.RowsIntegrate`); warnings call the rows ``noun``."""
 
-        def attribute(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, windows: list[Window]) -> Tensor:
-            return type(self)(forward_func).attribute(inputs, windows, **settings.as_kwargs(), crop=False,
-                                                      show_progress=show_progress)
+        def integrate(inputs: Tensor, windows: list[Window], inspect: Callable[[int, Tensor], None] | None = None,
+                      labels: list[int] | None = None) -> Tensor:
+            rows = _call_rows(self.forward_func, inputs, settings.internal_batch_size, inputs.shape[0] * settings.n_steps)
+            return self._integrate(inputs, windows, settings.resolved_detector(), settings.path_schedule(), rows,
+                                   show_progress, OutputFrame.of(inputs, None), inspect, labels, noun)
 
-        return attribute
+        return integrate
 
     def _prepare_inputs(self, inputs: Tensor, dtype: torch.dtype | None) -> Tensor:
         if not isinstance(inputs, Tensor):
@@ -377,16 +388,20 @@ class LAM(GradientAttribution):
         rows_per_call: int,
         show_progress: bool,
         target: OutputFrame,
+        inspect: Callable[[int, Tensor], None] | None = None,
+        labels: list[int] | None = None,
+        noun: str = "sample",
     ) -> Tensor:
         """Sum ``weight * grad(D)(point) * derivative`` over all path steps of all samples, in chunks.
 
         Kernels, path points and derivatives exist for one chunk at a time, so memory is bounded by
         ``rows_per_call`` whatever the number of steps. A clip's frames are blurred as channels of one image:
-        the blur is per channel, so every frame follows the same path.
+        the blur is per channel, so every frame follows the same path. ``inspect(sample, gradients)`` sees each
+        sample's input gradients of every chunk; warnings name the samples ``noun`` by ``labels``.
         """
         frames = x.flatten(1, -3)
         attribution = torch.zeros_like(frames)
-        failures = _GradientHealth(x.shape[0])
+        failures = _GradientHealth(x.shape[0], labels, noun)
         # The bar closes its line whatever happens, Ctrl-C included.
         with _progress_bar(x.shape[0] * path.n_steps, show_progress, x.shape) as progress:
             for chunk in _chunks(x.shape[0], path.n_steps, rows_per_call):
@@ -396,6 +411,8 @@ class LAM(GradientAttribution):
                 gradients = self._input_gradients(points.reshape(-1, *x.shape[1:]), chunk, windows, detector, target)
                 start = 0
                 for (n, steps), step_kernels in zip(chunk, kernels):
+                    if inspect is not None:
+                        inspect(n, gradients[start : start + len(steps)])
                     block = failures.clean(n, gradients[start : start + len(steps)].flatten(1, -3))
                     derivatives = blur(frames[n : n + 1], step_kernels.derivatives)[0]
                     weights = step_kernels.weights.to(dtype=x.dtype, device=x.device)
@@ -515,9 +532,11 @@ class OutputFrame:
 class _GradientHealth:
     """Zeroes non-finite gradients as the demo does, and tells the user once what went wrong."""
 
-    def __init__(self, n_samples: int) -> None:
+    def __init__(self, n_samples: int, labels: list[int] | None = None, noun: str = "sample") -> None:
         self.non_finite = 0
         self.nonzero = [False] * n_samples
+        self.labels = list(range(n_samples)) if labels is None else labels
+        self.noun = noun
 
     def clean(self, sample: int, gradients: Tensor) -> Tensor:
         finite = torch.isfinite(gradients)
@@ -532,9 +551,9 @@ class _GradientHealth:
             warnings.warn(f"{self.non_finite} non-finite input-gradient values were set to 0 (as the official demo "
                           "does); the model may overflow or divide by zero on blurred inputs", RuntimeWarning,
                           stacklevel=outside_stacklevel())
-        dead = [n for n, nonzero in enumerate(self.nonzero) if not nonzero]
+        dead = [self.labels[n] for n, nonzero in enumerate(self.nonzero) if not nonzero]
         if dead:
-            warnings.warn(f"the input gradients of sample(s) {dead} are zero at every path step, so the attribution "
+            warnings.warn(f"the input gradients of {self.noun}(s) {dead} are zero at every path step, so the attribution "
                           "is all zero: the window may be flat (clamped or saturated output) all along the path, "
                           "or the model cuts the gradient (rounding, quantisation, integer casts)", RuntimeWarning,
                           stacklevel=outside_stacklevel())
