@@ -12,6 +12,8 @@ one vectorised pass on a GPU, K passes on a CPU), to measure the other choice on
 chunk size follows it (K passes in sequence hold one window's gradients at a time, so their chunks are as
 large as one window's). ``--crop-quantum`` sets the multiple the crops' sides are grown to (LAM's choice: 8 on a
 GPU, where each new input shape costs every convolution a cuDNN plan, 1 on a CPU), to time the other choice.
+``--stack-crops`` chooses how K windows use crops (LAM's choice: on a GPU each window on a crop of its own,
+crops of one shape stacked into the same model calls; on a CPU windows close together sharing one crop).
 
     python benchmarks/bench_scale.py                       # the issue's table (slow on a CPU)
     python benchmarks/bench_scale.py --sizes 64x64 --models default --windows-steps 5
@@ -160,6 +162,10 @@ def main() -> None:
                         help="K windows' input gradients: LAM's choice per device, or one of the two everywhere")
     parser.add_argument("--crop-quantum", type=int, default=None,
                         help="grow the crops' sides to multiples of this (default: LAM's choice per device)")
+    parser.add_argument("--stack-crops", choices=["auto", "on", "off"], default="auto",
+                        help="K windows: each on a crop of its own, crops of one shape in the same model calls "
+                             "(on), or windows close together sharing one crop (off); default LAM's choice "
+                             "per device (on for a GPU)")
     parser.add_argument("--repeats", type=int, default=1, help="whole images: best of this many calls of each")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--fp32", action="store_true",
@@ -180,6 +186,8 @@ def main() -> None:
             lambda device, windows: 1 + _lam._MEMORY_PER_EXTRA_WINDOW * (windows - 1))
     if args.crop_quantum is not None:
         _region.crop_quantum = _windows.crop_quantum = lambda device: args.crop_quantum
+    if args.stack_crops != "auto":
+        _windows.stacks_crops = lambda device: args.stack_crops == "on"
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     floor_steps = {}
     for entry in args.floor_steps.split(","):
@@ -189,8 +197,9 @@ def main() -> None:
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     tf32 = f", TF32 convolutions {torch.backends.cudnn.allow_tf32}" if device.type == "cuda" else ""
     quantum = _region.crop_quantum(device)
+    stacking = "each on its own crop, stacked" if _windows.stacks_crops(device) else "close ones sharing a crop"
     print(f"{device} ({card}), torch {torch.__version__}{tf32}, K windows' gradients: {args.backward}, crops' sides "
-          f"multiples of {quantum}, one run each")
+          f"multiples of {quantum}, K windows {stacking}, one run each")
     if args.skip != "whole":
         whole_images(args.models.split(","), sizes, args.steps, floor_steps, device, args.repeats)
     if args.skip != "windows":

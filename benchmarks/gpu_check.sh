@@ -13,6 +13,7 @@
 #   bench_lam.txt  LAM vs the demo's loop vs the floor, per internal_batch_size, with peak memory
 #   bench_scale.txt  whole images (default call vs the full image at every step), K windows of one image
 #   rounding.txt   float32 rounding of the full image (vs float64, vs cuDNN off) beside the crop's difference
+#   windows_shared.txt      K = 1 and 16 windows, close ones sharing a crop instead of each on its own, stacked
 #   windows_sequential.txt  K = 16 windows with K backward passes per step instead of one vectorised pass
 #   windows_unpadded.txt    K = 1 and 16 windows on crops of any shape instead of sides a multiple of 8
 #   references.txt the full-image pass of 16 windows: backward passes shared vs one per window
@@ -113,13 +114,14 @@ part tests 75 tests.txt "$PY" -m pytest --maxfail=3 -q -rs -p no:cacheprovider \
     tests/test_lam.py::test_gpu_result_equals_cpu_result_and_stays_on_the_gpu \
     tests/test_edges_core.py::test_the_estimate_is_near_the_real_peak_on_a_gpu \
     tests/test_kde.py::test_dtype_and_device_preserved \
-    tests/test_multi_window.py tests/test_region.py
+    tests/test_multi_window.py tests/test_region.py tests/test_stacked_crops.py
 
 if [[ $SMOKE == 1 ]]; then
     LAM_ARGS=(--size 8 --steps 2 --repeats 1 --batch-sizes 1,2)
     SCALE_ARGS=(--sizes 16x16,24x24 --steps 4 --floor-steps 16x16:4,24x24:2 --windows-size 16 --windows 1,4
                 --windows-steps 3)
     SEQUENTIAL_ARGS=(--skip whole --windows-size 16 --windows 4 --windows-steps 3)
+    SHARED_ARGS=(--skip whole --windows-size 24 --windows 1,4 --windows-steps 3)
     UNPADDED_ARGS=(--skip whole --windows-size 24 --windows 1,4 --windows-steps 3)
     REFERENCES_ARGS=(--sizes 32x32 --windows 4)
     BUDGET_ARGS=(--sizes 16,24 --rows 1,2,4 --steps 4 --windows 4 --windows-size 16)
@@ -131,6 +133,7 @@ else
     SCALE_ARGS=(--sizes 64x64,256x256,339x510 --steps 50 --floor-steps 64x64:50,256x256:50,339x510:50
                 --windows-size 128 --windows 1,4,16 --windows-steps 50)
     SEQUENTIAL_ARGS=(--skip whole --windows-size 128 --windows 16 --windows-steps 50)
+    SHARED_ARGS=(--skip whole --windows-size 128 --windows 1,16 --windows-steps 50)
     UNPADDED_ARGS=(--skip whole --windows-size 128 --windows 1,16 --windows-steps 50)
     REFERENCES_ARGS=(--sizes 128x128,256x256,339x510 --windows 16)
     BUDGET_ARGS=(--sizes 64,128 --rows 1,2,4,8,16,25,50 --steps 50 --windows 16 --windows-size 64)
@@ -140,6 +143,8 @@ else
 fi
 part bench_lam 60 bench_lam.txt "$PY" benchmarks/bench_lam.py --device "$DEVICE" "${LAM_ARGS[@]}"
 part bench_scale 110 bench_scale.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" "${SCALE_ARGS[@]}"
+part windows_shared 45 windows_shared.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
+    --stack-crops off "${SHARED_ARGS[@]}"
 part rounding 60 rounding.txt "$PY" benchmarks/bench_rounding.py --device "$DEVICE" "${ROUNDING_ARGS[@]}"
 part windows_sequential 45 windows_sequential.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
     --backward sequential "${SEQUENTIAL_ARGS[@]}"
@@ -151,7 +156,7 @@ part peak 75 peak.txt "$PY" benchmarks/bench_peak.py --device "$DEVICE" "${PEAK_
 part bench_sweep 115 bench_sweep.txt "$PY" benchmarks/bench_sweep.py "${SWEEP_ARGS[@]}"
 
 # The tables again on stdout, the most compact last, in case the files do not come back.
-for file in bench_scale.txt rounding.txt windows_sequential.txt windows_unpadded.txt references.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
+for file in bench_scale.txt windows_shared.txt rounding.txt windows_sequential.txt windows_unpadded.txt references.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
     [[ -f $OUT/$file ]] && { echo "== $file"; tail -n 30 "$OUT/$file" | cut -c1-170; }
 done
 if ((${#FAILED[@]})); then

@@ -142,3 +142,17 @@ def test_the_warning_for_a_dead_window_names_its_index_in_the_call(monkeypatch, 
     windows = [(8, 4, 8), (30, 40, 8), (50, 10, 8)]  # the second lies on the dark half
     with pytest.warns(RuntimeWarning, match=r"window\(s\) \[1\] are zero at every path step"):
         LAM(dead_where_dark()).attribute_windows(image, windows, n_steps=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_windows_of_an_image_run_stacked_on_crops_of_one_shape_and_are_exact():
+    model = Recording(tiny_sr()).cuda()
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(8)).cuda()
+    windows = [(top, left, 16) for top, left in CORNERS_AND_BORDERS]
+    lam = LAM(model)
+    together = lam.attribute_windows(image, windows, n_steps=4)
+    crop_calls = [(rows, h, w) for rows, h, w in model.calls if rows > 1 and (h, w) != (40, 40)]
+    assert {call[1:] for call in crop_calls} == {(24, 24)} and sum(rows for rows, _, _ in crop_calls) == 4 * len(windows)
+    assert max(rows for rows, _, _ in crop_calls) > 4  # rows of more than one window in a call
+    for k, window in enumerate(windows):
+        assert_same_attribution(together[k : k + 1], lam.attribute(image, window, n_steps=4, crop=False))
