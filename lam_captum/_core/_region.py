@@ -311,10 +311,10 @@ def compute_in_crop(
         if watch.held():
             _log_crop(box, *image.shape[-2:])
             return crop, result
-        if watch.seen == 0:
+        if watch.escaped is None:
             _log.debug("LAM on the full image: the input gradients on the crop could not be watched")
             return None
-        region = _widened_on_the_path(region, watch, box)
+        region = _widened_on_the_path(region, watch.escaped, box)
     _log.debug("LAM on the full image: the region kept growing along the path")
     return None
 
@@ -324,10 +324,9 @@ def _log_crop(box: Box, height: int, width: int) -> None:
                box.top, box.bottom, box.left, box.right, height, width)
 
 
-def _widened_on_the_path(region: Box, watch: GradientWatch, box: Box) -> Box:
-    """The region and where the input gradient left it on the path (``watch``, on the crop ``box``)."""
-    assert watch.escaped is not None
-    widened = region.union(watch.escaped.shifted(box.top, box.left))
+def _widened_on_the_path(region: Box, escaped: Box, box: Box) -> Box:
+    """The region and where the input gradient left it on the path (``escaped``, pixels of the crop ``box``)."""
+    widened = region.union(escaped.shifted(box.top, box.left))
     _log.debug("the input gradient left the region on the path; widening it to %s", widened)
     return widened
 
@@ -392,9 +391,12 @@ def attribute_stacked(
                                  lambda _, gradients: watch.inspect(gradients), [n])[0]
 
             reference = reference_of(n)
-            outcome = None if reference is None else compute_in_crop(
-                forward_func, images[n : n + 1], reference.footprints, kernel_size, alone, reference,
-                _widened_on_the_path(region, watch, crop.box))
+            if watch.escaped is None or reference is None:
+                outcome = None
+                _log.debug("LAM on the full image: the input gradients on the crop could not be watched")
+            else:
+                outcome = compute_in_crop(forward_func, images[n : n + 1], reference.footprints, kernel_size, alone,
+                                          reference, _widened_on_the_path(region, watch.escaped, crop.box))
             if outcome is None:
                 uncropped.append(n)
                 continue

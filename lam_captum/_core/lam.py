@@ -197,14 +197,13 @@ class LAM(GradientAttribution):
         with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
             x = x.detach().clone()
             if crop and x.dim() == 4:
-                # Finding the region takes one pass of a whole image; each crop then runs through attribute()
-                # again, which warns about its own memory.
+                # Finding the region takes one pass of a whole image; the crops' calls then warn about their own
+                # memory.
                 warn_if_too_large(self.forward_func, x[:1], 1)
                 attribution = attribute_in_crops(self.forward_func, x, windows, detector, settings.kernel_size,
                                                  self._rows_engine(settings, show_progress))
             else:
-                # A clip's row holds all its frames: the budget per call counts them all. (A crop's attribute()
-                # call counts its own.)
+                # A clip's row holds all its frames: the budget per call counts them all. (Crops count their own.)
                 rows = _call_rows(self.forward_func, x, settings.internal_batch_size, x.shape[0] * settings.n_steps)
                 attribution = self._integrate(x, windows, detector, settings.path_schedule(), rows, show_progress,
                                               target)
