@@ -187,7 +187,7 @@ def main() -> None:
     if args.crop_quantum is not None:
         _region.crop_quantum = _windows.crop_quantum = lambda device: args.crop_quantum
     if args.stack_crops != "auto":
-        _windows.stacks_crops = lambda device: args.stack_crops == "on"
+        _region.stacks_crops = _windows.stacks_crops = lambda device: args.stack_crops == "on"
     sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
     floor_steps = {}
     for entry in args.floor_steps.split(","):

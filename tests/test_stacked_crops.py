@@ -43,11 +43,12 @@ class Recording(nn.Module):
 
 @pytest.fixture
 def stacked(monkeypatch):
-    """The GPU's choices on the CPU: windows stacked on crops of their own, crop sides multiples of 8."""
+    """The GPU's choices on the CPU: crops of one shape stacked, each window on a crop of its own, crop sides
+    multiples of 8."""
     from lam_captum._core import _region, _windows
 
-    monkeypatch.setattr(_windows, "stacks_crops", lambda device: True)
     for module in (_region, _windows):
+        monkeypatch.setattr(module, "stacks_crops", lambda device: True)
         monkeypatch.setattr(module, "crop_quantum", lambda device: 8)
 
 
@@ -100,14 +101,15 @@ def test_stacked_windows_of_a_global_model_fall_back_to_the_full_image_exactly(s
     assert torch.equal(together, lam.attribute_windows(image, windows, n_steps=4, crop=False))
 
 
-def test_noise_tunnel_copies_run_stacked_on_their_crops_and_equal_the_full_image():
+def test_noise_tunnel_copies_run_stacked_on_their_crops_and_equal_the_full_image(stacked):
     model = Recording(tiny_sr())
     image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(9))
     lam = LAM(model)
     torch.manual_seed(4)
     cropped = NoiseTunnel(lam).attribute(image, nt_samples=4, stdevs=0.02, window=(60, 70, 16), n_steps=4,
                                          internal_batch_size=8)
-    # The noisy copies' regions are the receptive field around one window: crops of one shape, 16 rows in 2 calls.
+    # The noisy copies' regions are the receptive field around one window: crops of one shape, 16 rows in 2
+    # calls.
     crop_calls = [(rows, h, w) for rows, h, w in model.calls if rows > 1 and (h, w) != (40, 40)]
     assert [rows for rows, _, _ in crop_calls] == [8, 8] and len({call[1:] for call in crop_calls}) == 1
     torch.manual_seed(4)
@@ -134,9 +136,10 @@ def test_the_warning_for_a_dead_sample_names_its_index_in_the_call():
 
 @pytest.mark.parametrize("stacking", [False, True])
 def test_the_warning_for_a_dead_window_names_its_index_in_the_call(monkeypatch, stacking):
-    from lam_captum._core import _windows
+    from lam_captum._core import _region, _windows
 
-    monkeypatch.setattr(_windows, "stacks_crops", lambda device: stacking)
+    for module in (_region, _windows):
+        monkeypatch.setattr(module, "stacks_crops", lambda device: stacking)
     image = torch.zeros(1, 1, 32, 32)
     image[..., :, :16] = 0.6 + 0.4 * torch.rand(32, 16, generator=torch.Generator().manual_seed(1))
     windows = [(8, 4, 8), (30, 40, 8), (50, 10, 8)]  # the second lies on the dark half
@@ -152,7 +155,8 @@ def test_on_a_gpu_the_windows_of_an_image_run_stacked_on_crops_of_one_shape_and_
     lam = LAM(model)
     together = lam.attribute_windows(image, windows, n_steps=4)
     crop_calls = [(rows, h, w) for rows, h, w in model.calls if rows > 1 and (h, w) != (40, 40)]
-    assert {call[1:] for call in crop_calls} == {(24, 24)} and sum(rows for rows, _, _ in crop_calls) == 4 * len(windows)
+    assert {call[1:] for call in crop_calls} == {(24, 24)}
+    assert sum(rows for rows, _, _ in crop_calls) == 4 * len(windows)
     assert max(rows for rows, _, _ in crop_calls) > 4  # rows of more than one window in a call
     for k, window in enumerate(windows):
         assert_same_attribution(together[k : k + 1], lam.attribute(image, window, n_steps=4, crop=False))

@@ -338,13 +338,14 @@ def attribute_stacked(
     reference_of: Callable[[int], Reference | None],
     kernel_size: int,
     integrate: RowsIntegrate,
+    stack: bool,
 ) -> tuple[Tensor, list[int]]:
-    """Each row's window on its own verified crop of the row's image, crops of one shape stacked into the same
-    model calls.
+    """Each row's window on its own verified crop of the row's image; with ``stack``, crops of one shape stacked
+    into the same model calls.
 
-    The crops are found and checked as in :func:`compute_in_crop`, then every crop of a shape is integrated in
-    one run of ``integrate``, each row's input gradients watched against its own region. A row whose gradient
-    leaves its region on the path is redone alone on a wider crop (:func:`compute_in_crop`).
+    The crops are found and checked as in :func:`compute_in_crop`, then the crops of a shape are integrated in
+    one run of ``integrate`` (or one run each), each row's input gradients watched against its own region. A
+    row whose gradient leaves its region on the path is redone alone on a wider crop (:func:`compute_in_crop`).
 
     Args:
         forward_func: The model.
@@ -354,13 +355,14 @@ def attribute_stacked(
             asked once per row, and again for a row redone alone.
         kernel_size: The blur kernel's side.
         integrate: LAM on stacked crops.
+        stack: Whether crops of one shape share runs (:func:`stacks_crops`).
 
     Returns:
         The attribution, shape of ``images``, zero in the rows left for the full image, and those rows.
     """
     height, width = images.shape[-2:]
     attribution = images.new_zeros(images.shape)
-    by_shape: dict[tuple[int, int], list[tuple[int, Crop, Box]]] = {}
+    runs: dict[tuple[int, int], list[tuple[int, Crop, Box]]] = {}
     uncropped = []
     for n in range(images.shape[0]):
         reference = reference_of(n)
@@ -373,8 +375,9 @@ def attribute_stacked(
         if box is None:
             uncropped.append(n)
             continue
-        by_shape.setdefault((box.height, box.width), []).append((n, Crop(box, reference.scale), region))
-    for members in by_shape.values():
+        run = (box.height, box.width) if stack else (-1, n)  # a run per crop shape, or per row
+        runs.setdefault(run, []).append((n, Crop(box, reference.scale), region))
+    for members in runs.values():
         watches = [GradientWatch(region.shifted(-crop.box.top, -crop.box.left), crop.box.height, crop.box.width)
                    for _, crop, region in members]
         values = integrate(torch.cat([crop.cut(images[n : n + 1]) for n, crop, _ in members]),
@@ -656,6 +659,22 @@ def crop_quantum(device: torch.device) -> int:
     return 1 if device.type == "cpu" else _GPU_CROP_QUANTUM
 
 
+def stacks_crops(device: torch.device) -> bool:
+    """Whether crops of one shape run in the same model calls (:func:`attribute_stacked`), and the K windows of
+    one image each get a crop of their own rather than windows close together sharing one: on a GPU, not on a
+    CPU.
+
+    On a GPU a small crop's pass costs about what the device's calls cost, not its pixels: in the H100's run 3
+    (benchmarks/README.md) one window of the default model on its crop of about 47x47 took as long as on the
+    whole 128x128 image, and crops there share a few shapes (:func:`crop_quantum`), so K crops in one call
+    should cost little more than one (not yet timed on a GPU: ``benchmarks/gpu_check.sh`` compares). A CPU pays
+    per pixel: 16 crops of 40x40 (48x48) of the default model, 50 steps, took 20.5 s (31.4 s) one after the
+    other and 20.8 s (32.9 s) stacked; so there each crop runs alone, and windows close together share one crop
+    and its forward passes.
+    """
+    return device.type != "cpu"
+
+
 def _lr_pixels(footprints: list[Box], scale: int) -> Box:
     """The LR pixels under the SR-output ``footprints`` (their union)."""
     union = footprints[0]
@@ -709,8 +728,8 @@ def attribute_in_crops(
 ) -> Tensor:
     """LAM of every sample on its own verified crop, zero elsewhere; samples without one on the full image.
 
-    Crops of one shape share model calls (:func:`attribute_stacked`): on a GPU, where crops have few shapes,
-    Captum's ``NoiseTunnel`` samples of one image run together.
+    On a GPU crops of one shape share model calls (:func:`attribute_stacked`): Captum's ``NoiseTunnel`` copies
+    of one image run together.
 
     Args:
         forward_func: The model.
@@ -735,7 +754,8 @@ def attribute_in_crops(
             return None
         return references[0]
 
-    attribution, uncropped = attribute_stacked(forward_func, images, windows, reference_of, kernel_size, integrate)
+    attribution, uncropped = attribute_stacked(forward_func, images, windows, reference_of, kernel_size, integrate,
+                                               stacks_crops(images.device))
     if uncropped:
         attribution[uncropped] = integrate(images[uncropped], [windows[n] for n in uncropped], labels=uncropped)
     return attribution

@@ -26,6 +26,7 @@ from lam_captum._core._region import (
     detector_footprint,
     merged_reference,
     region_of,
+    stacks_crops,
     window_references,
 )
 from lam_captum.functional._blur import PathSchedule, blur
@@ -196,7 +197,7 @@ def attribute_windows_in_crop(
             return integrate(image, windows)
         if stacks_crops(image.device):
             attribution, uncropped = attribute_stacked(forward_func, image.expand(len(windows), -1, -1, -1), windows,
-                                                       references.__getitem__, kernel_size, integrate_rows)
+                                                       references.__getitem__, kernel_size, integrate_rows, stack=True)
             if uncropped:
                 attribution[uncropped] = integrate(image, [windows[k] for k in uncropped], labels=uncropped)
             return attribution
@@ -220,20 +221,6 @@ def attribute_windows_in_crop(
     if uncropped:
         attribution[uncropped] = integrate(image, [windows[k] for k in uncropped], labels=uncropped)
     return attribution
-
-
-def stacks_crops(device: torch.device) -> bool:
-    """Whether the K windows of one image each get a crop of their own, stacked into the same model calls,
-    rather than windows close together sharing one crop: on a GPU, not on a CPU.
-
-    On a GPU a small crop's pass costs about what the device's calls cost, not its pixels: in the H100's run 3
-    (benchmarks/README.md) one window of the default model on its crop of about 47x47 took as long as on the
-    whole 128x128 image, and crops there share a few shapes (:func:`crop_quantum`), so K crops in one call
-    should cost little more than one (not yet timed on a GPU: ``benchmarks/gpu_check.sh`` compares). A CPU pays
-    per pixel: 16 crops of 40x40 (48x48) of the default model, 50 steps, took 20.5 s (31.4 s) one after the
-    other and 20.8 s (32.9 s) stacked, so there windows close together share one crop and its forward passes.
-    """
-    return device.type != "cpu"
 
 
 def group_windows(regions: list[Box | None], kernel_size: int, height: int, width: int,

@@ -355,7 +355,8 @@ class LAM(GradientAttribution):
 
         def integrate(inputs: Tensor, windows: list[Window], inspect: Callable[[int, Tensor], None] | None = None,
                       labels: list[int] | None = None) -> Tensor:
-            rows = _call_rows(self.forward_func, inputs, settings.internal_batch_size, inputs.shape[0] * settings.n_steps)
+            steps = inputs.shape[0] * settings.n_steps
+            rows = _call_rows(self.forward_func, inputs, settings.internal_batch_size, steps)
             return self._integrate(inputs, windows, settings.resolved_detector(), settings.path_schedule(), rows,
                                    show_progress, OutputFrame.of(inputs, None), inspect, labels, noun)
 
