@@ -300,7 +300,9 @@ def references_and_passes(model: nn.Module, image: torch.Tensor, windows: list[W
         alone = []
         for reference in together:
             point = image.clone().requires_grad_(True)
-            alone.append(torch.autograd.grad(model(point), point, grad_outputs=reference.projection)[0])
+            output = model(point)
+            projection = reference.projection(Box(0, output.shape[-2], 0, output.shape[-1]))
+            alone.append(torch.autograd.grad(output, point, grad_outputs=projection)[0])
     return together, passes, alone
 
 

@@ -232,13 +232,27 @@ def detector_footprint(window: Window, detector: Detector) -> Box | None:
 
 @dataclasses.dataclass(frozen=True)
 class Reference:
-    """The full image at the input: its output, a random projection of the footprints, its input gradient."""
+    """The full image at the input, for some footprints: its output on each footprint, the weights of a random
+    projection there, and the projection's input gradient (the whole LR image). Only the footprints' pixels of
+    the SR output are kept, so that the references of many windows of a large image hold little memory."""
 
-    output: Tensor
-    projection: Tensor
+    outputs: list[Tensor]
+    weights: list[Tensor]
     gradient: Tensor
     footprints: list[Box]
     scale: int
+
+    def projection(self, area: Box) -> Tensor:
+        """The projection on the SR-output pixels of ``area``, which holds every footprint; zero elsewhere."""
+        return _projection(self.weights, self.footprints, area)
+
+
+def _projection(weights: list[Tensor], footprints: list[Box], area: Box) -> Tensor:
+    first = weights[0]
+    projection = first.new_zeros((*first.shape[:2], area.height, area.width))
+    for values, footprint in zip(weights, footprints):
+        projection[(..., *footprint.shifted(-area.top, -area.left).slices())] += values
+    return projection
 
 
 class GradientWatch:
@@ -427,18 +441,23 @@ def window_references(
     whole = Box(0, output.shape[-2], 0, output.shape[-1])
     if not all(whole.contains(footprint) for footprint in footprints):
         return None
-    projections = [_random_projection(output, [footprint], seed=k) for k, footprint in enumerate(footprints)]
-    gradients = _reference_gradients(output, point, projections, [_lr_pixels([f], scale) for f in footprints])
+    weights = [_random_weights(output, footprint, seed=k) for k, footprint in enumerate(footprints)]
+
+    def projection(windows: list[int]) -> Tensor:
+        return _projection([weights[k] for k in windows], [footprints[k] for k in windows], whole)
+
+    gradients = _reference_gradients(output, point, projection, [_lr_pixels([f], scale) for f in footprints])
     if gradients is None:
         return None
     detached = output.detach()
-    return [Reference(detached, projection, gradient, [footprint], scale)
-            for projection, gradient, footprint in zip(projections, gradients, footprints)]
+    return [Reference([detached[(..., *footprint.slices())].clone()], [values], gradient, [footprint], scale)
+            for values, gradient, footprint in zip(weights, gradients, footprints)]
 
 
-def _reference_gradients(output: Tensor, point: Tensor, projections: list[Tensor],
+def _reference_gradients(output: Tensor, point: Tensor, projection: Callable[[list[int]], Tensor],
                          windows: list[Box]) -> list[Tensor] | None:
-    """The input gradient of each projection; None if the input gets no gradient.
+    """The input gradient of each window's projection (``projection([k])``, on the whole output; ``windows``
+    are their LR pixels); None if the input gets no gradient.
 
     The backward passes over the full image run one after the other rather than batched: on a large image one
     full-image pass is already the largest memory LAM needs with a crop, and batching would multiply it. Their
@@ -459,23 +478,23 @@ def _reference_gradients(output: Tensor, point: Tensor, projections: list[Tensor
         (gradient,) = torch.autograd.grad(output, point, grad_outputs=cotangent, retain_graph=True, allow_unused=True)
         return gradient
 
-    first = gradient_of(projections[0])
+    first = gradient_of(projection([0]))
     if first is None:
         return None
-    gradients: list[Tensor | None] = [first] + [None] * (len(projections) - 1)
+    gradients: list[Tensor | None] = [first] + [None] * (len(windows) - 1)
     height, width = point.shape[-2:]
     predicted = _predicted_regions(first, windows, height, width)
     for colour in _colours(predicted[1:], offset=1):
-        shared = gradient_of(sum(projections[k] for k in colour)) if len(colour) > 1 else None
+        shared = gradient_of(projection(colour)) if len(colour) > 1 else None
         if shared is not None and _inside(shared, [predicted[k] for k in colour]):
             for k in colour:
                 gradients[k] = _masked(shared, predicted[k])
             continue
         for k in colour:
-            gradients[k] = gradient_of(projections[k])
+            gradients[k] = gradient_of(projection([k]))
             if gradients[k] is None:
                 return None
-    _log.debug("the full image's reference: %d backward pass(es) for %d window(s)", passes, len(projections))
+    _log.debug("the full image's reference: %d backward pass(es) for %d window(s)", passes, len(windows))
     return gradients
 
 
@@ -541,7 +560,8 @@ def merged_reference(references: list[Reference]) -> Reference:
     first = references[0]
     if len(references) == 1:
         return first
-    return Reference(first.output, sum(reference.projection for reference in references),
+    return Reference([output for reference in references for output in reference.outputs],
+                     [values for reference in references for values in reference.weights],
                      sum(reference.gradient for reference in references),
                      [footprint for reference in references for footprint in reference.footprints], first.scale)
 
@@ -617,15 +637,12 @@ def _integer_scale(output: object, point: Tensor) -> int | None:
     return out_height // height
 
 
-def _random_projection(output: Tensor, footprints: list[Box], seed: int = 0) -> Tensor:
-    # Random weights on every footprint pixel make the projection's input gradient zero only where no
-    # footprint pixel depends on the input, not where the detector's own gradient happens to vanish.
+def _random_weights(output: Tensor, footprint: Box, seed: int) -> Tensor:
+    """Random weights on every pixel of the footprint, so that the projection's input gradient is zero only
+    where no footprint pixel depends on the input, not where the detector's own gradient happens to vanish."""
     generator = torch.Generator().manual_seed(seed)
-    projection = torch.zeros(output.shape, dtype=output.dtype)
-    for footprint in footprints:
-        shape = (*output.shape[:2], footprint.height, footprint.width)
-        projection[(..., *footprint.slices())] = torch.randn(shape, generator=generator, dtype=output.dtype)
-    return projection.to(output.device)
+    shape = (*output.shape[:2], footprint.height, footprint.width)
+    return torch.randn(shape, generator=generator, dtype=output.dtype).to(output.device)
 
 
 def _verified_crop(
@@ -701,12 +718,10 @@ def _agrees(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: 
     area = box.scaled(reference.scale)
     if _integer_scale(output, point) != reference.scale or not all(area.contains(f) for f in reference.footprints):
         return False
-    for footprint in reference.footprints:
-        inside = footprint.shifted(-area.top, -area.left)
-        if not _close(output[(..., *inside.slices())], reference.output[(..., *footprint.slices())]):
+    for footprint, expected in zip(reference.footprints, reference.outputs):
+        if not _close(output[(..., *footprint.shifted(-area.top, -area.left).slices())], expected):
             return False
-    projection = reference.projection[(..., *area.slices())]
-    (gradient,) = torch.autograd.grad((output * projection).sum(), point, allow_unused=True)
+    (gradient,) = torch.autograd.grad((output * reference.projection(area)).sum(), point, allow_unused=True)
     if gradient is None:
         return False
     placed = Crop(box, reference.scale).place(gradient, *image.shape[-2:])
