@@ -36,8 +36,8 @@ class Recording(nn.Module):
         return self.model(x)
 
     def integration_calls(self, height: int, width: int) -> list[int]:
-        """Rows of the calls on ``height`` x ``width`` inputs with more than one row (the crop checks and
-        the memory probe pass one)."""
+        """Rows of the calls on ``height`` x ``width`` inputs with more than one row (the memory probe and a
+        single crop's check pass one)."""
         return [rows for rows, h, w in self.calls if (h, w) == (height, width) and rows > 1]
 
 
@@ -59,8 +59,9 @@ def test_windows_at_every_border_and_corner_run_stacked_and_equal_one_at_a_time(
     with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
         together = lam.attribute_windows(image, [(top, left, 16) for top, left in CORNERS_AND_BORDERS], n_steps=4,
                                          internal_batch_size=12)
-    # Every window's crop is 24x24 (test_region): 9 windows of 4 steps are 36 rows, 3 calls of 12.
-    assert model.integration_calls(24, 24) == [12, 12, 12]
+    # Every window's crop is 24x24 (test_region): one call checks the 9 crops against the full image, then 9
+    # windows of 4 steps are 36 rows, 3 calls of 12.
+    assert model.integration_calls(24, 24) == [9, 12, 12, 12]
     assert caplog.text.count("LAM on the 24x24 crop") == len(CORNERS_AND_BORDERS)
     for k, (top, left) in enumerate(CORNERS_AND_BORDERS):
         assert_same_attribution(together[k : k + 1], lam.attribute(image, (top, left, 16), n_steps=4, crop=False))
@@ -80,12 +81,15 @@ def test_a_stacked_window_whose_gradient_leaves_its_region_is_redone_on_a_wider_
         assert_same_attribution(together[k : k + 1], lam.attribute(image, window, n_steps=5, crop=False))
 
 
-def test_stacked_window_attention_crops_are_exact(stacked):
+def test_stacked_window_attention_crops_are_exact(stacked, caplog):
     model = WindowAttentionSR().eval()
     image = torch.rand(1, 3, 62, 58, generator=torch.Generator().manual_seed(2))
     windows = [(60, 52, 8), (72, 36, 6), (0, 0, 8), (115, 107, 8)]
     lam = LAM(model)
-    together = lam.attribute_windows(image, windows, n_steps=4)
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        together = lam.attribute_windows(image, windows, n_steps=4)
+    # Crops off the attention grid fail the check made together and go on, alone, to grid-aligned ones.
+    assert "does not reproduce the full image" in caplog.text and "crop at rows" in caplog.text
     for k, window in enumerate(windows):
         assert_same_attribution(together[k : k + 1], lam.attribute(image, window, n_steps=4, crop=False))
 
@@ -108,10 +112,10 @@ def test_noise_tunnel_copies_run_stacked_on_their_crops_and_equal_the_full_image
     torch.manual_seed(4)
     cropped = NoiseTunnel(lam).attribute(image, nt_samples=4, stdevs=0.02, window=(60, 70, 16), n_steps=4,
                                          internal_batch_size=8)
-    # The noisy copies' regions are the receptive field around one window: crops of one shape, 16 rows in 2
-    # calls.
+    # The noisy copies' regions are the receptive field around one window: crops of one shape, checked in one
+    # call, then 16 rows in 2 calls.
     crop_calls = [(rows, h, w) for rows, h, w in model.calls if rows > 1 and (h, w) != (40, 40)]
-    assert [rows for rows, _, _ in crop_calls] == [8, 8] and len({call[1:] for call in crop_calls}) == 1
+    assert [rows for rows, _, _ in crop_calls] == [4, 8, 8] and len({call[1:] for call in crop_calls}) == 1
     torch.manual_seed(4)
     full = NoiseTunnel(lam).attribute(image, nt_samples=4, stdevs=0.02, window=(60, 70, 16), n_steps=4, crop=False)
     assert_same_attribution(cropped, full)
@@ -156,7 +160,7 @@ def test_on_a_gpu_the_windows_of_an_image_run_stacked_on_crops_of_one_shape_and_
     together = lam.attribute_windows(image, windows, n_steps=4)
     crop_calls = [(rows, h, w) for rows, h, w in model.calls if rows > 1 and (h, w) != (40, 40)]
     assert {call[1:] for call in crop_calls} == {(24, 24)}
-    assert sum(rows for rows, _, _ in crop_calls) == 4 * len(windows)
+    assert sum(rows for rows, _, _ in crop_calls) == 5 * len(windows)  # one check and 4 steps per window
     assert max(rows for rows, _, _ in crop_calls) > 4  # rows of more than one window in a call
     for k, window in enumerate(windows):
         assert_same_attribution(together[k : k + 1], lam.attribute(image, window, n_steps=4, crop=False))

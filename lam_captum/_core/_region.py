@@ -349,13 +349,13 @@ def attribute_stacked(
     forward_func: Callable[[Tensor], Tensor],
     images: Tensor,
     windows: list[Window],
-    reference_of: Callable[[int], Reference | None],
+    references: list[Reference | None],
     kernel_size: int,
     integrate: RowsIntegrate,
     stack: bool,
 ) -> tuple[Tensor, list[int]]:
     """Each row's window on its own verified crop of the row's image; with ``stack``, crops of one shape stacked
-    into the same model calls.
+    into the same model calls, and checked together.
 
     The crops are found and checked as in :func:`compute_in_crop`, then the crops of a shape are integrated in
     one run of ``integrate`` (or one run each), each row's input gradients watched against its own region. A
@@ -365,28 +365,25 @@ def attribute_stacked(
         forward_func: The model.
         images: ``(N, C, H, W)``: one row per window (for K windows of one image, the image expanded K times).
         windows: One window per row.
-        reference_of: Row n's full-image reference (:func:`window_references`), or None where there is none;
-            asked once per row, and again for a row redone alone.
+        references: Each row's full-image reference (:func:`window_references`), None where there is none.
         kernel_size: The blur kernel's side.
         integrate: LAM on stacked crops.
-        stack: Whether crops of one shape share runs (:func:`stacks_crops`).
+        stack: Whether crops of one shape share runs and checks (:func:`stacks_crops`).
 
     Returns:
         The attribution, shape of ``images``, zero in the rows left for the full image, and those rows.
     """
     height, width = images.shape[-2:]
     attribution = images.new_zeros(images.shape)
+    regions = [None if reference is None else region_of(reference) for reference in references]
+    if any(reference is not None and region is None for reference, region in zip(references, regions)):
+        _log.debug("LAM on the full image: the window's input gradient is zero on the full image")
     runs: dict[tuple[int, int], list[tuple[int, Crop, Box]]] = {}
     uncropped = []
-    for n in range(images.shape[0]):
-        reference = reference_of(n)
-        region = None if reference is None else region_of(reference)
-        box = None
-        if reference is not None and region is None:
-            _log.debug("LAM on the full image: the window's input gradient is zero on the full image")
-        elif reference is not None and region is not None:
-            box = _verified_crop(forward_func, images[n : n + 1], reference, region, crop_margin(kernel_size))
-        if box is None:
+    for n, box in enumerate(_verified_crops(forward_func, images, references, regions, crop_margin(kernel_size),
+                                            stack)):
+        reference, region = references[n], regions[n]
+        if box is None or reference is None or region is None:
             uncropped.append(n)
             continue
         run = (box.height, box.width) if stack else (-1, n)  # a run per crop shape, or per row
@@ -407,7 +404,7 @@ def attribute_stacked(
                 return integrate(crop.cut(images[n : n + 1]), [crop.window(windows[n])],
                                  lambda _, gradients: watch.inspect(gradients), [n])[0]
 
-            reference = reference_of(n)
+            reference = references[n]
             if watch.escaped is None or reference is None:
                 outcome = None
                 _log.debug("LAM on the full image: the input gradients on the crop could not be watched")
@@ -420,6 +417,38 @@ def attribute_stacked(
             wider, values_alone = outcome
             attribution[n] = wider.place(values_alone, height, width)
     return attribution, sorted(uncropped)
+
+
+def _verified_crops(forward_func: Callable[[Tensor], Tensor], images: Tensor, references: list[Reference | None],
+                    regions: list[Box | None], margin: int, stack: bool) -> list[Box | None]:
+    """Each row's smallest verified crop (:func:`_verified_crop`), None where the full image must be used.
+
+    With ``stack`` the rows' first candidates of one shape are checked together, in one forward and one backward
+    pass (:func:`_agree_rows`); a row whose first candidate fails goes on to the others alone.
+    """
+    height, width = images.shape[-2:]
+    boxes: list[Box | None] = [None] * len(references)
+    tried: list[Box | None] = [None] * len(references)
+    if stack:
+        firsts: dict[tuple[int, int], list[tuple[int, Box]]] = {}
+        for n, (reference, region) in enumerate(zip(references, regions)):
+            if reference is not None and region is not None:
+                first = next(_candidates(forward_func, images[n : n + 1], reference, region, margin))
+                if first.area <= _MAX_CROP_FRACTION * height * width:
+                    firsts.setdefault((first.height, first.width), []).append((n, first))
+        for members in firsts.values():
+            agree = _agree_rows(forward_func, [images[n : n + 1] for n, _ in members],
+                                [references[n] for n, _ in members], [box for _, box in members])
+            for (n, box), agrees in zip(members, agree):
+                if agrees:
+                    boxes[n] = box
+                else:
+                    tried[n] = box
+                    _log_refused(box)
+    for n, (reference, region) in enumerate(zip(references, regions)):
+        if boxes[n] is None and reference is not None and region is not None:
+            boxes[n] = _verified_crop(forward_func, images[n : n + 1], reference, region, margin, tried[n])
+    return boxes
 
 
 def window_references(
@@ -645,24 +674,36 @@ def _random_weights(output: Tensor, footprint: Box, seed: int) -> Tensor:
     return torch.randn(shape, generator=generator, dtype=output.dtype).to(output.device)
 
 
-def _verified_crop(
-    forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference, region: Box, margin: int
-) -> Box | None:
+def _verified_crop(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference, region: Box,
+                   margin: int, tried: Box | None = None) -> Box | None:
+    """The first candidate crop (:func:`_candidate_crops`) that reproduces the full image, after ``tried`` (a
+    candidate already found not to); None where the full image must be used."""
     height, width = image.shape[-2:]
-    windows = _lr_pixels(reference.footprints, reference.scale)
-    candidates = _candidate_crops(region, margin, _partition_grids(forward_func), crop_quantum(image.device),
-                                  height, width, beyond_borders(region, windows, height, width))
-    for box in candidates:
+    for box in _candidates(forward_func, image, reference, region, margin):
         if box.area > _MAX_CROP_FRACTION * height * width:
             _log.debug("LAM on the full image: the window's region %s needs a %dx%d crop of the %dx%d input",
                        region, box.height, box.width, height, width)
             return None
+        if box == tried:
+            continue
         if _agrees(forward_func, image, reference, box):
             return box
-        _log.debug("the %dx%d crop at %s does not reproduce the full image; trying a larger or aligned one",
-                   box.height, box.width, box)
+        _log_refused(box)
     _log.debug("LAM on the full image: no crop reproduced the full image's output and gradient")
     return None
+
+
+def _candidates(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference, region: Box,
+                margin: int) -> Iterator[Box]:
+    height, width = image.shape[-2:]
+    windows = _lr_pixels(reference.footprints, reference.scale)
+    return _candidate_crops(region, margin, _partition_grids(forward_func), crop_quantum(image.device), height, width,
+                            beyond_borders(region, windows, height, width))
+
+
+def _log_refused(box: Box) -> None:
+    _log.debug("the %dx%d crop at %s does not reproduce the full image; trying a larger or aligned one",
+               box.height, box.width, box)
 
 
 def _partition_grids(forward_func: Callable[[Tensor], Tensor]) -> list[int]:
@@ -713,19 +754,35 @@ def _candidate_crops(region: Box, margin: int, grids: list[int], quantum: int, h
 
 def _agrees(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference, box: Box) -> bool:
     """Whether the footprints' outputs and the projection's input gradient on the crop equal the full image's."""
-    point = image[(..., *box.slices())].detach().clone().requires_grad_(True)
-    output = forward_func(point)
-    area = box.scaled(reference.scale)
-    if _integer_scale(output, point) != reference.scale or not all(area.contains(f) for f in reference.footprints):
-        return False
-    for footprint, expected in zip(reference.footprints, reference.outputs):
-        if not _close(output[(..., *footprint.shifted(-area.top, -area.left).slices())], expected):
-            return False
-    (gradient,) = torch.autograd.grad((output * reference.projection(area)).sum(), point, allow_unused=True)
+    return _agree_rows(forward_func, [image], [reference], [box])[0]
+
+
+def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], references: list[Reference],
+                boxes: list[Box]) -> list[bool]:
+    """:func:`_agrees` for each row's crop (``boxes`` of one shape, of ``(1, C, H, W)`` images), in one forward
+    and one backward pass: the rows of a model call are independent."""
+    point = torch.cat([image[(..., *box.slices())] for image, box in zip(images, boxes)]).detach().clone()
+    output = forward_func(point.requires_grad_(True))
+    scale = _integer_scale(output, point)
+    areas = [box.scaled(reference.scale) for box, reference in zip(boxes, references)]
+    agree = [scale == reference.scale and all(area.contains(f) for f in reference.footprints)
+             for reference, area in zip(references, areas)]
+    projections = []
+    for row, (reference, area) in enumerate(zip(references, areas)):
+        agree[row] = agree[row] and all(
+            _close(output[row : row + 1][(..., *footprint.shifted(-area.top, -area.left).slices())], expected)
+            for footprint, expected in zip(reference.footprints, reference.outputs))
+        projections.append(reference.projection(area) if agree[row] else None)
+    if not any(agree):
+        return agree
+    cotangent = torch.cat([torch.zeros_like(output[row : row + 1]) if projection is None else projection
+                           for row, projection in enumerate(projections)])
+    (gradient,) = torch.autograd.grad((output * cotangent).sum(), point, allow_unused=True)
     if gradient is None:
-        return False
-    placed = Crop(box, reference.scale).place(gradient, *image.shape[-2:])
-    return _close(placed, reference.gradient)
+        return [False] * len(boxes)
+    return [agrees and _close(Crop(box, reference.scale).place(gradient[row : row + 1], *image.shape[-2:]),
+                              reference.gradient)
+            for row, (agrees, box, reference, image) in enumerate(zip(agree, boxes, references, images))]
 
 
 def _close(values: Tensor, expected: Tensor) -> bool:
@@ -769,7 +826,8 @@ def attribute_in_crops(
             return None
         return references[0]
 
-    attribution, uncropped = attribute_stacked(forward_func, images, windows, reference_of, kernel_size, integrate,
+    references = [reference_of(n) for n in range(images.shape[0])]
+    attribution, uncropped = attribute_stacked(forward_func, images, windows, references, kernel_size, integrate,
                                                stacks_crops(images.device))
     if uncropped:
         attribution[uncropped] = integrate(images[uncropped], [windows[n] for n in uncropped], labels=uncropped)

@@ -197,7 +197,7 @@ def attribute_windows_in_crop(
             return integrate(image, windows)
         if stacks_crops(image.device):
             attribution, uncropped = attribute_stacked(forward_func, image.expand(len(windows), -1, -1, -1), windows,
-                                                       references.__getitem__, kernel_size, integrate_rows, stack=True)
+                                                       references, kernel_size, integrate_rows, stack=True)
             if uncropped:
                 attribution[uncropped] = integrate(image, [windows[k] for k in uncropped], labels=uncropped)
             return attribution
