@@ -14,6 +14,7 @@
 #   bench_scale.txt  whole images (default call vs the full image at every step), K windows of one image
 #   rounding.txt   float32 rounding of the full image (vs float64, vs cuDNN off) beside the crop's difference
 #   windows_shared.txt      K = 1 and 16 windows, close ones sharing a crop instead of each on its own, stacked
+#   calls.txt      K = 16 windows: model calls, backward passes and time, one at a time vs shared vs stacked crops
 #   windows_sequential.txt  K = 16 windows with K backward passes per step instead of one vectorised pass
 #   windows_unpadded.txt    K = 1 and 16 windows on crops of any shape instead of sides a multiple of 8
 #   references.txt the full-image pass of 16 windows: backward passes shared vs one per window
@@ -122,6 +123,7 @@ if [[ $SMOKE == 1 ]]; then
                 --windows-steps 3)
     SEQUENTIAL_ARGS=(--skip whole --windows-size 16 --windows 4 --windows-steps 3)
     SHARED_ARGS=(--skip whole --windows-size 24 --windows 1,4 --windows-steps 3)
+    CALLS_ARGS=(--size 48 --windows 4 --steps 3)
     UNPADDED_ARGS=(--skip whole --windows-size 24 --windows 1,4 --windows-steps 3)
     REFERENCES_ARGS=(--sizes 32x32 --windows 4)
     BUDGET_ARGS=(--sizes 16,24 --rows 1,2,4 --steps 4 --windows 4 --windows-size 16)
@@ -134,6 +136,7 @@ else
                 --windows-size 128 --windows 1,4,16 --windows-steps 50)
     SEQUENTIAL_ARGS=(--skip whole --windows-size 128 --windows 16 --windows-steps 50)
     SHARED_ARGS=(--skip whole --windows-size 128 --windows 1,16 --windows-steps 50)
+    CALLS_ARGS=(--size 128 --windows 16 --steps 50)
     UNPADDED_ARGS=(--skip whole --windows-size 128 --windows 1,16 --windows-steps 50)
     REFERENCES_ARGS=(--sizes 128x128,256x256,339x510 --windows 16)
     BUDGET_ARGS=(--sizes 64,128 --rows 1,2,4,8,16,25,50 --steps 50 --windows 16 --windows-size 64)
@@ -145,6 +148,7 @@ part bench_lam 60 bench_lam.txt "$PY" benchmarks/bench_lam.py --device "$DEVICE"
 part bench_scale 110 bench_scale.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" "${SCALE_ARGS[@]}"
 part windows_shared 45 windows_shared.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
     --stack-crops off "${SHARED_ARGS[@]}"
+part calls 40 calls.txt "$PY" benchmarks/bench_calls.py --device "$DEVICE" "${CALLS_ARGS[@]}"
 part rounding 60 rounding.txt "$PY" benchmarks/bench_rounding.py --device "$DEVICE" "${ROUNDING_ARGS[@]}"
 part windows_sequential 45 windows_sequential.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" \
     --backward sequential "${SEQUENTIAL_ARGS[@]}"
@@ -156,7 +160,7 @@ part peak 75 peak.txt "$PY" benchmarks/bench_peak.py --device "$DEVICE" "${PEAK_
 part bench_sweep 115 bench_sweep.txt "$PY" benchmarks/bench_sweep.py "${SWEEP_ARGS[@]}"
 
 # The tables again on stdout, the most compact last, in case the files do not come back.
-for file in bench_scale.txt windows_shared.txt rounding.txt windows_sequential.txt windows_unpadded.txt references.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
+for file in bench_scale.txt windows_shared.txt calls.txt rounding.txt windows_sequential.txt windows_unpadded.txt references.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
     [[ -f $OUT/$file ]] && { echo "== $file"; tail -n 30 "$OUT/$file" | cut -c1-170; }
 done
 if ((${#FAILED[@]})); then
