@@ -346,22 +346,31 @@ def test_windows_whose_shared_step_does_not_fit_are_advised_to_go_fewer_at_once(
                                   step_bytes=one_step)
 
 
-@pytest.mark.parametrize("windows", [1, 3])
-def test_one_probe_pass_sizes_the_chunks_and_checks_the_memory(monkeypatch, model, images, windows):
+@pytest.mark.parametrize("crop", [False, "auto"])
+@pytest.mark.parametrize(("windows", "stacked"), [(1, False), (3, False), (3, True)])
+def test_one_probe_pass_per_call_sizes_the_chunks_and_checks_the_memory(monkeypatch, model, windows, stacked, crop):
+    from lam_captum._core import _region, _windows
+
+    for module in (_region, _windows):  # on a GPU every window's crop runs its own calls
+        monkeypatch.setattr(module, "stacks_crops", lambda device: stacked)
     probes = []
-    measure = _memory.bytes_per_pixel
+    measure = _memory._probe_pass
 
     def counted(forward_func, inputs):
         probes.append(inputs.shape)
         return measure(forward_func, inputs)
 
-    monkeypatch.setattr(_memory, "bytes_per_pixel", counted)
+    monkeypatch.setattr(_memory, "_probe_pass", counted)
     lam = LAM(model)
+    image = torch.rand(1, 1, 48, 48, generator=torch.Generator().manual_seed(3))
     if windows == 1:
-        lam.attribute(images[:1], (2, 2, 8), n_steps=STEPS, crop=False)
+        lam.attribute(image, (40, 40, 8), n_steps=STEPS, crop=crop)
     else:
-        lam.attribute_windows(images[:1], [(2, 2, 8), (8, 8, 8), (14, 2, 8)], n_steps=STEPS, crop=False)
+        lam.attribute_windows(image, [(4, 4, 8), (40, 40, 8), (80, 4, 8)], n_steps=STEPS, crop=crop)
     assert len(probes) == 1
+    # The probe is per call: the next call measures again.
+    lam.attribute(image, (40, 40, 8), n_steps=STEPS, crop=crop)
+    assert len(probes) == 2
 
 
 def test_a_warning_from_inside_a_crop_points_at_the_users_call(model):

@@ -9,9 +9,11 @@ guards: it took 10 GB and minutes for 2 steps, and a run that does not fit fails
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -26,6 +28,21 @@ _PROBE_SIDE = 32
 # benchmarks/bench_memory_estimate.py: with 2.0 the estimate was 0.95-1.07x the measured peak of real
 # steps of EDSR-baseline and the default model (128 to 256 px LR, 1 to 4 rows) on a CPU.
 _BACKWARD_HEADROOM = 2.0
+# The probes made inside `probes_shared`, by model and kind of input: one LAM call probes once, whatever the
+# crops it runs on (each a call of its own on a GPU, where a probe costs what a small crop's step does).
+_PROBES: ContextVar[dict[tuple, float | None] | None] = ContextVar("lam_captum_probes", default=None)
+
+
+@contextlib.contextmanager
+def probes_shared() -> Iterator[None]:
+    """Within the block, :func:`bytes_per_pixel` probes each model once per kind of input (channels, frames,
+    dtype, device): a LAM call's full image and its crops share the figure of the first probe, the full
+    image's (the crops' own smaller probes would count their borders more)."""
+    token = _PROBES.set({})
+    try:
+        yield
+    finally:
+        _PROBES.reset(token)
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -60,6 +77,17 @@ def bytes_per_pixel(forward_func: Callable[[Tensor], Tensor], inputs: Tensor) ->
     are not counted. None if the probe fails: the real run then reports the model's own error.
     """
     crop = inputs[:1, ..., :_PROBE_SIDE, :_PROBE_SIDE].detach().clone().requires_grad_(True)
+    probes = _PROBES.get()
+    key = (id(forward_func), tuple(crop.shape[:-2]), crop.dtype, crop.device, torch.is_grad_enabled())
+    if probes is not None and key in probes:
+        return probes[key]
+    per_pixel = _probe_pass(forward_func, crop)
+    if probes is not None:
+        probes[key] = per_pixel
+    return per_pixel
+
+
+def _probe_pass(forward_func: Callable[[Tensor], Tensor], crop: Tensor) -> float | None:
     module = owning_module(forward_func)
     weights = {p.untyped_storage().data_ptr() for p in module.parameters()} if module is not None else set()
     saved: dict[int, int] = {}

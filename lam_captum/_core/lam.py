@@ -14,7 +14,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from lam_captum._core._context import eval_mode, gradient_context, model_placement, outside_stacklevel, owning_module
-from lam_captum._core._memory import available_memory, estimate_call_memory, warn_if_too_large
+from lam_captum._core._memory import available_memory, estimate_call_memory, probes_shared, warn_if_too_large
 from lam_captum._core._region import CropMode, RowsIntegrate, attribute_in_crops, check_crop
 from lam_captum._core._windows import (
     Integrate,
@@ -194,7 +194,8 @@ class LAM(GradientAttribution):
         target = OutputFrame.of(x, frame)
         check_crop(crop)
         detector = settings.resolved_detector()
-        with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype):
+        with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype), \
+                probes_shared():
             x = x.detach().clone()
             if crop and x.dim() == 4:
                 # Finding the region takes one pass of a whole image; the crops' calls then warn about their own
@@ -289,7 +290,7 @@ class LAM(GradientAttribution):
         window_list = as_window_list(windows)
         check_crop(crop)
         detector = settings.resolved_detector()
-        with gradient_context(self.forward_func, x.device):
+        with gradient_context(self.forward_func, x.device), probes_shared():
             x = x.detach().clone()
             if crop:
                 # Finding the windows' regions takes one pass of the whole image; each group's integration then
