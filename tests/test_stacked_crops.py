@@ -164,3 +164,12 @@ def test_on_a_gpu_the_windows_of_an_image_run_stacked_on_crops_of_one_shape_and_
     assert max(rows for rows, _, _ in crop_calls) > 4  # rows of more than one window in a call
     for k, window in enumerate(windows):
         assert_same_attribution(together[k : k + 1], lam.attribute(image, window, n_steps=4, crop=False))
+
+
+def test_the_crops_checked_together_stay_within_the_calls_memory_budget(stacked):
+    model = Recording(tiny_sr())
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(8))
+    windows = [(top, left, 16) for top, left in CORNERS_AND_BORDERS]
+    LAM(model).attribute_windows(image, windows, n_steps=4, internal_batch_size=4)
+    # 9 crops of 24x24, at most 4 rows a call: the checks take 3 calls (4, 4, 1), as the 36 path rows take 9.
+    assert model.integration_calls(24, 24) == [4, 4] + [4] * 9

@@ -283,6 +283,10 @@ class RowsIntegrate(Protocol):
     def __call__(self, inputs: Tensor, windows: list[Window], inspect: Callable[[int, Tensor], None] | None = None,
                  labels: list[int] | None = None) -> Tensor: ...
 
+    def rows_per_call(self, inputs: Tensor) -> int:
+        """Rows of ``inputs``' shape one model call may take (the memory budget of a path step)."""
+        ...
+
 
 def compute_in_crop(
     forward_func: Callable[[Tensor], Tensor],
@@ -381,7 +385,7 @@ def attribute_stacked(
     runs: dict[tuple[int, int], list[tuple[int, Crop, Box]]] = {}
     uncropped = []
     for n, box in enumerate(_verified_crops(forward_func, images, references, regions, crop_margin(kernel_size),
-                                            stack)):
+                                            integrate.rows_per_call if stack else None)):
         reference, region = references[n], regions[n]
         if box is None or reference is None or region is None:
             uncropped.append(n)
@@ -420,31 +424,36 @@ def attribute_stacked(
 
 
 def _verified_crops(forward_func: Callable[[Tensor], Tensor], images: Tensor, references: list[Reference | None],
-                    regions: list[Box | None], margin: int, stack: bool) -> list[Box | None]:
+                    regions: list[Box | None], margin: int,
+                    rows_per_call: Callable[[Tensor], int] | None) -> list[Box | None]:
     """Each row's smallest verified crop (:func:`_verified_crop`), None where the full image must be used.
 
-    With ``stack`` the rows' first candidates of one shape are checked together, in one forward and one backward
-    pass (:func:`_agree_rows`); a row whose first candidate fails goes on to the others alone.
+    With ``rows_per_call`` (stacked crops) the rows' first candidates of one shape are checked together, as many
+    per forward and backward pass (:func:`_agree_rows`) as ``rows_per_call(crops)`` allows (a check of a crop
+    takes the memory of a path step on it); a row whose first candidate fails goes on to the others alone.
     """
     height, width = images.shape[-2:]
     boxes: list[Box | None] = [None] * len(references)
     tried: list[Box | None] = [None] * len(references)
-    if stack:
+    if rows_per_call is not None:
         firsts: dict[tuple[int, int], list[tuple[int, Box]]] = {}
         for n, (reference, region) in enumerate(zip(references, regions)):
             if reference is not None and region is not None:
                 first = next(_candidates(forward_func, images[n : n + 1], reference, region, margin))
                 if first.area <= _MAX_CROP_FRACTION * height * width:
                     firsts.setdefault((first.height, first.width), []).append((n, first))
-        for members in firsts.values():
-            agree = _agree_rows(forward_func, [images[n : n + 1] for n, _ in members],
-                                [references[n] for n, _ in members], [box for _, box in members])
-            for (n, box), agrees in zip(members, agree):
-                if agrees:
-                    boxes[n] = box
-                else:
-                    tried[n] = box
-                    _log_refused(box)
+        for shape in firsts.values():
+            row, first = shape[0]
+            chunk = max(1, rows_per_call(images[row : row + 1][(..., *first.slices())]))
+            for members in (shape[start : start + chunk] for start in range(0, len(shape), chunk)):
+                agree = _agree_rows(forward_func, [images[n : n + 1] for n, _ in members],
+                                    [references[n] for n, _ in members], [box for _, box in members])
+                for (n, box), agrees in zip(members, agree):
+                    if agrees:
+                        boxes[n] = box
+                    else:
+                        tried[n] = box
+                        _log_refused(box)
     for n, (reference, region) in enumerate(zip(references, regions)):
         if boxes[n] is None and reference is not None and region is not None:
             boxes[n] = _verified_crop(forward_func, images[n : n + 1], reference, region, margin, tried[n])

@@ -353,15 +353,7 @@ class LAM(GradientAttribution):
     def _rows_engine(self, settings: LAMSettings, show_progress: bool, noun: str = "sample") -> RowsIntegrate:
         """LAM of every row of images (crops, and samples without one) with its window, rows stacked into the
         model calls (see :class:`~lam_captum._core._region.RowsIntegrate`); warnings call the rows ``noun``."""
-
-        def integrate(inputs: Tensor, windows: list[Window], inspect: Callable[[int, Tensor], None] | None = None,
-                      labels: list[int] | None = None) -> Tensor:
-            steps = inputs.shape[0] * settings.n_steps
-            rows = _call_rows(self.forward_func, inputs, settings.internal_batch_size, steps)
-            return self._integrate(inputs, windows, settings.resolved_detector(), settings.path_schedule(), rows,
-                                   show_progress, OutputFrame.of(inputs, None), inspect, labels, noun)
-
-        return integrate
+        return _RowsEngine(self, settings, show_progress, noun)
 
     def _prepare_inputs(self, inputs: Tensor, dtype: torch.dtype | None) -> Tensor:
         if not isinstance(inputs, Tensor):
@@ -648,23 +640,48 @@ def default_internal_batch_size(
 def _call_rows(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, requested: int | None, steps: int,
                windows: int = 1) -> int:
     """Path steps per model call for ``inputs`` (one image or clip per row) and ``windows`` windows integrated
-    together: ``requested``, or :func:`default_internal_batch_size` with the memory of a step estimated on a GPU,
-    at most the ``steps`` of the whole run. Warns before the run when a call of that many steps would not fit in
-    the memory that is free. Call it where gradients are on.
+    together: :func:`_budget_rows`, at most the ``steps`` of the whole run. Warns before the run when a call of
+    that many steps would not fit in the memory that is free. Call it where gradients are on.
 
     The probe forward pass of the estimate runs once, for both the budget and the warning.
     """
-    step_bytes = estimate_call_memory(forward_func, inputs[:1], 1)
-    rows = requested
-    if rows is None:
-        frames = inputs.shape[1] if inputs.dim() == 5 else 1
-        height, width = frames * inputs.shape[-2], inputs.shape[-1]
-        free = None if inputs.device.type == "cpu" else available_memory(inputs.device)
-        rows = default_internal_batch_size(inputs.device, height, width, windows, step_bytes=step_bytes,
-                                           free_bytes=free)
+    rows, step_bytes = _budget_rows(forward_func, inputs, requested, windows)
     rows = min(rows, steps)
     warn_if_too_large(forward_func, inputs, rows, share=_window_share(inputs.device, windows), step_bytes=step_bytes)
     return rows
+
+
+def _budget_rows(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, requested: int | None,
+                 windows: int = 1) -> tuple[int, int | None]:
+    """``requested``, or :func:`default_internal_batch_size` with the memory of a step estimated on a GPU; and
+    that estimate (None if the probe failed)."""
+    step_bytes = estimate_call_memory(forward_func, inputs[:1], 1)
+    if requested is not None:
+        return requested, step_bytes
+    frames = inputs.shape[1] if inputs.dim() == 5 else 1
+    height, width = frames * inputs.shape[-2], inputs.shape[-1]
+    free = None if inputs.device.type == "cpu" else available_memory(inputs.device)
+    return default_internal_batch_size(inputs.device, height, width, windows, step_bytes=step_bytes,
+                                       free_bytes=free), step_bytes
+
+
+class _RowsEngine:
+    """LAM of every row of images (crops, and samples without one) with its window, rows stacked into the model
+    calls (:class:`~lam_captum._core._region.RowsIntegrate`)."""
+
+    def __init__(self, lam: LAM, settings: LAMSettings, show_progress: bool, noun: str) -> None:
+        self.lam, self.settings, self.show_progress, self.noun = lam, settings, show_progress, noun
+
+    def __call__(self, inputs: Tensor, windows: list[Window], inspect: Callable[[int, Tensor], None] | None = None,
+                 labels: list[int] | None = None) -> Tensor:
+        settings = self.settings
+        steps = inputs.shape[0] * settings.n_steps
+        rows = _call_rows(self.lam.forward_func, inputs, settings.internal_batch_size, steps)
+        return self.lam._integrate(inputs, windows, settings.resolved_detector(), settings.path_schedule(), rows,
+                                   self.show_progress, OutputFrame.of(inputs, None), inspect, labels, self.noun)
+
+    def rows_per_call(self, inputs: Tensor) -> int:
+        return _budget_rows(self.lam.forward_func, inputs, self.settings.internal_batch_size)[0]
 
 
 def _window_share(device: torch.device, windows: int) -> float:
