@@ -173,3 +173,19 @@ def test_the_crops_checked_together_stay_within_the_calls_memory_budget(stacked)
     LAM(model).attribute_windows(image, windows, n_steps=4, internal_batch_size=4)
     # 9 crops of 24x24, at most 4 rows a call: the checks take 3 calls (4, 4, 1), as the 36 path rows take 9.
     assert model.integration_calls(24, 24) == [4, 4] + [4] * 9
+
+
+def test_windows_whose_crops_would_have_more_shapes_than_shared_crops_have_groups_share_a_crop(stacked, caplog):
+    # On a 24x24 image the GPU's padded crops would be most of the image, so each window gets its smallest crop,
+    # of a size that depends on the border: two shapes, two runs, where one shared crop is one.
+    model = Recording(tiny_sr())
+    image = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    windows = [(0, 0, 16), (8, 8, 16)]
+    lam = LAM(model)
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        together = lam.attribute_windows(image, windows, n_steps=4, internal_batch_size=8)
+    assert caplog.text.count("crop at rows") == 1
+    crop_calls = [rows for rows, h, w in model.calls if rows > 1 and (h, w) != (24, 24)]
+    assert crop_calls == [4]  # one shared crop: the 4 steps of both windows in one call
+    for k, window in enumerate(windows):
+        assert_same_attribution(together[k : k + 1], lam.attribute(image, window, n_steps=4, crop=False))

@@ -423,6 +423,21 @@ def attribute_stacked(
     return attribution, sorted(uncropped)
 
 
+def crop_shapes(forward_func: Callable[[Tensor], Tensor], image: Tensor, references: list[Reference],
+                kernel_size: int) -> int:
+    """How many runs the windows' own crops would make stacked: their first candidates' distinct shapes, the full
+    image counting as one (for windows without a region, or whose crop would be most of the image)."""
+    height, width = image.shape[-2:]
+    shapes = set()
+    for reference in references:
+        region = region_of(reference)
+        first = None if region is None else next(_candidates(forward_func, image, reference, region,
+                                                             crop_margin(kernel_size)))
+        fits = first is not None and first.area <= _MAX_CROP_FRACTION * height * width
+        shapes.add((first.height, first.width) if fits else (height, width))
+    return len(shapes)
+
+
 def _verified_crops(forward_func: Callable[[Tensor], Tensor], images: Tensor, references: list[Reference | None],
                     regions: list[Box | None], margin: int,
                     rows_per_call: Callable[[Tensor], int] | None) -> list[Box | None]:

@@ -23,6 +23,7 @@ from lam_captum._core._region import (
     compute_in_crop,
     crop_area,
     crop_quantum,
+    crop_shapes,
     detector_footprint,
     merged_reference,
     region_of,
@@ -183,7 +184,9 @@ def attribute_windows_in_crop(
     ``A`` pixels with ``K`` windows costs about ``A * (1 + K)`` (one forward pass, and K input gradients that
     each cost about as much), so two groups merge when the merged crop costs less than the two apart. Where
     :func:`stacks_crops` (a GPU), every window gets its own crop and crops of one shape run in the same model
-    calls (``integrate_rows``, :func:`~lam_captum._core._region.attribute_stacked`).
+    calls (``integrate_rows``, :func:`~lam_captum._core._region.attribute_stacked`), unless the windows' crops
+    have more shapes than shared crops would have groups (a small image, where crops near its borders cannot
+    all have one size): there a GPU's cost is in its calls, a run per shape or per group.
     """
     footprints = [detector_footprint(window, detector) for window in windows]
     if not crop or any(footprint is None for footprint in footprints):
@@ -195,14 +198,15 @@ def attribute_windows_in_crop(
         if references is None:
             _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
             return integrate(image, windows)
-        if stacks_crops(image.device):
+        groups = group_windows([region_of(reference) for reference in references], kernel_size, *image.shape[-2:],
+                               crop_quantum(image.device))
+        # On a GPU the calls decide: stacked crops make a run per crop shape, shared crops one per group.
+        if stacks_crops(image.device) and crop_shapes(forward_func, image, references, kernel_size) <= len(groups):
             attribution, uncropped = attribute_stacked(forward_func, image.expand(len(windows), -1, -1, -1), windows,
                                                        references, kernel_size, integrate_rows, stack=True)
             if uncropped:
                 attribution[uncropped] = integrate(image, [windows[k] for k in uncropped], labels=uncropped)
             return attribution
-        groups = group_windows([region_of(reference) for reference in references], kernel_size, *image.shape[-2:],
-                               crop_quantum(image.device))
     attribution = image.new_zeros((len(windows), *image.shape[1:]))
     uncropped: list[int] = []
     for group in groups:
