@@ -3,8 +3,9 @@
 On a GPU a small crop's pass costs about what its calls cost, not its pixels (benchmarks/README.md, run 3), so
 the number of calls through the model is what decides there. This script counts them for K windows of one
 image, three ways: one ``attribute`` call per window; ``attribute_windows`` with windows close together
-sharing one crop (``stacks_crops`` off); and ``attribute_windows`` with every window on a crop of its own,
-crops of one shape stacked into the same calls and checked together (LAM's choice on a GPU). It also counts
+sharing one crop (``stacks_crops`` off); and ``attribute_windows`` as on a GPU, every window on a crop of its
+own, crops of one shape stacked into the same calls and checked together (unless the crops have more shapes
+than shared crops have groups: then the shared crops, the row repeats the one above). It also counts
 the rows and pixels through the model, times each way and compares the attributions with one window at a time.
 
 On a CPU it makes the GPU's choices (crop sides multiples of 8, the GPU's budget of pixels per call without
@@ -123,7 +124,7 @@ def main() -> None:
     stacked = measured(model, lambda: lam.attribute_windows(image, windows, n_steps=args.steps), device)
     reference = alone["attribution"]
     for name, row in [("one attribute call per window", alone), ("attribute_windows, shared crops", shared),
-                      ("attribute_windows, stacked crops", stacked)]:
+                      ("attribute_windows, GPU's choice", stacked)]:
         difference = float((row["attribution"] - reference).abs().max() / reference.abs().max())
         print(f"{name:<34} {row['calls']:>6} {row['backward']:>9} {row['rows']:>6} {row['pixels'] / 1e6:>7.2f} "
               f"{row['seconds']:>7.2f} {difference:>15.1e}", flush=True)
