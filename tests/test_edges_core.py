@@ -154,10 +154,16 @@ def test_a_dtype_that_is_not_a_floating_torch_dtype_is_a_clear_error(model, imag
         LAM(model).attribute(images, (2, 2, 8), n_steps=STEPS, dtype=dtype)
 
 
-def test_a_dtype_the_model_cannot_take_is_named(model, images):
+@pytest.mark.parametrize("crop", [False, "auto"])
+@pytest.mark.parametrize("windows", [1, 2])
+def test_a_dtype_the_model_cannot_take_is_named(model, images, crop, windows):
+    lam = LAM(model)
     with pytest.raises(TypeError, match=r"the model failed on torch.float64 inputs, but its parameters are "
                                         r"torch.float32: leave `dtype` unset"):
-        LAM(model).attribute(images, (2, 2, 8), n_steps=STEPS, dtype=torch.float64)
+        if windows == 1:
+            lam.attribute(images, (2, 2, 8), n_steps=STEPS, dtype=torch.float64, crop=crop)
+        else:
+            lam.attribute_windows(images[:1], [(2, 2, 8), (8, 8, 8)], n_steps=STEPS, dtype=torch.float64, crop=crop)
 
 
 # numpy scalars wherever Python numbers are accepted

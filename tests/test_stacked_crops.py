@@ -52,19 +52,22 @@ def stacked(monkeypatch):
         monkeypatch.setattr(module, "crop_quantum", lambda device: 8)
 
 
-def test_windows_at_every_border_and_corner_run_stacked_and_equal_one_at_a_time(stacked, caplog):
-    model = Recording(tiny_sr())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_windows_at_every_border_and_corner_run_stacked_and_equal_one_at_a_time(stacked, caplog, dtype):
+    model = Recording(tiny_sr()).to(dtype)
     image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(8))
     lam = LAM(model)
     with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
         together = lam.attribute_windows(image, [(top, left, 16) for top, left in CORNERS_AND_BORDERS], n_steps=4,
-                                         internal_batch_size=12)
+                                         internal_batch_size=12, dtype=dtype)
+    assert together.dtype == dtype
     # Every window's crop is 24x24 (test_region): one call checks the 9 crops against the full image, then 9
     # windows of 4 steps are 36 rows, 3 calls of 12.
     assert model.integration_calls(24, 24) == [9, 12, 12, 12]
     assert caplog.text.count("LAM on the 24x24 crop") == len(CORNERS_AND_BORDERS)
     for k, (top, left) in enumerate(CORNERS_AND_BORDERS):
-        assert_same_attribution(together[k : k + 1], lam.attribute(image, (top, left, 16), n_steps=4, crop=False))
+        assert_same_attribution(together[k : k + 1],
+                                lam.attribute(image, (top, left, 16), n_steps=4, crop=False, dtype=dtype))
 
 
 def test_a_stacked_window_whose_gradient_leaves_its_region_is_redone_on_a_wider_crop(stacked, caplog):

@@ -290,7 +290,8 @@ class LAM(GradientAttribution):
         window_list = as_window_list(windows)
         check_crop(crop)
         detector = settings.resolved_detector()
-        with gradient_context(self.forward_func, x.device), probes_shared():
+        with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype), \
+                probes_shared():
             x = x.detach().clone()
             if crop:
                 # Finding the windows' regions takes one pass of the whole image; each group's integration then
