@@ -424,18 +424,22 @@ def attribute_stacked(
 
 
 def crop_shapes(forward_func: Callable[[Tensor], Tensor], image: Tensor, references: list[Reference],
-                kernel_size: int) -> int:
+                regions: list[Box | None], kernel_size: int) -> int:
     """How many runs the windows' own crops would make stacked: their first candidates' distinct shapes, the full
     image counting as one (for windows without a region, or whose crop would be most of the image)."""
-    height, width = image.shape[-2:]
     shapes = set()
-    for reference in references:
-        region = region_of(reference)
-        first = None if region is None else next(_candidates(forward_func, image, reference, region,
-                                                             crop_margin(kernel_size)))
-        fits = first is not None and first.area <= _MAX_CROP_FRACTION * height * width
-        shapes.add((first.height, first.width) if fits else (height, width))
+    for reference, region in zip(references, regions):
+        first = None if region is None else _first_crop(forward_func, image, reference, region,
+                                                        crop_margin(kernel_size))
+        shapes.add(tuple(image.shape[-2:]) if first is None else (first.height, first.width))
     return len(shapes)
+
+
+def _first_crop(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference, region: Box,
+                margin: int) -> Box | None:
+    """The first candidate crop (:func:`_candidates`), None where it would be most of the image."""
+    first = next(_candidates(forward_func, image, reference, region, margin))
+    return first if first.area <= _MAX_CROP_FRACTION * image.shape[-2] * image.shape[-1] else None
 
 
 def _verified_crops(forward_func: Callable[[Tensor], Tensor], images: Tensor, references: list[Reference | None],
@@ -447,16 +451,16 @@ def _verified_crops(forward_func: Callable[[Tensor], Tensor], images: Tensor, re
     per forward and backward pass (:func:`_agree_rows`) as ``rows_per_call(crops)`` allows (a check of a crop
     takes the memory of a path step on it); a row whose first candidate fails goes on to the others alone.
     """
-    height, width = images.shape[-2:]
     boxes: list[Box | None] = [None] * len(references)
     tried: list[Box | None] = [None] * len(references)
     if rows_per_call is not None:
         firsts: dict[tuple[int, int], list[tuple[int, Box]]] = {}
         for n, (reference, region) in enumerate(zip(references, regions)):
+            first = None
             if reference is not None and region is not None:
-                first = next(_candidates(forward_func, images[n : n + 1], reference, region, margin))
-                if first.area <= _MAX_CROP_FRACTION * height * width:
-                    firsts.setdefault((first.height, first.width), []).append((n, first))
+                first = _first_crop(forward_func, images[n : n + 1], reference, region, margin)
+            if first is not None:
+                firsts.setdefault((first.height, first.width), []).append((n, first))
         for shape in firsts.values():
             row, first = shape[0]
             chunk = max(1, rows_per_call(images[row : row + 1][(..., *first.slices())]))

@@ -198,10 +198,11 @@ def attribute_windows_in_crop(
         if references is None:
             _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
             return integrate(image, windows)
-        groups = group_windows([region_of(reference) for reference in references], kernel_size, *image.shape[-2:],
-                               crop_quantum(image.device))
+        regions = [region_of(reference) for reference in references]
+        groups = group_windows(regions, kernel_size, *image.shape[-2:], crop_quantum(image.device))
         # On a GPU the calls decide: stacked crops make a run per crop shape, shared crops one per group.
-        if stacks_crops(image.device) and crop_shapes(forward_func, image, references, kernel_size) <= len(groups):
+        if stacks_crops(image.device) and crop_shapes(forward_func, image, references, regions,
+                                                      kernel_size) <= len(groups):
             attribution, uncropped = attribute_stacked(forward_func, image.expand(len(windows), -1, -1, -1), windows,
                                                        references, kernel_size, integrate_rows, stack=True)
             if uncropped:
