@@ -330,7 +330,7 @@ def test_many_windows_too_large_for_free_memory_warn_before_the_run(monkeypatch,
     assert [w.filename for w in caught.list] == [__file__]  # the user's call, not a frame inside the package
 
 
-def test_many_windows_warn_for_the_full_image_pass_that_finds_their_regions(monkeypatch, model, images):
+def test_many_windows_where_even_one_step_of_the_whole_image_does_not_fit_advise_a_crop(monkeypatch, model, images):
     monkeypatch.setattr(_memory, "available_memory", lambda device: 1_000)
     with pytest.warns(RuntimeWarning, match=r"LAM on 12x12 inputs .*\(1 path step\(s\).*even one path step") as caught:
         LAM(model).attribute_windows(images[:1], [(0, 0, 8), (12, 12, 8)], n_steps=1)

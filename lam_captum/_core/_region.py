@@ -13,6 +13,11 @@ window's output pixels and that input gradient must agree between crop and full 
 from the smallest, then aligned to partition grids (window attention pads and partitions on a fixed grid)
 and widened; if none agrees the full image is used. While LAM runs on the crop, every path point's input
 gradient must stay inside the region; if it leaves it, the region is widened and the crop recomputed.
+
+Where that pass over the full image, with gradients, would not fit in the free memory (a 4000x4000 HR photo), the
+full image runs forward only, without gradients, and the input gradient comes from crops around the window,
+grown until their output pixels equal the full image's and their gradient keeps clear of the sides where they
+cut the image: the memory of a forward pass, not of a LAM step, over the full image.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 from torch import Tensor
 
 from lam_captum._core._context import owning_module
+from lam_captum._core._memory import available_memory, estimate_call_memory
 from lam_captum.functional._detectors import Detector, gradient_detector, intensity_detector
 from lam_captum.functional._window import Window
 
@@ -41,6 +47,9 @@ _MIN_RING = 2
 # Partition grids tried after the model's own `window_size` (SwinIR, HAT): multiples of the usual sizes.
 _GRIDS = (8, 16, 32, 64)
 _MAX_WIDENINGS = 2
+# Where the full image's forward and backward pass does not fit in the free memory, a window's gradient comes
+# from crops (`_gradient_from_crops`): the first is the window's LR pixels and this many more on every side.
+_PROBE_MARGIN = 4
 # Windows share a backward pass of the full-image reference only where their predicted regions lie at least
 # this many pixels apart: a region that reaches further than predicted shows in the gap.
 _REFERENCE_GAP = 2
@@ -483,13 +492,16 @@ def window_references(
     forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]
 ) -> list[Reference] | None:
     """One full-image reference per footprint, from one forward pass and one backward pass per footprint, or
-    fewer (:func:`_reference_gradients`).
+    fewer (:func:`_reference_gradients`); where that pass would not fit in the free memory, from a forward pass
+    without gradients and crops (:func:`_references_from_crops`).
 
     Each footprint gets a random projection of its own, so each reference's gradient is zero exactly where
     that window cannot look. The projections and gradients are linear in the footprints: the reference of a
     group of windows is :func:`merged_reference` of theirs, with no further pass over the full image.
     None where the model's output or input gradient cannot be probed.
     """
+    if not full_reference_fits(forward_func, image):
+        return _references_from_crops(forward_func, image, footprints)
     point = image.detach().clone().requires_grad_(True)
     output = forward_func(point)
     scale = _integer_scale(output, point)
@@ -509,6 +521,140 @@ def window_references(
     detached = output.detach()
     return [Reference([detached[(..., *footprint.slices())].clone()], [values], gradient, [footprint], scale)
             for values, gradient, footprint in zip(weights, gradients, footprints)]
+
+
+def full_reference_fits(forward_func: Callable[[Tensor], Tensor], image: Tensor) -> bool:
+    """Whether one forward and backward pass of the full ``(1, C, H, W)`` image fits in the free memory, as
+    estimated by the probe forward pass (:func:`~lam_captum._core._memory.estimate_call_memory`); True where
+    either cannot be told."""
+    available = available_memory(image.device)
+    needed = None if available is None else estimate_call_memory(forward_func, image, 1)
+    return needed is None or needed <= available
+
+
+def _references_from_crops(
+    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]
+) -> list[Reference] | None:
+    """:func:`window_references` for an image whose forward and backward pass does not fit in memory (a
+    4000x4000 HR photo): the full image only runs forward, without gradients, and each window's gradient comes
+    from a crop (:func:`_gradient_from_crops`).
+
+    The full image is still what every crop is checked against: the window's output pixels here are the full
+    image's. The gradient is a crop's whose output pixels agree with the full image's and whose gradient keeps
+    clear of the crop's cut sides, so that nothing the window sees was cut off. The peak memory is the full
+    image's forward pass without gradients (0.4x of a forward and backward pass for EDSR-baseline at 339x510
+    LR, ``benchmarks/bench_peak.py``) or a crop's step, not the full image's step.
+    """
+    _log.debug("one pass of the whole image with gradients would not fit in the free memory: the window's "
+               "input gradient comes from crops checked against the whole image's output")
+    with torch.no_grad():
+        output = forward_func(image.detach())
+    scale = _integer_scale(output, image)
+    if scale is None or not torch.isfinite(output).all():
+        return None
+    whole = Box(0, output.shape[-2], 0, output.shape[-1])
+    if not all(whole.contains(footprint) for footprint in footprints):
+        return None
+    outputs = [output[(..., *footprint.slices())].clone() for footprint in footprints]
+    weights = [_random_weights(output, footprint, seed=k) for k, footprint in enumerate(footprints)]
+    del output
+    references = []
+    margin = _PROBE_MARGIN
+    for footprint, expected, values in zip(footprints, outputs, weights):
+        reference = Reference([expected], [values], image.new_zeros(0), [footprint], scale)
+        # The next window starts where this one's crop held: a model looks about as far from every window.
+        found = _gradient_from_crops(forward_func, image, reference, margin)
+        if found is None:
+            return None
+        gradient, margin = found
+        references.append(dataclasses.replace(reference, gradient=gradient))
+    return references
+
+
+def _gradient_from_crops(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference,
+                         start: int) -> tuple[Tensor, int] | None:
+    """The input gradient of the projection of ``reference`` (whose own gradient is not yet known and not read),
+    full size and zero outside the crop it came from, and the crop's margin: the first crop's whose output pixels
+    agree with the reference's and whose gradient stays :data:`_MIN_RING` pixels clear of the sides where the
+    crop cuts the image. None where no crop under :data:`_MAX_CROP_FRACTION` of the image does, or the input
+    gets no gradient.
+
+    The crops are the window's LR pixels and ``start`` more on every side, the margin doubled while the gradient
+    reaches a cut side (the model looks further; :func:`_probe_margins`); where the gradient keeps clear but the
+    outputs differ (a partition on a fixed grid, as in window attention), the same crop aligned to each partition
+    grid (:func:`_partition_grids`), as it is and one cell wider, then wider margins.
+    """
+    height, width = image.shape[-2:]
+    windows = _lr_pixels(reference.footprints, reference.scale)
+    for margin in _probe_margins(windows, height, width, start):
+        first = windows.grown(margin, height, width)
+        boxes = [first] + [box for grid in _partition_grids(forward_func)
+                           for box in (first.aligned(grid, height, width),
+                                       first.grown(grid, height, width).aligned(grid, height, width))]
+        for box in dict.fromkeys(boxes):
+            outcome = _crop_gradient(forward_func, image, reference, box)
+            if outcome is None:
+                return None
+            agrees, gradient = outcome
+            if not _clear_of_cut_sides(gradient, box, height, width):
+                break
+            if agrees:
+                return Crop(box, reference.scale).place(gradient, height, width), margin
+    _log.debug("LAM on the full image: no crop under %d%% of the image gave the window's output and a gradient "
+               "clear of its cut sides", round(100 * _MAX_CROP_FRACTION))
+    return None
+
+
+def _probe_margins(windows: Box, height: int, width: int, start: int = _PROBE_MARGIN) -> Iterator[int]:
+    """Margins around the LR pixels ``windows`` for :func:`_gradient_from_crops`: ``start``, doubled while the
+    crop stays under :data:`_MAX_CROP_FRACTION` of the ``height`` x ``width`` image, then the largest that does
+    (a model that looks 36 pixels far, as EDSR-baseline, needs no more than that on a 128x128 image).
+
+    Example:
+        >>> list(_probe_margins(Box(60, 65, 60, 65), 128, 128))
+        [4, 8, 16, 32, 52]
+        >>> list(_probe_margins(Box(60, 65, 60, 65), 128, 128, start=64))
+        [52]
+    """
+    limit = _MAX_CROP_FRACTION * height * width
+    largest = 0
+    margin = start
+    while windows.grown(margin, height, width).area <= limit:
+        yield margin
+        largest, margin = margin, 2 * margin
+    last = largest
+    while last + 1 < margin and windows.grown(last + 1, height, width).area <= limit:
+        last += 1
+    if last > largest:
+        yield last
+
+
+def _crop_gradient(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference,
+                   box: Box) -> tuple[bool, Tensor] | None:
+    """Whether the crop's output agrees with the reference's on its footprints, and the input gradient of the
+    reference's projection on the crop (crop pixels); None where the input gets no gradient or the crop's output
+    has another scale."""
+    point = image[(..., *box.slices())].detach().clone().requires_grad_(True)
+    output = forward_func(point)
+    area = box.scaled(reference.scale)
+    if _integer_scale(output, point) != reference.scale or not output.requires_grad:
+        return None
+    agrees = all(_close(output[(..., *footprint.shifted(-area.top, -area.left).slices())], expected)
+                 for footprint, expected in zip(reference.footprints, reference.outputs))
+    (gradient,) = torch.autograd.grad(output, point, grad_outputs=reference.projection(area), allow_unused=True)
+    return None if gradient is None else (agrees, gradient)
+
+
+def _clear_of_cut_sides(gradient: Tensor, box: Box, height: int, width: int) -> bool:
+    """Whether the gradient on the crop ``box`` is zero within :data:`_MIN_RING` pixels of every side where the
+    crop cuts the ``height`` x ``width`` image (not where it meets the image's own border)."""
+    support = Box.of_support(gradient)
+    if support is None:
+        return True
+    ring = _MIN_RING
+    return ((box.top == 0 or support.top >= ring) and (box.left == 0 or support.left >= ring)
+            and (box.bottom == height or support.bottom <= box.height - ring)
+            and (box.right == width or support.right <= box.width - ring))
 
 
 def _reference_gradients(output: Tensor, point: Tensor, projection: Callable[[list[int]], Tensor],

@@ -168,8 +168,11 @@ class LAM(GradientAttribution):
                 elsewhere. It is verified on every call (the window's output pixels and an input
                 gradient agree between crop and full image, every path point's gradient stays inside
                 the region); where it cannot be, the full image is used (logged at debug level).
-                The cost is one extra forward and backward pass of the full image. Clips always use the
-                whole clip. ``False``: always the full image.
+                The cost is one extra forward and backward pass of the full image; where that pass would
+                not fit in the free memory (estimated by the probe), one forward pass of the full image without
+                gradients and a few passes of crops, whose output must match it (the peak memory is then that
+                forward pass or the crop's, not a step of the full image). Clips always use the whole clip.
+                ``False``: always the full image.
 
         Returns:
             The attribution, shape and device of ``inputs`` (a 1-tuple for a 1-tuple), in the computation
@@ -198,9 +201,8 @@ class LAM(GradientAttribution):
                 probes_shared():
             x = x.detach().clone()
             if crop and x.dim() == 4:
-                # Finding the region takes one pass of a whole image; the crops' calls then warn about their own
-                # memory.
-                warn_if_too_large(self.forward_func, x[:1], 1)
+                # The crops' calls, and the full image's where a sample has no crop, warn about their own memory;
+                # the pass that finds the region fits by its choice (`window_references`).
                 attribution = attribute_in_crops(self.forward_func, x, windows, detector, settings.kernel_size,
                                                  self._rows_engine(settings, show_progress))
             else:
@@ -250,7 +252,9 @@ class LAM(GradientAttribution):
 
         The numbers are those of :meth:`attribute` called once per window; the path images, and so the
         forward passes, are shared. With ``crop="auto"`` one full-image pass finds every window's region
-        (one forward pass, and an input gradient per window, windows far apart sharing one backward pass);
+        (one forward pass, and an input gradient per window, windows far apart sharing one backward pass; or,
+        where that would not fit in the free memory, a forward pass without gradients and crops, as in
+        :meth:`attribute`);
         windows whose regions lie close together then share one verified crop (see :meth:`attribute`), and
         windows far apart get crops of their own, whichever costs fewer pixels through the model.
 
@@ -293,10 +297,8 @@ class LAM(GradientAttribution):
         with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype), \
                 probes_shared():
             x = x.detach().clone()
-            if crop:
-                # Finding the windows' regions takes one pass of the whole image; each group's integration then
-                # warns about its own calls.
-                warn_if_too_large(self.forward_func, x, 1)
+            # Each group's integration warns about its own calls; the pass that finds the windows' regions fits by
+            # its choice (`window_references`).
             attribution = attribute_windows_in_crop(self.forward_func, x, window_list, detector, settings.kernel_size,
                                                     crop, self._windows_engine(settings, show_progress),
                                                     self._rows_engine(settings, show_progress, noun="window"))
