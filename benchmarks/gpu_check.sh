@@ -109,11 +109,12 @@ else
 fi
 log "device: $DEVICE"
 
-# Not -x: the three CUDA tests are the point, and test_lam's tolerance (rtol 1e-4) may meet torch's default
+# Not -x: the CUDA tests are the point, and test_lam's tolerance (rtol 1e-4) may meet torch's default
 # TF32 convolutions; --maxfail still stops a broken build early.
 part tests 75 tests.txt "$PY" -m pytest --maxfail=3 -q -rs -p no:cacheprovider \
     tests/test_lam.py::test_gpu_result_equals_cpu_result_and_stays_on_the_gpu \
     tests/test_edges_core.py::test_the_estimate_is_near_the_real_peak_on_a_gpu \
+    tests/test_edges_core.py::test_memory_the_caching_allocator_keeps_after_a_call_counts_as_free \
     tests/test_kde.py::test_dtype_and_device_preserved \
     tests/test_multi_window.py tests/test_region.py tests/test_stacked_crops.py
 

@@ -412,6 +412,17 @@ def test_free_memory_is_known_on_this_machines_cpu():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_memory_the_caching_allocator_keeps_after_a_call_counts_as_free():
+    device = torch.device("cuda")
+    before = _memory.available_memory(device)
+    size = 1 << 30
+    block = torch.empty(size, dtype=torch.uint8, device=device)
+    del block  # freed to PyTorch's cache, not to the driver
+    assert torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device) >= size
+    assert _memory.available_memory(device) >= before - (64 << 20)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_the_estimate_is_near_the_real_peak_on_a_gpu():
     model = tiny_sr(channels=3, scale=4, width=32).cuda()
     inputs = torch.rand(1, 3, 128, 128, device="cuda")

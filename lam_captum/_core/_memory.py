@@ -48,14 +48,17 @@ def probes_shared() -> Iterator[None]:
 def available_memory(device: torch.device) -> int | None:
     """Bytes free for a new allocation on ``device``, or None where that cannot be told cheaply.
 
-    CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else ``os.sysconf``; CUDA: the driver's free memory.
+    CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else ``os.sysconf``; CUDA: the driver's free memory and
+    what PyTorch's caching allocator holds reserved but unused (the driver counts that as taken, though every
+    new tensor of this process can use it: after one LAM call, the next would otherwise see its peak as gone).
 
     Example:
         >>> available_memory(torch.device("cpu")) > 0
         True
     """
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return torch.cuda.mem_get_info(device)[0] + cached
     if device.type != "cpu":
         return None
     meminfo = Path("/proc/meminfo")
