@@ -6,6 +6,7 @@ import json
 import math
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -435,3 +436,45 @@ def test_the_estimate_is_near_the_real_peak_on_a_gpu():
     LAM(model).attribute(inputs, (0, 0, 8), n_steps=2, internal_batch_size=2)
     peak = torch.cuda.max_memory_allocated() - before
     assert 0.5 * peak <= estimate <= 2 * peak
+
+
+def write_cgroup(directory: Path, files: dict[str, str]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(text)
+
+
+def test_a_cgroup_v2_limit_counts_less_the_usage_page_cache_cannot_give_back(tmp_path):
+    # A container of 8 GiB using 3 GiB, 1 GiB of it inactive page cache: 6 GiB left.
+    gib = 1 << 30
+    write_cgroup(tmp_path, {"memory.max": f"{8 * gib}\n", "memory.current": f"{3 * gib}\n",
+                            "memory.stat": f"anon {2 * gib}\ninactive_file {gib}\nactive_file 0\n"})
+    assert _memory.cgroup_memory_left("0::/\n", tmp_path) == 6 * gib
+
+
+def test_the_tightest_cgroup_on_the_path_to_the_root_counts_and_max_is_no_limit(tmp_path):
+    gib = 1 << 30
+    write_cgroup(tmp_path, {"memory.max": "max\n", "memory.current": f"{5 * gib}\n"})
+    write_cgroup(tmp_path / "jobs", {"memory.max": f"{4 * gib}\n", "memory.current": f"{3 * gib}\n"})
+    write_cgroup(tmp_path / "jobs" / "lam", {"memory.max": "max\n", "memory.current": f"{3 * gib}\n"})
+    assert _memory.cgroup_memory_left("0::/jobs/lam\n", tmp_path) == gib
+    assert _memory.cgroup_memory_left("0::/\n", tmp_path) is None
+
+
+def test_a_cgroup_v1_memory_controller_counts_and_its_huge_default_is_no_limit(tmp_path):
+    gib = 1 << 30
+    memory = tmp_path / "memory"
+    write_cgroup(memory, {"memory.limit_in_bytes": "9223372036854771712\n", "memory.usage_in_bytes": f"{gib}\n"})
+    write_cgroup(memory / "job", {"memory.limit_in_bytes": f"{7 * gib}\n", "memory.usage_in_bytes": f"{3 * gib}\n",
+                                  "memory.stat": f"cache {gib}\ntotal_inactive_file {gib}\n"})
+    # This machine's layout: cgroup v1 controllers beside an empty v2 hierarchy.
+    cgroups = "9:name=systemd:/\n4:memory:/job\n1:cpu:/\n0::/\n"
+    assert _memory.cgroup_memory_left(cgroups, tmp_path) == 5 * gib
+    assert _memory.cgroup_memory_left("4:memory:/\n0::/\n", tmp_path) is None
+
+
+def test_free_memory_on_a_cpu_is_no_more_than_the_cgroup_allows(monkeypatch):
+    monkeypatch.setattr(_memory, "cgroup_memory_left", lambda cgroups, root: 1 << 20)
+    assert _memory.available_memory(torch.device("cpu")) == 1 << 20
+    monkeypatch.setattr(_memory, "cgroup_memory_left", lambda cgroups, root: None)
+    assert _memory.available_memory(torch.device("cpu")) > 1 << 20

@@ -28,6 +28,10 @@ _PROBE_SIDE = 32
 # benchmarks/bench_memory_estimate.py: with 2.0 the estimate was 0.95-1.07x the measured peak of real
 # steps of EDSR-baseline and the default model (128 to 256 px LR, 1 to 4 rows) on a CPU.
 _BACKWARD_HEADROOM = 2.0
+# cgroup v1 writes "no limit" as the largest page-aligned 64-bit number (9223372036854771712); anything this
+# large is no limit.
+_NO_CGROUP_LIMIT = 1 << 62
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
 # The probes made inside `probes_shared`, by model and kind of input: one LAM call probes once, whatever the
 # crops it runs on (each a call of its own on a GPU, where a probe costs what a small crop's step does).
 _PROBES: ContextVar[dict[tuple, float | None] | None] = ContextVar("lam_captum_probes", default=None)
@@ -48,9 +52,11 @@ def probes_shared() -> Iterator[None]:
 def available_memory(device: torch.device) -> int | None:
     """Bytes free for a new allocation on ``device``, or None where that cannot be told cheaply.
 
-    CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else ``os.sysconf``; CUDA: the driver's free memory and
-    what PyTorch's caching allocator holds reserved but unused (the driver counts that as taken, though every
-    new tensor of this process can use it: after one LAM call, the next would otherwise see its peak as gone).
+    CPU: ``MemAvailable`` of ``/proc/meminfo`` (Linux), else ``os.sysconf``, and no more than the process's
+    memory cgroup still allows (:func:`cgroup_memory_left`: a container's limit, which ``/proc/meminfo`` does
+    not show); CUDA: the driver's free memory and what PyTorch's caching allocator holds reserved but unused
+    (the driver counts that as taken, though every new tensor of this process can use it: after one LAM call,
+    the next would otherwise see its peak as gone).
 
     Example:
         >>> available_memory(torch.device("cpu")) > 0
@@ -61,6 +67,17 @@ def available_memory(device: torch.device) -> int | None:
         return torch.cuda.mem_get_info(device)[0] + cached
     if device.type != "cpu":
         return None
+    free = _system_memory_available()
+    try:
+        allowed = cgroup_memory_left(Path("/proc/self/cgroup").read_text(), _CGROUP_ROOT)
+    except OSError:
+        allowed = None
+    if free is None or allowed is None:
+        return allowed if free is None else free
+    return min(free, allowed)
+
+
+def _system_memory_available() -> int | None:
     meminfo = Path("/proc/meminfo")
     if meminfo.is_file():
         for line in meminfo.read_text().splitlines():
@@ -70,6 +87,52 @@ def available_memory(device: torch.device) -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def cgroup_memory_left(cgroups: str, root: Path) -> int | None:
+    """Bytes the process's memory cgroup lets it allocate before the kernel's OOM killer ends it, or None where
+    no cgroup limits its memory.
+
+    That is the least, over its cgroup and every ancestor with a limit, of the limit less the memory charged to
+    it that the kernel cannot reclaim (page cache it can: the inactive file pages). Both cgroup v2 (``memory.max``,
+    ``memory.current``) and v1's memory controller (``memory.limit_in_bytes``, ``memory.usage_in_bytes``) count.
+
+    Args:
+        cgroups: The text of ``/proc/self/cgroup``.
+        root: Where the cgroup file systems are mounted (``/sys/fs/cgroup``).
+    """
+    left = None
+    for line in cgroups.splitlines():
+        hierarchy, controllers, path = line.split(":", 2)
+        if hierarchy == "0" and not controllers:
+            base, files = root, ("memory.max", "memory.current", "inactive_file")
+        elif "memory" in controllers.split(","):
+            base, files = root / "memory", ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        else:
+            continue
+        directory = base / path.strip("/")
+        while True:
+            here = _cgroup_left(directory, *files)
+            if here is not None:
+                left = here if left is None else min(left, here)
+            if directory == base:
+                break
+            directory = directory.parent
+    return left
+
+
+def _cgroup_left(directory: Path, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
+    try:
+        limit = (directory / limit_file).read_text().strip()
+        if limit == "max" or int(limit) >= _NO_CGROUP_LIMIT:
+            return None
+        usage = int((directory / usage_file).read_text())
+        stat = (directory / "memory.stat").read_text() if (directory / "memory.stat").is_file() else ""
+    except (OSError, ValueError):
+        return None
+    inactive = next((int(value) for key, value in (line.split() for line in stat.splitlines() if line.strip())
+                     if key == inactive_key), 0)
+    return max(0, int(limit) - (usage - inactive))
 
 
 def bytes_per_pixel(forward_func: Callable[[Tensor], Tensor], inputs: Tensor) -> float | None:
