@@ -473,6 +473,14 @@ def test_a_cgroup_v1_memory_controller_counts_and_its_huge_default_is_no_limit(t
     assert _memory.cgroup_memory_left("4:memory:/\n0::/\n", tmp_path) is None
 
 
+def test_unreadable_or_malformed_cgroup_files_mean_no_limit_rather_than_an_error(tmp_path):
+    write_cgroup(tmp_path / "job", {"memory.max": "lots\n", "memory.current": "1\n"})
+    assert _memory.cgroup_memory_left("0::/job\nnot a cgroup line\n", tmp_path) is None
+    write_cgroup(tmp_path / "other", {"memory.max": "100\n", "memory.current": "40\n", "memory.stat": "odd\n"})
+    assert _memory.cgroup_memory_left("0::/other\n", tmp_path) == 60
+    assert _memory.cgroup_memory_left("0::/missing\n", tmp_path) is None
+
+
 def test_free_memory_on_a_cpu_is_no_more_than_the_cgroup_allows(monkeypatch):
     monkeypatch.setattr(_memory, "cgroup_memory_left", lambda cgroups, root: 1 << 20)
     assert _memory.available_memory(torch.device("cpu")) == 1 << 20

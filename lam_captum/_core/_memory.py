@@ -103,6 +103,8 @@ def cgroup_memory_left(cgroups: str, root: Path) -> int | None:
     """
     left = None
     for line in cgroups.splitlines():
+        if line.count(":") < 2:
+            continue
         hierarchy, controllers, path = line.split(":", 2)
         if hierarchy == "0" and not controllers:
             base, files = root, ("memory.max", "memory.current", "inactive_file")
@@ -128,10 +130,10 @@ def _cgroup_left(directory: Path, limit_file: str, usage_file: str, inactive_key
             return None
         usage = int((directory / usage_file).read_text())
         stat = (directory / "memory.stat").read_text() if (directory / "memory.stat").is_file() else ""
+        fields = (line.split() for line in stat.splitlines())
+        inactive = next((int(field[1]) for field in fields if len(field) == 2 and field[0] == inactive_key), 0)
     except (OSError, ValueError):
         return None
-    inactive = next((int(value) for key, value in (line.split() for line in stat.splitlines() if line.strip())
-                     if key == inactive_key), 0)
     return max(0, int(limit) - (usage - inactive))
 
 
