@@ -9,6 +9,7 @@ import logging
 import pytest
 import test_region
 import torch
+from architectures import SCALE, PlainCNN, TinyRRDBNet, TinySwinIR
 from captum.attr import NoiseTunnel
 from conftest import tiny_sr
 from test_region import (
@@ -177,3 +178,20 @@ def test_a_model_that_cuts_the_graph_gets_the_error_it_gets_with_memory(monkeypa
     with pytest.raises(ValueError) as scarce:
         LAM(CutsTheGraph()).attribute(photo_lr, (40, 36, 16), n_steps=2)
     assert str(scarce.value) == str(roomy.value)
+
+
+@pytest.mark.parametrize("architecture", [PlainCNN, TinyRRDBNet, TinySwinIR], ids=["plain", "rrdb", "swinir"])
+def test_the_papers_architectures_get_the_crop_and_numbers_they_get_with_memory(monkeypatch, caplog, architecture):
+    torch.manual_seed(0)
+    model = architecture().eval()
+    image = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(1))
+    window = (64 * SCALE, 60 * SCALE, 16)
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        roomy = LAM(model).attribute(image, window, n_steps=2)
+        roomy_crops = crops_logged(caplog)
+        caplog.clear()
+        monkeypatch.setattr(_region, "available_memory", lambda device: FREE)
+        scarce = LAM(model).attribute(image, window, n_steps=2)
+    assert SCARCE_LOG in caplog.text
+    assert crops_logged(caplog) == roomy_crops and len(roomy_crops) == 1
+    assert torch.equal(scarce, roomy)
