@@ -5,6 +5,7 @@ without gradients, and gives the same numbers as where that pass fits."""
 from __future__ import annotations
 
 import logging
+import warnings
 
 import pytest
 import test_region
@@ -24,11 +25,14 @@ from test_region import (
 from torch import nn
 
 from lam_captum import LAM
-from lam_captum._core import _region
+from lam_captum._core import _memory, _region
 from lam_captum._core._region import Box
 from lam_captum.functional import Window
 
 SCARCE_LOG = "would not fit in the free memory"
+FORWARD_WARNING = "even one forward pass of the whole image"
+# At 1 KiB even the forward pass does not fit: the tests of numbers need not hear it each time (tested below).
+pytestmark = pytest.mark.filterwarnings(f"ignore:.*{FORWARD_WARNING}:RuntimeWarning")
 # Bytes free: not enough for one pass of any test image with gradients (LAM's own estimate for a 24x24 image of
 # the tiny model is a few hundred kB).
 FREE = 1 << 10
@@ -72,6 +76,27 @@ def test_the_whole_image_runs_only_forward_without_gradients_where_its_pass_woul
     assert (48, 48) not in scarce.with_grad
     assert scarce.without_grad == [(48, 48)]
     assert max(h * w for h, w in scarce.with_grad) < 48 * 48 / 2
+
+
+def test_a_forward_pass_of_the_whole_image_too_large_for_the_free_memory_is_warned_before_it_runs(scarce, photo_lr):
+    with pytest.warns(RuntimeWarning, match=rf"LAM on 24x24 inputs needs about .* {FORWARD_WARNING} .* but only "
+                                            r"0.00102 MB of cpu memory is free.*explain a crop") as caught:
+        LAM(tiny_sr()).attribute(photo_lr, (40, 36, 16), n_steps=2)
+    assert {w.filename for w in caught.list if FORWARD_WARNING in str(w.message)} == {__file__}
+
+
+def test_where_the_forward_pass_fits_but_a_step_does_not_nothing_is_warned(monkeypatch, caplog):
+    model, image = tiny_sr(), torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.enable_grad():
+        forward = _memory.estimate_forward_memory(model, image)
+        step = _region.estimate_call_memory(model, image, 1)
+    assert forward < step
+    monkeypatch.setattr(_region, "available_memory", lambda device: (forward + step) // 2)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        warnings.simplefilter("always")
+        LAM(model).attribute(image, (120, 120, 16), n_steps=2)
+    assert SCARCE_LOG in caplog.text
+    assert not [w for w in caught if FORWARD_WARNING in str(w.message)]
 
 
 def test_the_choice_follows_the_estimate_of_one_pass_against_the_free_memory(monkeypatch):

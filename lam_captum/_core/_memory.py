@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -32,9 +33,13 @@ _BACKWARD_HEADROOM = 2.0
 # large is no limit.
 _NO_CGROUP_LIMIT = 1 << 62
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
+# A forward pass without gradients holds about this many times its largest activation at once (a layer's input
+# and output, and a skip connection), beside its output: benchmarks/bench_memory_estimate.py, 0.95-1.10x the
+# measured peak of EDSR-baseline and the default model from 256x256 to 1000x1000 LR on a CPU.
+_FORWARD_LIVE = 2.5
 # The probes made inside `probes_shared`, by model and kind of input: one LAM call probes once, whatever the
 # crops it runs on (each a call of its own on a GPU, where a probe costs what a small crop's step does).
-_PROBES: ContextVar[dict[tuple, float | None] | None] = ContextVar("lam_captum_probes", default=None)
+_PROBES: ContextVar[dict[tuple, "Probe | None"] | None] = ContextVar("lam_captum_probes", default=None)
 
 
 @contextlib.contextmanager
@@ -137,6 +142,14 @@ def _cgroup_left(directory: Path, limit_file: str, usage_file: str, inactive_key
     return max(0, int(limit) - (usage - inactive))
 
 
+class Probe(NamedTuple):
+    """What a probe forward pass measured, in bytes per LR pixel of one image."""
+
+    kept: float  # what the pass keeps for the backward pass, and its output
+    largest: float  # the largest single tensor among those kept
+    output: float  # the output
+
+
 def bytes_per_pixel(forward_func: Callable[[Tensor], Tensor], inputs: Tensor) -> float | None:
     """Bytes that one forward pass keeps for the backward pass, per LR pixel of one image.
 
@@ -144,18 +157,24 @@ def bytes_per_pixel(forward_func: Callable[[Tensor], Tensor], inputs: Tensor) ->
     (call it with gradients on). Model weights saved for the backward pass do not grow with the image and
     are not counted. None if the probe fails: the real run then reports the model's own error.
     """
+    probe = _probe(forward_func, inputs)
+    return None if probe is None else probe.kept
+
+
+def _probe(forward_func: Callable[[Tensor], Tensor], inputs: Tensor) -> Probe | None:
+    """:func:`_probe_pass` on a crop of ``inputs``, once per kind of input inside :func:`probes_shared`."""
     crop = inputs[:1, ..., :_PROBE_SIDE, :_PROBE_SIDE].detach().clone().requires_grad_(True)
     probes = _PROBES.get()
     key = (id(forward_func), tuple(crop.shape[:-2]), crop.dtype, crop.device, torch.is_grad_enabled())
     if probes is not None and key in probes:
         return probes[key]
-    per_pixel = _probe_pass(forward_func, crop)
+    probe = _probe_pass(forward_func, crop)
     if probes is not None:
-        probes[key] = per_pixel
-    return per_pixel
+        probes[key] = probe
+    return probe
 
 
-def _probe_pass(forward_func: Callable[[Tensor], Tensor], crop: Tensor) -> float | None:
+def _probe_pass(forward_func: Callable[[Tensor], Tensor], crop: Tensor) -> Probe | None:
     module = owning_module(forward_func)
     weights = {p.untyped_storage().data_ptr() for p in module.parameters()} if module is not None else set()
     saved: dict[int, int] = {}
@@ -174,7 +193,9 @@ def _probe_pass(forward_func: Callable[[Tensor], Tensor], crop: Tensor) -> float
     # only means there is no estimate; the run itself diagnoses the model.
     except Exception:  # noqa: BLE001
         return None
-    return (sum(saved.values()) + output_bytes) / (crop.shape[-2] * crop.shape[-1])
+    pixels = crop.shape[-2] * crop.shape[-1]
+    return Probe((sum(saved.values()) + output_bytes) / pixels, max([output_bytes, *saved.values()]) / pixels,
+                 output_bytes / pixels)
 
 
 def estimate_call_memory(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, rows: int) -> int | None:
@@ -194,6 +215,34 @@ def estimate_call_memory(forward_func: Callable[[Tensor], Tensor], inputs: Tenso
     # Beside the activations: the path points, their gradients and the path derivatives of the chunk.
     per_step = per_pixel * _BACKWARD_HEADROOM * inputs.shape[-2] * inputs.shape[-1] + 3 * image_bytes
     return int(rows * per_step)
+
+
+def estimate_forward_memory(forward_func: Callable[[Tensor], Tensor], image: Tensor) -> int | None:
+    """Estimated peak bytes of one forward pass of the ``(1, C, H, W)`` image without gradients, or None.
+
+    Without gradients a pass keeps no activations: what it holds at once is about a layer's input and output
+    and a skip connection, :data:`_FORWARD_LIVE` times the largest activation the probe saw, and the output.
+    Call it where gradients are on (the probe counts what a pass keeps for the backward pass).
+    """
+    probe = _probe(forward_func, image)
+    if probe is None:
+        return None
+    pixels = image.shape[-2] * image.shape[-1]
+    return int((_FORWARD_LIVE * probe.largest + probe.output) * pixels + image[0].numel() * image.element_size())
+
+
+def warn_if_forward_too_large(forward_func: Callable[[Tensor], Tensor], image: Tensor, available: int | None) -> None:
+    """Warn before the whole image's forward pass without gradients, the least that checking a crop against the
+    whole image costs, where it would need more than the ``available`` bytes (:func:`estimate_forward_memory`).
+    Call it where gradients are on."""
+    needed = None if available is None else estimate_forward_memory(forward_func, image)
+    if needed is None or needed <= available:
+        return
+    height, width = image.shape[-2:]
+    warnings.warn(f"LAM on {height}x{width} inputs needs about {_size(needed)} for even one forward pass of the whole "
+                  f"image without gradients (what checking a crop against it takes, estimated from a probe forward "
+                  f"pass), but only {_size(available)} of {image.device} memory is free: the run may fail or swap; "
+                  "explain a crop of the image", RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 def warn_if_too_large(forward_func: Callable[[Tensor], Tensor], inputs: Tensor, rows: int, *, share: float = 1.0,

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from lam_captum._core._context import owning_module
-from lam_captum._core._memory import available_memory, estimate_call_memory
+from lam_captum._core._memory import available_memory, estimate_call_memory, warn_if_forward_too_large
 from lam_captum.functional._detectors import Detector, gradient_detector, intensity_detector
 from lam_captum.functional._window import Window
 
@@ -547,6 +547,7 @@ def _references_from_crops(
     """
     _log.debug("one pass of the whole image with gradients would not fit in the free memory: the window's "
                "input gradient comes from crops checked against the whole image's output")
+    warn_if_forward_too_large(forward_func, image, available_memory(image.device))
     with torch.no_grad():
         output = forward_func(image.detach())
     scale = _integer_scale(output, image)
