@@ -39,7 +39,7 @@ _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _FORWARD_LIVE = 2.5
 # The probes made inside `probes_shared`, by model and kind of input: one LAM call probes once, whatever the
 # crops it runs on (each a call of its own on a GPU, where a probe costs what a small crop's step does).
-_PROBES: ContextVar[dict[tuple, "Probe | None"] | None] = ContextVar("lam_captum_probes", default=None)
+_PROBES: ContextVar[dict[tuple, Probe | None] | None] = ContextVar("lam_captum_probes", default=None)
 
 
 @contextlib.contextmanager
