@@ -99,13 +99,12 @@ def test_where_the_forward_pass_fits_but_a_step_does_not_nothing_is_warned(monke
     assert not [w for w in caught if FORWARD_WARNING in str(w.message)]
 
 
-def test_the_choice_follows_the_estimate_of_one_pass_against_the_free_memory(monkeypatch):
+def test_the_choice_follows_the_estimate_of_one_pass_against_the_free_memory():
     model, image = tiny_sr(), torch.rand(1, 3, 64, 64)
     with torch.enable_grad():
         needed = _region.estimate_call_memory(model, image, 1)
         for free, fits in [(None, True), (needed, True), (needed - 1, False), (needed // 10, False)]:
-            monkeypatch.setattr(_region, "available_memory", lambda device, free=free: free)
-            assert _region.full_reference_fits(model, image) is fits
+            assert _region.full_reference_fits(model, image, free) is fits
 
 
 @pytest.mark.parametrize(("top", "left"), CORNERS_AND_BORDERS)

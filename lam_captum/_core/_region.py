@@ -500,17 +500,16 @@ def window_references(
     group of windows is :func:`merged_reference` of theirs, with no further pass over the full image.
     None where the model's output or input gradient cannot be probed.
     """
-    if not full_reference_fits(forward_func, image):
-        return _references_from_crops(forward_func, image, footprints)
+    available = available_memory(image.device)
+    if not full_reference_fits(forward_func, image, available):
+        return _references_from_crops(forward_func, image, footprints, available)
     point = image.detach().clone().requires_grad_(True)
     output = forward_func(point)
-    scale = _integer_scale(output, point)
-    if scale is None or not output.requires_grad or not torch.isfinite(output).all():
+    found = _footprint_outputs(output, point, footprints)
+    if found is None or not output.requires_grad:
         return None
+    scale, outputs, weights = found
     whole = Box(0, output.shape[-2], 0, output.shape[-1])
-    if not all(whole.contains(footprint) for footprint in footprints):
-        return None
-    weights = [_random_weights(output, footprint, seed=k) for k, footprint in enumerate(footprints)]
 
     def projection(windows: list[int]) -> Tensor:
         return _projection([weights[k] for k in windows], [footprints[k] for k in windows], whole)
@@ -518,22 +517,35 @@ def window_references(
     gradients = _reference_gradients(output, point, projection, [_lr_pixels([f], scale) for f in footprints])
     if gradients is None:
         return None
-    detached = output.detach()
-    return [Reference([detached[(..., *footprint.slices())].clone()], [values], gradient, [footprint], scale)
-            for values, gradient, footprint in zip(weights, gradients, footprints)]
+    return [Reference([expected], [values], gradient, [footprint], scale)
+            for expected, values, gradient, footprint in zip(outputs, weights, gradients, footprints)]
 
 
-def full_reference_fits(forward_func: Callable[[Tensor], Tensor], image: Tensor) -> bool:
-    """Whether one forward and backward pass of the full ``(1, C, H, W)`` image fits in the free memory, as
-    estimated by the probe forward pass (:func:`~lam_captum._core._memory.estimate_call_memory`); True where
-    either cannot be told."""
-    available = available_memory(image.device)
+def _footprint_outputs(output: object, point: Tensor,
+                       footprints: list[Box]) -> tuple[int, list[Tensor], list[Tensor]] | None:
+    """The full image's scale, and for each footprint its output pixels (detached) and the weights of its random
+    projection (:func:`_random_weights`); None where the output is not a finite SR image of ``point`` or a
+    footprint leaves it."""
+    scale = _integer_scale(output, point)
+    if scale is None or not torch.isfinite(output).all():
+        return None
+    whole = Box(0, output.shape[-2], 0, output.shape[-1])
+    if not all(whole.contains(footprint) for footprint in footprints):
+        return None
+    outputs = [output.detach()[(..., *footprint.slices())].clone() for footprint in footprints]
+    return scale, outputs, [_random_weights(output, footprint, seed=k) for k, footprint in enumerate(footprints)]
+
+
+def full_reference_fits(forward_func: Callable[[Tensor], Tensor], image: Tensor, available: int | None) -> bool:
+    """Whether one forward and backward pass of the full ``(1, C, H, W)`` image fits in the ``available`` bytes
+    (:func:`~lam_captum._core._memory.available_memory`), as estimated by the probe forward pass
+    (:func:`~lam_captum._core._memory.estimate_call_memory`); True where either cannot be told."""
     needed = None if available is None else estimate_call_memory(forward_func, image, 1)
     return needed is None or needed <= available
 
 
 def _references_from_crops(
-    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]
+    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box], available: int | None
 ) -> list[Reference] | None:
     """:func:`window_references` for an image whose forward and backward pass does not fit in memory (a
     4000x4000 HR photo): the full image only runs forward, without gradients, and each window's gradient comes
@@ -547,18 +559,12 @@ def _references_from_crops(
     """
     _log.debug("one pass of the whole image with gradients would not fit in the free memory: the window's "
                "input gradient comes from crops checked against the whole image's output")
-    warn_if_forward_too_large(forward_func, image, available_memory(image.device))
+    warn_if_forward_too_large(forward_func, image, available)
     with torch.no_grad():
-        output = forward_func(image.detach())
-    scale = _integer_scale(output, image)
-    if scale is None or not torch.isfinite(output).all():
+        found = _footprint_outputs(forward_func(image.detach()), image, footprints)
+    if found is None:
         return None
-    whole = Box(0, output.shape[-2], 0, output.shape[-1])
-    if not all(whole.contains(footprint) for footprint in footprints):
-        return None
-    outputs = [output[(..., *footprint.slices())].clone() for footprint in footprints]
-    weights = [_random_weights(output, footprint, seed=k) for k, footprint in enumerate(footprints)]
-    del output
+    scale, outputs, weights = found
     references = []
     margin = _PROBE_MARGIN
     for footprint, expected, values in zip(footprints, outputs, weights):
@@ -640,8 +646,7 @@ def _crop_gradient(forward_func: Callable[[Tensor], Tensor], image: Tensor, refe
     area = box.scaled(reference.scale)
     if _integer_scale(output, point) != reference.scale or not output.requires_grad:
         return None
-    agrees = all(_close(output[(..., *footprint.shifted(-area.top, -area.left).slices())], expected)
-                 for footprint, expected in zip(reference.footprints, reference.outputs))
+    agrees = _outputs_agree(output, reference, area)
     (gradient,) = torch.autograd.grad(output, point, grad_outputs=reference.projection(area), allow_unused=True)
     return None if gradient is None else (agrees, gradient)
 
@@ -944,9 +949,7 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
              for reference, area in zip(references, areas)]
     projections = []
     for row, (reference, area) in enumerate(zip(references, areas)):
-        agree[row] = agree[row] and all(
-            _close(output[row : row + 1][(..., *footprint.shifted(-area.top, -area.left).slices())], expected)
-            for footprint, expected in zip(reference.footprints, reference.outputs))
+        agree[row] = agree[row] and _outputs_agree(output[row : row + 1], reference, area)
         projections.append(reference.projection(area) if agree[row] else None)
     if not any(agree):
         return agree
@@ -958,6 +961,13 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
     return [agrees and _close(Crop(box, reference.scale).place(gradient[row : row + 1], *image.shape[-2:]),
                               reference.gradient)
             for row, (agrees, box, reference, image) in enumerate(zip(agree, boxes, references, images))]
+
+
+def _outputs_agree(output: Tensor, reference: Reference, area: Box) -> bool:
+    """Whether the output of a crop (``area``: its SR-output pixels, holding every footprint) equals the
+    reference's on each footprint."""
+    return all(_close(output[(..., *footprint.shifted(-area.top, -area.left).slices())], expected)
+               for footprint, expected in zip(reference.footprints, reference.outputs))
 
 
 def _close(values: Tensor, expected: Tensor) -> bool:
