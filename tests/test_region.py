@@ -103,6 +103,65 @@ class GlobalPoolingSR(nn.Module):
         return self.to_sr(features * self.excite(features.mean(dim=(-2, -1), keepdim=True)))
 
 
+class SkipUNet(nn.Module):
+    """A scale-1 U-Net (two stride-2 levels and skip connections), which takes only sides divisible by 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encode = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.ModuleList([nn.Conv2d(8, 8, 3, stride=2, padding=1) for _ in range(2)])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(8, 8, 2, stride=2), nn.ConvTranspose2d(16, 8, 2, stride=2)])
+        self.decode = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] % 4 or x.shape[-1] % 4:
+            raise ValueError(f"the input's sides must be multiples of 4, got {tuple(x.shape)}")
+        first = F.relu(self.encode(x))
+        second = F.relu(self.down[0](first))
+        up = F.relu(self.up[0](F.relu(self.down[1](second))))
+        up = F.relu(self.up[1](torch.cat([up, second], 1)))
+        return x + self.decode(torch.cat([up, first], 1))
+
+
+class PositionEmbeddingSR(nn.Module):
+    """A learned position embedding of one input size (32x32): any other size raises inside torch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.position = nn.Parameter(0.1 * torch.randn(1, 8, 32, 32))
+        self.head = nn.Conv2d(3, 8, 3, padding=1)
+        self.to_sr = nn.Sequential(nn.Conv2d(8, 12, 3, padding=1), nn.PixelShuffle(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_sr(torch.relu(self.head(x) + self.position))
+
+
+@pytest.mark.parametrize("window", [(20, 20, 6), (0, 0, 6), (22, 0, 6)])
+def test_a_model_that_refuses_a_crops_size_gets_a_crop_it_takes(window, caplog):
+    # A crop is the model's input too: sizes it refuses are crops refused, and the partition-grid candidates
+    # (multiples of 8) are sizes a U-Net takes.
+    model = SkipUNet().eval()
+    image = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        cropped = LAM(model).attribute(image, window, n_steps=4)
+    assert "the model refused a" in caplog.text
+    assert "crop at rows" in caplog.text
+    assert_same_attribution(cropped, LAM(model).attribute(image, window, n_steps=4, crop=False))
+    many = LAM(model).attribute_windows(image, [window, (24, 8, 6)], n_steps=4)
+    assert_same_attribution(many[:1], cropped)
+
+
+def test_a_model_of_one_input_size_gets_the_full_image(caplog):
+    model = PositionEmbeddingSR().eval()
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        cropped = LAM(model).attribute(image, (10, 10, 8), n_steps=4)
+    assert "LAM on the full image" in caplog.text
+    assert torch.equal(cropped, LAM(model).attribute(image, (10, 10, 8), n_steps=4, crop=False))
+
+
 @pytest.mark.parametrize("window", [(20, 20, 8), (0, 0, 8)])
 def test_global_pooling_branch_falls_back_to_the_full_image(photo_lr, window, caplog):
     model = GlobalPoolingSR().eval()

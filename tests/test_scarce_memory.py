@@ -17,6 +17,8 @@ from test_region import (
     CORNERS_AND_BORDERS,
     REGION_LOG,
     GlobalPoolingSR,
+    PositionEmbeddingSR,
+    SkipUNet,
     WindowAttentionSR,
     assert_same_attribution,
     crop_box,
@@ -219,3 +221,13 @@ def test_the_papers_architectures_get_the_crop_and_numbers_they_get_with_memory(
     assert SCARCE_LOG in caplog.text
     assert crops_logged(caplog) == roomy_crops and len(roomy_crops) == 1
     assert torch.equal(scarce, roomy)
+
+
+@pytest.mark.usefixtures("scarce")
+@pytest.mark.parametrize(("model", "side", "window"), [(SkipUNet(), 48, (20, 20, 6)), (SkipUNet(), 48, (0, 40, 6)),
+                                                       (PositionEmbeddingSR(), 32, (10, 10, 8))])
+def test_a_model_that_refuses_crop_sizes_gets_the_numbers_it_gets_with_memory(model, side, window, monkeypatch):
+    image = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(3))
+    scarce = LAM(model.eval()).attribute(image, window, n_steps=4)
+    monkeypatch.undo()
+    assert_same_attribution(scarce, LAM(model).attribute(image, window, n_steps=4, crop=False))

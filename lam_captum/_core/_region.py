@@ -603,9 +603,9 @@ def _gradient_from_crops(forward_func: Callable[[Tensor], Tensor], image: Tensor
             if outcome is None:
                 return None
             agrees, gradient = outcome
-            if not _clear_of_cut_sides(gradient, box, height, width):
+            if gradient is not None and not _clear_of_cut_sides(gradient, box, height, width):
                 break
-            if agrees:
+            if agrees and gradient is not None:
                 return Crop(box, reference.scale).place(gradient, height, width), margin
     _log.debug("LAM on the full image: no crop under %d%% of the image gave the window's output and a gradient "
                "clear of its cut sides", round(100 * _MAX_CROP_FRACTION))
@@ -637,12 +637,14 @@ def _probe_margins(windows: Box, height: int, width: int, start: int = _PROBE_MA
 
 
 def _crop_gradient(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: Reference,
-                   box: Box) -> tuple[bool, Tensor] | None:
+                   box: Box) -> tuple[bool, Tensor | None] | None:
     """Whether the crop's output agrees with the reference's on its footprints, and the input gradient of the
-    reference's projection on the crop (crop pixels); None where the input gets no gradient or the crop's output
-    has another scale."""
+    reference's projection on the crop (crop pixels); ``(False, None)`` where the model refuses the crop's size,
+    None where the input gets no gradient or the crop's output has another scale."""
     point = image[(..., *box.slices())].detach().clone().requires_grad_(True)
-    output = forward_func(point)
+    output = _model_on_crop(forward_func, point)
+    if output is None:
+        return False, None
     area = box.scaled(reference.scale)
     if _integer_scale(output, point) != reference.scale or not output.requires_grad:
         return None
@@ -942,7 +944,9 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
     """:func:`_agrees` for each row's crop (``boxes`` of one shape, of ``(1, C, H, W)`` images), in one forward
     and one backward pass: the rows of a model call are independent."""
     point = torch.cat([image[(..., *box.slices())] for image, box in zip(images, boxes)]).detach().clone()
-    output = forward_func(point.requires_grad_(True))
+    output = _model_on_crop(forward_func, point.requires_grad_(True))
+    if output is None:
+        return [False] * len(boxes)
     scale = _integer_scale(output, point)
     areas = [box.scaled(reference.scale) for box, reference in zip(boxes, references)]
     agree = [scale == reference.scale and all(area.contains(f) for f in reference.footprints)
@@ -961,6 +965,21 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
     return [agrees and _close(Crop(box, reference.scale).place(gradient[row : row + 1], *image.shape[-2:]),
                               reference.gradient)
             for row, (agrees, box, reference, image) in enumerate(zip(agree, boxes, references, images))]
+
+
+def _model_on_crop(forward_func: Callable[[Tensor], Tensor], point: Tensor) -> Tensor | None:
+    """The model's output on crops ``point``, or None where the model refuses their size: a U-Net whose skip
+    connections need sides divisible by 2^k, or a learned position embedding of one size, raises on a crop
+    of an image it takes. That refuses the crop, as a check that fails does (the full image, or another
+    candidate, is used); running out of memory is not a refusal, and is raised."""
+    try:
+        return forward_func(point)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the model raises on a size it does not take
+        _log.debug("the model refused a %dx%d crop (%s: %s)", point.shape[-2], point.shape[-1],
+                   type(error).__name__, error)
+        return None
 
 
 def _outputs_agree(output: Tensor, reference: Reference, area: Box) -> bool:
