@@ -16,8 +16,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from lam_captum._atomic import check_writable_folder, write_files_atomically
-from lam_captum._core._context import eval_mode, model_placement, owning_module
-from lam_captum._core.lam import LAM
+from lam_captum._core._context import eval_mode, model_placement, modules_behind
+from lam_captum._core._windows import as_window_list
+from lam_captum._core.lam import LAM, check_dtype, check_image, naming_dtype_errors
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional import (
     Window,
@@ -28,6 +29,7 @@ from lam_captum.functional import (
     gini,
     negative_share,
 )
+from lam_captum.functional._kde import DegenerateMapError
 from lam_captum.imageio import write_png
 from lam_captum.pictures import check_alpha
 
@@ -106,7 +108,8 @@ class LAMResult(DrawnOnce):
         di: Diffusion Index (depends on the LR size: report ``lr_size`` with it); NaN for an all-zero map,
             which has none (``summary.json`` writes null).
         gini: Gini coefficient of the map; NaN for an all-zero map.
-        area: Fewest LR pixels that hold half of the map's total.
+        area: Fewest LR pixels that hold half of the map's total; None for an all-zero map (``summary.json``
+            writes null).
         delta: Captum's convergence delta, ``sum(attribution) - (D(input) - D(baseline))``.
         lr: ``(C, H, W)`` LR input; ``sr``: ``(C, sH, sW)`` SR output; ``hr``: the HR image, if known.
         settings: The :class:`~lam_captum.LAMSettings` the attribution was computed with.
@@ -117,7 +120,7 @@ class LAMResult(DrawnOnce):
     di: float
     gini: float
     negative_share: float
-    area: int
+    area: int | None
     delta: float
     lr: Tensor
     sr: Tensor
@@ -154,9 +157,7 @@ class LAMResult(DrawnOnce):
         if name == "heat_blend":
             return pictures.blend(self.picture("heat"), self.lr, self.alpha)
         if name == "kde_blend":
-            # A map with no weight has a density of zero everywhere, which is the heat map's colour of zero.
-            density = pictures.kde_picture(self.map, self.scale) if self.map.any() else self.picture("heat")
-            return pictures.blend(density, self.lr, self.alpha)
+            return pictures.blend(self._density_picture(), self.lr, self.alpha)
         if name == "sr":
             return pictures.sr_picture(self.sr)
         if name == "signed":
@@ -180,6 +181,18 @@ class LAMResult(DrawnOnce):
             zoom_box=pictures.focus_box(self.map, self.window, self.scale),
             map_max=float(self.attribution.sum(dim=0).abs().max()),
         )
+
+    def _density_picture(self) -> np.ndarray:
+        """The KDE picture of the map; the heat map where the map has no density: an all-zero map (zero
+        everywhere, the heat map's colour of zero) or one on a single pixel or line (a KDE of no width)."""
+        from lam_captum import pictures
+
+        if not self.map.any():
+            return self.picture("heat")
+        try:
+            return pictures.kde_picture(self.map, self.scale)
+        except DegenerateMapError:
+            return self.picture("heat")
 
     def summary(self) -> dict[str, object]:
         """The plain numbers of the run, as written to ``summary.json``."""
@@ -335,20 +348,21 @@ def explain_windows(
     """
     settings = settings_with(settings, setting_values)
     check_alpha(alpha)
+    check_image("lr", lr)
+    check_dtype(dtype)
     if lr.dim() == 4 and lr.shape[0] == 1:
         lr = lr[0]
     if lr.dim() != 3:
         raise ValueError(f"`lr` must be one (C, H, W) image, got shape {tuple(lr.shape)}")
-    if isinstance(windows, (str, bytes)) or not isinstance(windows, Sequence) or not windows:
-        raise ValueError(f"`windows` must be a non-empty sequence of windows, got {windows!r}")
-    windows = [as_window(window) for window in windows]
+    windows = as_window_list(windows)
     model_device, model_dtype = model_placement(model)
     device = torch.device(device if device is not None else model_device or "cpu")
     if isinstance(model, torch.nn.Module):
         model = model.to(device)
     inputs = lr.unsqueeze(0).to(device=device, dtype=dtype or model_dtype or torch.float32)
     # The SR output first: one forward pass that tells whether `hr` fits, before the whole path is paid for.
-    sr = _super_resolve(model, inputs)
+    with naming_dtype_errors(model, inputs.dtype):
+        sr = _super_resolve(model, inputs)
     if hr is not None and tuple(hr.shape[-2:]) != tuple(sr.shape[-2:]):
         raise ValueError(f"the model turns the {lr.shape[-2]}x{lr.shape[-1]} input into {sr.shape[-2]}x{sr.shape[-1]}, "
                          f"but the HR image `hr` is {hr.shape[-2]}x{hr.shape[-1]}: downscale it by the model's own "
@@ -372,7 +386,7 @@ def _result(attribution: Tensor, delta: float, window: Window, lr: Tensor, sr: T
     di, map_gini = map_scores(lam_map)
     return LAMResult(
         attribution=attribution, map=lam_map, di=di, gini=map_gini, negative_share=float(negative_share(attribution)),
-        area=int(attribution_area(lam_map)), delta=delta, lr=lr, sr=sr, window=window,
+        area=int(attribution_area(lam_map)) or None, delta=delta, lr=lr, sr=sr, window=window,
         scale=sr.shape[-1] // lr.shape[-1], settings=settings, alpha=alpha, seconds=seconds, device=str(device), hr=hr,
     )
 
@@ -423,5 +437,5 @@ def score_or_none(value: float) -> float | None:
 
 
 def _super_resolve(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
-    with torch.inference_mode(), eval_mode(owning_module(model)):
+    with torch.inference_mode(), eval_mode(modules_behind(model)):
         return model(inputs)[0].float().cpu()

@@ -101,7 +101,8 @@ def blend(heat: np.ndarray, lr_image: Tensor | np.ndarray, alpha: float = 0.5) -
 
     Args:
         heat: a uint8 (s * h, s * w, 3) picture, such as :func:`heat_map`'s.
-        lr_image: the (C, h, w) LR input in [0, 1], C in {1, 3}; grayscale is shown as gray RGB.
+        lr_image: the (C, h, w) LR input in [0, 1]; grayscale is shown as gray RGB, and other channel counts
+            than 1 and 3 as the grey of their mean.
         alpha: the LR image's share, in [0, 1].
 
     Returns:
@@ -194,14 +195,15 @@ def sr_picture(sr_output: Tensor | np.ndarray) -> np.ndarray:
     """Turn an SR output into a uint8 RGB picture.
 
     Args:
-        sr_output: a (C, sH, sW) float image, C in {1, 3}; values are clamped to [0, 1].
+        sr_output: a (C, sH, sW) float image; values are clamped to [0, 1]; channel counts other than 1 and 3
+            are shown as the grey of their mean.
 
     Returns:
         A uint8 (sH, sW, 3) RGB array; grayscale is repeated over the three channels.
 
     Raises:
         TypeError: if ``sr_output`` is not floating.
-        ValueError: if the shape is not (C, sH, sW) with C in {1, 3}.
+        ValueError: if the shape is not (C, sH, sW).
 
     Example:
         >>> sr_picture(torch.full((1, 2, 3), 2.0))[0, 0].tolist()
@@ -593,8 +595,12 @@ def _channels_first(image: Tensor | np.ndarray, name: str) -> np.ndarray:
     values = _as_numpy(image)
     if not np.issubdtype(values.dtype, np.floating):
         raise TypeError(f"`{name}` must be a floating image in [0, 1], got dtype {values.dtype}")
-    if values.ndim != 3 or values.shape[0] not in (1, 3):
-        raise ValueError(f"`{name}` must be a (C, H, W) image, C in {{1, 3}}, got shape {values.shape}")
+    if values.ndim != 3 or values.shape[0] < 1:
+        raise ValueError(f"`{name}` must be a (C, H, W) image, got shape {values.shape}")
+    if values.shape[0] not in (1, 3):
+        # Two, four or more channels (RGBA, packed RAW, multispectral) have no one colour reading: the grey of
+        # their mean shows where the image has content, which is what the pictures put the map on.
+        values = values.mean(axis=0, keepdims=True)
     return values.astype(np.float32)
 
 
@@ -752,7 +758,7 @@ def clip_strip(
 
     Args:
         maps: ``(T, h, w)`` maps in [0, 1], one per frame (normalised together, so the frames compare).
-        clip: the ``(T, C, h, w)`` LR clip in [0, 1], C in {1, 3}.
+        clip: the ``(T, C, h, w)`` LR clip in [0, 1] (other channel counts than 1 and 3 as grey).
         window: ``(top, left, height, width)`` in SR pixels.
         frame: the index of the frame whose output holds the window.
         scale: the super-resolution factor, an int >= 1.

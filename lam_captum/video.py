@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lam_captum._core._context import eval_mode, model_placement, owning_module
-from lam_captum._core.lam import LAM, OutputFrame
+from lam_captum._core._context import eval_mode, model_placement, modules_behind
+from lam_captum._core.lam import LAM, OutputFrame, check_image
 from lam_captum._core.settings import LAMSettings
 from lam_captum.explain import DrawnOnce, map_scores, png_files, score_or_none, settings_with
 from lam_captum.functional import Window, as_window, negative_share
@@ -184,6 +184,7 @@ def explain_clip(
     check_alpha(alpha)
     if normalise not in ("clip", "frame"):
         raise ValueError(f"`normalise` must be 'clip' or 'frame', got {normalise!r}")
+    check_image("clip", clip)
     if clip.dim() == 5 and clip.shape[0] == 1:
         clip = clip[0]
     if clip.dim() != 4:
@@ -245,7 +246,7 @@ def _normalised(magnitude: Tensor, normalise: Normalisation) -> Tensor:
 def _output_frame(model: Callable[[Tensor], Tensor], inputs: Tensor, frame: int | None) -> tuple[OutputFrame, Tensor]:
     """Which output frame holds the window, and that frame of the SR output ``(C, sH, sW)``."""
     target = OutputFrame.of(inputs, frame)
-    with torch.inference_mode(), eval_mode(owning_module(model)):
+    with torch.inference_mode(), eval_mode(modules_behind(model)):
         output = model(inputs)
     sr = target.select(output, inputs)
     if not isinstance(sr, Tensor) or sr.dim() != 4:

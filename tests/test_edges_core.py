@@ -14,13 +14,14 @@ import torch
 from conftest import tiny_sr
 from torch import nn
 
-from lam_captum import LAM, LAMSettings, SettingsError
+from lam_captum import ERF, LAM, LAMSettings, SettingsError
 from lam_captum import functional as LF
 from lam_captum._core import _memory
 from lam_captum._core._context import eval_mode
 from lam_captum._core.lam import _chunks, _window_share
-from lam_captum.explain import explain
+from lam_captum.explain import explain, explain_windows
 from lam_captum.functional import PathSchedule
+from lam_captum.video import explain_clip
 
 STEPS = 4
 
@@ -486,3 +487,103 @@ def test_free_memory_on_a_cpu_is_no_more_than_the_cgroup_allows(monkeypatch):
     assert _memory.available_memory(torch.device("cpu")) == 1 << 20
     monkeypatch.setattr(_memory, "cgroup_memory_left", lambda cgroups, root: None)
     assert _memory.available_memory(torch.device("cpu")) > 1 << 20
+
+
+# Inputs a researcher passes as they come: uint8 pixels, numpy arrays and scalars, tiny blurs, dead maps
+
+
+def test_explain_and_explain_clip_refuse_uint8_pixels_as_attribute_does(model):
+    pixels = torch.randint(0, 256, (1, 12, 12), dtype=torch.uint8)
+    with pytest.raises(TypeError, match=r"`lr` must be a floating tensor .*got torch.uint8"):
+        explain(model, pixels, (4, 4, 8), n_steps=STEPS)
+    with pytest.raises(TypeError, match=r"`clip` must be a floating tensor .*got torch.uint8"):
+        explain_clip(model, pixels[None].expand(3, -1, -1, -1), (4, 4, 8), n_steps=STEPS)
+
+
+def test_explain_names_dtype_when_the_model_cannot_take_it(model, images):
+    with pytest.raises(TypeError, match=r"the model failed on torch.float64 inputs, but its parameters are "
+                                        r"torch.float32: leave `dtype` unset"):
+        explain(model, images[0], (4, 4, 8), n_steps=STEPS, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(("values", "field"), [({"kernel_size": 1}, "kernel_size"), ({"sigma": 0.1}, "sigma"),
+                                               ({"sigma": 0.3, "kernel_size": 1}, "kernel_size")])
+def test_a_blur_that_leaves_the_image_as_it_is_is_refused(values, field, model, images):
+    with pytest.raises(SettingsError, match="every attribution is 0") as caught:
+        LAMSettings(**values)
+    assert caught.value.field == field
+    with pytest.raises(ValueError, match="every attribution is 0"):
+        LAM(model).attribute(images, (4, 4, 8), n_steps=STEPS, **values)
+
+
+def test_the_smallest_blur_that_moves_float32_is_accepted(model, images):
+    attribution = LAM(model).attribute(images, (4, 4, 8), n_steps=STEPS, sigma=0.2)
+    assert attribution.abs().max() > 0
+
+
+def test_a_path_that_never_moves_the_input_is_explained(model):
+    # An all-black image blurs to itself: the gradients are not zero, the path's derivatives are.
+    black = torch.zeros(1, 1, 12, 12)
+    with pytest.warns(RuntimeWarning, match=r"sample\(s\) \[0\] is all zero although the input gradients are not"):
+        attribution = LAM(model).attribute(black, (4, 4, 8), n_steps=STEPS)
+    assert not attribution.any()
+    with pytest.warns(RuntimeWarning, match=r"window\(s\) \[0, 1\] is all zero although"):
+        LAM(model).attribute_windows(black, [(4, 4, 8), (8, 8, 8)], n_steps=STEPS)
+
+
+def test_a_dead_maps_area_is_zero_and_null_in_the_summary(tmp_path):
+    assert int(LF.attribution_area(torch.zeros(8, 8))) == 0
+    assert LF.attribution_area(torch.stack([torch.zeros(4, 4), torch.eye(4)])).tolist() == [0, 2]
+    with pytest.raises(ValueError, match="must be finite"):
+        LF.attribution_area(torch.tensor([[1.0, float("nan")]]))
+
+    torch.manual_seed(0)
+    saturated = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2), nn.Hardtanh(5.0, 6.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = explain(saturated, torch.rand(3, 16, 16), (4, 4, 8), n_steps=STEPS)
+        assert result.area is None
+        result.save(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["di"] is None and summary["area_50"] is None
+
+
+def test_map_scores_take_numpy_maps_and_refuse_empty_ones():
+    heat = np.random.default_rng(0).random((8, 8))
+    assert float(LF.diffusion_index(heat)) == pytest.approx(float(LF.diffusion_index(torch.from_numpy(heat))))
+    assert int(LF.attribution_area(heat)) == int(LF.attribution_area(torch.from_numpy(heat)))
+    for score in (LF.diffusion_index, LF.gini, LF.attribution_area):
+        with pytest.raises(ValueError, match=r"at least one pixel, got shape \(0, 0\)"):
+            score(torch.zeros(0, 0))
+    with pytest.raises(TypeError, match="`values` must be a tensor .*got list"):
+        LF.gini([[0.0, 1.0]])
+
+
+def test_detectors_take_a_window_as_a_tuple(model, images):
+    output = model(images)
+    assert torch.equal(LF.gradient_detector(output, (2, 2, 8)), LF.gradient_detector(output, LF.Window(2, 2, 8, 8)))
+    assert torch.equal(LF.intensity_detector(output, (2, 2, 4, 6)), LF.intensity_detector(output, LF.Window(2, 2, 4, 6)))
+
+
+def test_windows_come_as_numpy_rows_and_strings_are_named(model, images):
+    lam = LAM(model)
+    rows = np.array([[4, 4, 8], [0, 8, 8]])
+    together = lam.attribute_windows(images[:1], rows, n_steps=STEPS)
+    assert torch.equal(together, lam.attribute_windows(images[:1], [(4, 4, 8), (0, 8, 8)], n_steps=STEPS))
+    with pytest.raises(ValueError, match=r"`window` must be \(top, left, size\) .*got '1,2,3'"):
+        lam.attribute(images, "1,2,3", n_steps=STEPS)
+    with pytest.raises(ValueError, match=r"for one window write \[window\]\), got \(4, 4, 8\)"):
+        explain_windows(model, images[0], (4, 4, 8), n_steps=STEPS)
+
+
+def test_attribute_windows_names_a_clip_it_cannot_take(model):
+    clip_model = lambda clip: model(clip.flatten(0, 1)).unflatten(0, clip.shape[:2])  # noqa: E731
+    with pytest.raises(ValueError, match=r"`inputs` must be one image, shape \(1, C, H, W\), got \(1, 3, 1, 12, 12\)"):
+        LAM(clip_model).attribute_windows(torch.rand(1, 3, 1, 12, 12), [(4, 4, 8), (0, 0, 8)], n_steps=STEPS)
+
+
+def test_erf_computes_in_the_models_dtype_and_takes_numpy_positions(model, images):
+    erf = ERF(model)
+    wide = erf.attribute(images.double(), (np.int64(6), np.int64(7)))
+    assert wide.dtype == torch.float32
+    assert torch.equal(wide, erf.attribute(images, (6, 7)))

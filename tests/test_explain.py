@@ -144,5 +144,25 @@ def test_explain_windows_gives_the_numbers_of_explain_per_window() -> None:
         tolerance = 1e-6 * float(alone.attribution.abs().max())
         torch.testing.assert_close(shared.attribution, alone.attribution, rtol=1e-4, atol=tolerance)
         assert shared.di == pytest.approx(alone.di, rel=1e-5) and shared.delta == pytest.approx(alone.delta, rel=1e-4)
-    with pytest.raises(ValueError, match=r"`windows` must be a non-empty sequence of windows, got \[\]"):
+    with pytest.raises(ValueError, match=r"`windows` must be a non-empty sequence of windows.*got \[\]"):
         explain_windows(model, lr, [])
+
+
+@pytest.mark.parametrize("window", [(4, 4, 1), (4, 4, 1, 6)])
+def test_a_map_on_one_pixel_or_one_line_is_saved_with_its_heat_map_as_density(window, tmp_path):
+    # A per-pixel model's map of a one-pixel window sits on one LR pixel (or one row): its KDE has no width.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 1), torch.nn.PixelShuffle(2))
+    result = explain(model, torch.rand(3, 16, 16), window, n_steps=4)
+    assert np.array_equal(result.picture("kde_blend"), result.picture("heat_blend"))
+    result.save(tmp_path)
+    assert (tmp_path / "kde_blend.png").is_file() and (tmp_path / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("channels", [2, 4])
+def test_any_channel_count_is_explained_and_saved(channels, tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(channels, 4 * channels, 3, padding=1), torch.nn.PixelShuffle(2))
+    result = explain(model, torch.rand(channels, 16, 16), (4, 4, 8), n_steps=4)
+    result.save(tmp_path)
+    assert {path.name for path in tmp_path.iterdir()} >= {"figure.png", "heat_blend.png", "sr.png", "window.png"}

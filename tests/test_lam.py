@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import pickle
 import warnings
 
@@ -133,6 +134,36 @@ def test_train_mode_batch_norm_does_not_mix_path_steps(photo_lr):
     single = lam.attribute(photo_lr, (8, 8, 8), n_steps=6, internal_batch_size=1)
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-7)
     assert model.training
+
+
+def batch_norm_sr() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(), nn.Dropout(0.2),
+                          nn.Conv2d(12, 12, 3, padding=1), nn.PixelShuffle(2))
+    model(torch.rand(4, 3, 24, 24))  # gives the running statistics a value
+    return model.train()
+
+
+def scaled_by(model: nn.Module, factor: float):
+    """A wrapper of the kind users write to adapt the range: its model lives in a closure."""
+    return lambda x: model(x * factor) / factor
+
+
+WRAPPED = batch_norm_sr()  # a module a wrapper names as a global
+
+
+@pytest.mark.parametrize("wrap", ["closure", "global", "partial", "wrapper of a wrapper"])
+def test_a_train_mode_model_behind_a_wrapper_runs_in_eval_mode_and_keeps_its_statistics(photo_lr, wrap):
+    model = WRAPPED if wrap == "global" else batch_norm_sr()
+    forward = {"closure": lambda: scaled_by(model, 2.0), "global": lambda: lambda x: WRAPPED(x * 2.0) / 2.0,
+               "partial": lambda: functools.partial(lambda x, net: net(x * 2.0) / 2.0, net=model),
+               "wrapper of a wrapper": lambda: scaled_by(scaled_by(model, 4.0), 0.5)}[wrap]()
+    statistics = model[1].running_mean.clone()
+    batched = LAM(forward).attribute(photo_lr, (8, 8, 8), n_steps=6, internal_batch_size=6)
+    single = LAM(forward).attribute(photo_lr, (8, 8, 8), n_steps=6, internal_batch_size=1)
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-7)
+    assert torch.equal(model[1].running_mean, statistics)
+    assert all(module.training for module in model.modules())
 
 
 @pytest.mark.parametrize("guard", [torch.no_grad, torch.inference_mode])

@@ -126,7 +126,7 @@ def test_blend_rejects_mismatched_sizes(lr_photo: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"`heat` \(24x30\) must be `lr_image` \(12x10\) upscaled"):
         blend(np.zeros((24, 30, 3), np.uint8), lr_photo)
     with pytest.raises(ValueError, match=r"`lr_image` must be a \(C, H, W\) image"):
-        blend(np.zeros((24, 20, 3), np.uint8), lr_photo[:2])
+        blend(np.zeros((24, 20, 3), np.uint8), lr_photo[0])
     with pytest.raises(TypeError, match="`lr_image` must be a floating image"):
         blend(np.zeros((24, 20, 3), np.uint8), (lr_photo * 255).to(torch.uint8))
 
@@ -182,8 +182,15 @@ def test_sr_picture_clamps_and_rounds() -> None:
 
 def test_sr_picture_grayscale_and_errors() -> None:
     assert sr_picture(np.full((1, 3, 4), 0.2, np.float32))[2, 3].tolist() == [51, 51, 51]
-    with pytest.raises(ValueError, match=r"`sr_output` must be a \(C, H, W\) image, C in \{1, 3\}"):
+    with pytest.raises(ValueError, match=r"`sr_output` must be a \(C, H, W\) image, got shape \(1, 3, 8, 8\)"):
         sr_picture(torch.zeros(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("channels", [2, 4, 6])
+def test_other_channel_counts_are_shown_as_the_grey_of_their_mean(channels) -> None:
+    image = torch.linspace(0, 1, channels)[:, None, None].expand(channels, 2, 2)
+    grey = round(255 * float(image.mean()))
+    assert sr_picture(image)[1, 1].tolist() == [grey] * 3
 
 
 @pytest.mark.parametrize("bad", [

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import dis
+import functools
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+import types
+from collections.abc import Callable, Iterable, Iterator
 
 import captum
 import torch
@@ -31,11 +34,72 @@ def outside_stacklevel() -> int:
 
 
 def owning_module(forward_func: Callable) -> nn.Module | None:
-    """The module behind a forward function: the module itself or the owner of a bound ``forward``."""
-    if isinstance(forward_func, nn.Module):
-        return forward_func
-    owner = getattr(forward_func, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
+    """The module behind a forward function (the first of :func:`modules_behind`), or None.
+
+    Example:
+        >>> model = torch.nn.Conv2d(3, 3, 1)
+        >>> owning_module(lambda x: model(2 * x)) is model
+        True
+    """
+    modules = modules_behind(forward_func)
+    return modules[0] if modules else None
+
+
+# How deep :func:`modules_behind` follows functions that call functions: a wrapper of a wrapper of a model.
+_WRAPPER_DEPTH = 3
+
+
+def modules_behind(forward_func: Callable) -> list[nn.Module]:
+    """The modules a forward function runs: the module itself, the owner of a bound ``forward``, or those a
+    wrapper refers to (``lambda x: model(x * 255) / 255`` or a ``functools.partial``: the modules in its
+    closure, its default arguments and the globals it names), following wrappers of wrappers a few levels.
+
+    LAM holds every one of them in eval mode: a model in train mode behind a wrapper would otherwise mix the
+    path's steps through BatchNorm's batch statistics (the numbers would depend on ``internal_batch_size``)
+    and overwrite its running statistics.
+
+    Example:
+        >>> import functools
+        >>> first, second = torch.nn.Conv2d(3, 3, 1), torch.nn.Conv2d(3, 3, 1)
+        >>> modules_behind(lambda x: (first(x) + second(x)) / 2) == [first, second]
+        True
+        >>> modules_behind(functools.partial(torch.nn.functional.interpolate, scale_factor=2))
+        []
+    """
+    found: dict[int, nn.Module] = {}
+    seen: set[int] = set()
+
+    def visit(value: object, depth: int) -> None:
+        if id(value) in seen or depth > _WRAPPER_DEPTH:
+            return
+        seen.add(id(value))
+        if isinstance(value, nn.Module):
+            found.setdefault(id(value), value)
+            return
+        if isinstance(value, functools.partial):
+            for part in (value.func, *value.args, *value.keywords.values()):
+                visit(part, depth + 1)
+            return
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, nn.Module):
+            visit(owner, depth)
+            return
+        function = getattr(value, "__func__", value)
+        if not isinstance(function, types.FunctionType):
+            return
+        for cell in function.__closure__ or ():
+            try:
+                visit(cell.cell_contents, depth + 1)
+            except ValueError:  # a cell not yet filled
+                continue
+        for default in (*(function.__defaults__ or ()), *(function.__kwdefaults__ or {}).values()):
+            visit(default, depth + 1)
+        for name in _global_names(function.__code__):
+            if name in function.__globals__:
+                visit(function.__globals__[name], depth + 1)
+
+    visit(forward_func, 0)
+    return list(found.values())
 
 
 @dataclasses.dataclass
@@ -94,9 +158,33 @@ def model_placement(forward_func: Callable | None) -> tuple[torch.device | None,
     return None, None
 
 
+@functools.lru_cache(maxsize=256)
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The global names a function's code loads (not the attribute names that share ``co_names``)."""
+    return tuple(dict.fromkeys(instruction.argval for instruction in dis.get_instructions(code)
+                               if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME")))
+
+
+def computation_dtype(forward_func: Callable | None, inputs: torch.Tensor) -> torch.dtype:
+    """The dtype LAM and ERF compute in by default: the model's parameters'; for a function without parameters
+    the inputs', float32 for half types (whose gradients underflow).
+
+    Example:
+        >>> computation_dtype(torch.nn.Conv2d(3, 3, 1), torch.rand(1, 3, 4, 4, dtype=torch.float64))
+        torch.float32
+        >>> computation_dtype(lambda x: 2 * x, torch.rand(1, 3, 4, 4, dtype=torch.float16))
+        torch.float32
+    """
+    dtype = model_placement(forward_func)[1]
+    if dtype is not None:
+        return dtype
+    return torch.float32 if inputs.dtype in (torch.float16, torch.bfloat16) else inputs.dtype
+
+
 @contextlib.contextmanager
-def eval_mode(module: nn.Module | None) -> Iterator[None]:
-    """Put every submodule in eval mode and give each its own previous mode back afterwards.
+def eval_mode(module: nn.Module | Iterable[nn.Module] | None) -> Iterator[None]:
+    """Put every submodule of ``module`` (or of each of several) in eval mode and give each its own previous mode
+    back afterwards.
 
     The demo never calls ``eval()``: BatchNorm and dropout in train mode make the samples of a batched
     path interact. Restoring per submodule keeps deliberate mixes (a frozen, always-eval part) intact.
@@ -110,10 +198,8 @@ def eval_mode(module: nn.Module | None) -> Iterator[None]:
         >>> model.training
         True
     """
-    if module is None:
-        yield
-        return
-    held = _MODE_HOLDS.hold(module)
+    modules = [] if module is None else [module] if isinstance(module, nn.Module) else list(module)
+    held = [submodule for module in modules for submodule in _MODE_HOLDS.hold(module)]
     try:
         yield
     finally:
@@ -136,7 +222,7 @@ def gradient_context(forward_func: Callable, device: torch.device) -> Iterator[N
             stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
         if device.type == "cuda":
             stack.enter_context(_full_float32())
-        stack.enter_context(eval_mode(owning_module(forward_func)))
+        stack.enter_context(eval_mode(modules_behind(forward_func)))
         yield
 
 

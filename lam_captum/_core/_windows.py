@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,7 +59,7 @@ class Progress(Protocol):
 
 
 def as_window_list(windows: Sequence[WindowLike] | Tensor) -> list[Window]:
-    """K >= 1 windows from a sequence of windows or a ``(K, 3)`` / ``(K, 4)`` integer tensor.
+    """K >= 1 windows from a sequence of windows or a ``(K, 3)`` / ``(K, 4)`` integer tensor or numpy array.
 
     Raises:
         ValueError: If ``windows`` is empty, a single window, or holds something that is not a window.
@@ -67,9 +68,10 @@ def as_window_list(windows: Sequence[WindowLike] | Tensor) -> list[Window]:
         >>> as_window_list([(0, 0, 8), (8, 8, 4)])
         [Window(top=0, left=0, height=8, width=8), Window(top=8, left=8, height=4, width=4)]
     """
-    if isinstance(windows, Tensor) and windows.dim() == 2:
+    if isinstance(windows, (Tensor, np.ndarray)) and windows.ndim == 2:
         windows = list(windows)
-    is_window = [(isinstance(w, Sequence) and not isinstance(w, str)) or (isinstance(w, Tensor) and w.dim() == 1)
+    is_window = [(isinstance(w, Sequence) and not isinstance(w, str)) or (isinstance(w, (Tensor, np.ndarray))
+                                                                          and w.ndim == 1)
                  for w in _items(windows)]
     if not is_window or not all(is_window):
         raise ValueError("`windows` must be a non-empty sequence of windows, each (top, left, size), (top, left, "

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
 from captum.attr import GradientAttribution
 from torch import Tensor
 
-from lam_captum._core._context import gradient_context, owning_module
+from lam_captum._core._context import computation_dtype, gradient_context, owning_module
 
 _NO_GRAPH = (
     "the model's output does not depend on its input through autograd; likely causes: torch.no_grad() or "
@@ -62,13 +63,13 @@ class ERF(GradientAttribution):
         """The clamped gradient of the output at ``position`` with respect to ``inputs``.
 
         Args:
-            inputs: ``(N, C, H, W)`` floating images, in the range the model expects. Half types are
-                computed in float32.
+            inputs: ``(N, C, H, W)`` floating images, in the range the model expects. They are computed in
+                the dtype of the model's parameters, as LAM does (float32 for half types into a function).
             position: ``(row, column)`` of the output pixel, in output pixels. Default: the centre,
                 ``(sH // 2, sW // 2)``.
 
         Returns:
-            ``relu(gradient)``, the shape and device of ``inputs``; sum it over channels for the map.
+            ``relu(gradient)``, the shape and device of ``inputs``, in the computation dtype; sum it over channels for the map.
 
         Raises:
             TypeError: If ``inputs`` is not a floating tensor.
@@ -97,7 +98,7 @@ def _prepare_inputs(forward_func: Callable, inputs: Tensor) -> Tensor:
     parameter = next(module.parameters(), None) if module is not None else None
     if parameter is not None and parameter.device != inputs.device:
         raise ValueError(f"`inputs` are on {inputs.device} but the model is on {parameter.device}")
-    return inputs.float() if inputs.dtype in (torch.float16, torch.bfloat16) else inputs
+    return inputs.to(computation_dtype(forward_func, inputs))
 
 
 def _check_position(output: Tensor, inputs: Tensor, position: tuple[int, int] | None) -> tuple[int, int]:
@@ -110,9 +111,10 @@ def _check_position(output: Tensor, inputs: Tensor, position: tuple[int, int] | 
     height, width = output.shape[-2:]
     if position is None:
         return height // 2, width // 2
-    if not isinstance(position, (tuple, list)) or len(position) != 2 or not all(isinstance(value, int) and not isinstance(value, bool) for value in position):
+    if (not isinstance(position, (tuple, list)) or len(position) != 2
+            or not all(isinstance(value, numbers.Integral) and not isinstance(value, bool) for value in position)):
         raise ValueError(f"`position` must be two ints (row, column), got {position!r}")
-    row, column = position
+    row, column = (int(value) for value in position)
     if not (0 <= row < height and 0 <= column < width):
         raise ValueError(f"`position` must lie inside the {height}x{width} output, got row={row}, column={column}")
     return row, column

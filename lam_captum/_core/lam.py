@@ -13,7 +13,15 @@ from captum.attr import GradientAttribution
 from captum.log import log_usage
 from torch import Tensor
 
-from lam_captum._core._context import eval_mode, gradient_context, model_placement, outside_stacklevel, owning_module
+from lam_captum._core._context import (
+    computation_dtype,
+    eval_mode,
+    gradient_context,
+    model_placement,
+    modules_behind,
+    outside_stacklevel,
+    owning_module,
+)
 from lam_captum._core._memory import available_memory, estimate_call_memory, probes_shared, warn_if_too_large
 from lam_captum._core._region import CropMode, RowsIntegrate, attribute_in_crops, check_crop
 from lam_captum._core._windows import (
@@ -28,7 +36,6 @@ from lam_captum.functional._blur import IntegrationMethod, PathSchedule, blur, b
 from lam_captum.functional._detectors import Detector, DetectorLike, resolve_detector
 from lam_captum.functional._window import Window, WindowLike, as_windows
 
-_HALF_TYPES = (torch.float16, torch.bfloat16)
 
 _NO_GRAPH_CAUSES = (
     "the model's output does not depend on its input through autograd; likely causes: torch.no_grad() or "
@@ -197,7 +204,7 @@ class LAM(GradientAttribution):
         target = OutputFrame.of(x, frame)
         check_crop(crop)
         detector = settings.resolved_detector()
-        with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype), \
+        with gradient_context(self.forward_func, x.device), naming_dtype_errors(self.forward_func, x.dtype), \
                 probes_shared():
             x = x.detach().clone()
             if crop and x.dim() == 4:
@@ -288,13 +295,16 @@ class LAM(GradientAttribution):
         """
         settings = LAMSettings(n_steps, sigma, kernel_size, method, detector, internal_batch_size)
         x = self._prepare_inputs(inputs, dtype)
+        if x.dim() != 4:
+            raise ValueError(f"`inputs` must be one image, shape (1, C, H, W), got {tuple(x.shape)}: a clip's windows "
+                             "take one attribute() call each (lam_captum.video.explain_clip)")
         if x.shape[0] != 1:
             raise ValueError(f"`inputs` must hold one image, shape (1, C, H, W), got {tuple(x.shape)}; for one "
                              "window per image use attribute()")
         window_list = as_window_list(windows)
         check_crop(crop)
         detector = settings.resolved_detector()
-        with gradient_context(self.forward_func, x.device), _naming_dtype_errors(self.forward_func, x.dtype), \
+        with gradient_context(self.forward_func, x.device), naming_dtype_errors(self.forward_func, x.dtype), \
                 probes_shared():
             x = x.detach().clone()
             # Each group's integration warns about its own calls; the pass that finds the windows' regions fits by
@@ -322,7 +332,7 @@ class LAM(GradientAttribution):
                 attribution = integrate_windows(self.forward_func, image, windows, settings.resolved_detector(),
                                                 settings.path_schedule(), rows, check_output=self._check_output,
                                                 cleaner=cleaner, progress=progress, inspect=inspect)
-            cleaner.report()
+            cleaner.report(attribution)
             return attribution
 
         return integrate
@@ -367,13 +377,12 @@ class LAM(GradientAttribution):
                              "tensor)")
         if not inputs.is_floating_point():
             raise TypeError(f"`inputs` must be a floating tensor in the range the model expects, got {inputs.dtype}")
-        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-            raise TypeError(f"`dtype` must be a floating torch dtype such as torch.float32, got {dtype!r}")
+        check_dtype(dtype)
         module = owning_module(self.forward_func)
         parameter = next(module.parameters(), None) if module is not None else None
         if parameter is not None and parameter.device != inputs.device:
             raise ValueError(f"`inputs` are on {inputs.device} but the model is on {parameter.device}")
-        return inputs.to(dtype or _default_dtype(module, inputs))
+        return inputs.to(dtype or computation_dtype(module, inputs))
 
     def _integrate(
         self,
@@ -415,7 +424,7 @@ class LAM(GradientAttribution):
                     attribution[n] += torch.einsum("s,schw->chw", weights, block * derivatives)
                     start += len(steps)
                 progress.update(points.shape[0])
-        failures.report()
+        failures.report(attribution)
         return attribution.reshape(x.shape)
 
     def _input_gradients(self, points: Tensor, chunk: list[tuple[int, range]], windows: list[Window],
@@ -459,7 +468,7 @@ class _WindowObjective:
 
     def __call__(self, x: Tensor) -> Tensor:
         windows = as_windows(self.window, x.shape[0])
-        with eval_mode(owning_module(self.forward_func)):
+        with eval_mode(modules_behind(self.forward_func)):
             output = OutputFrame.of(x, self.frame).select(self.forward_func(x), x)
         return torch.cat([self.detector(output[n : n + 1], window) for n, window in enumerate(windows)])
 
@@ -542,7 +551,9 @@ class _GradientHealth:
         self.nonzero[sample] = self.nonzero[sample] or bool(gradients.any())
         return gradients
 
-    def report(self) -> None:
+    def report(self, attribution: Tensor) -> None:
+        """Warn once for zeroed non-finite gradients, and for each row whose ``attribution`` (rows first) is all
+        zero: its gradients were, or the path never changed its input."""
         if self.non_finite:
             warnings.warn(f"{self.non_finite} non-finite input-gradient values were set to 0 (as the official demo "
                           "does); the model may overflow or divide by zero on blurred inputs", RuntimeWarning,
@@ -553,6 +564,11 @@ class _GradientHealth:
                           "is all zero: the window may be flat (clamped or saturated output) all along the path, "
                           "or the model cuts the gradient (rounding, quantisation, integer casts)", RuntimeWarning,
                           stacklevel=outside_stacklevel())
+        still = [self.labels[n] for n, nonzero in enumerate(self.nonzero) if nonzero and not attribution[n].any()]
+        if still:
+            warnings.warn(f"the attribution of {self.noun}(s) {still} is all zero although the input gradients are "
+                          "not: the blur path never changes the input there (a flat image, or a `sigma` too small to "
+                          "blur it)", RuntimeWarning, stacklevel=outside_stacklevel())
 
 
 def _chunks(n_samples: int, n_steps: int, rows: int) -> Iterator[list[tuple[int, range]]]:
@@ -592,13 +608,31 @@ def _unpack_inputs(inputs: Tensor | tuple[Tensor]) -> tuple[bool, Tensor]:
     return True, inputs[0]
 
 
-def _default_dtype(module: torch.nn.Module | None, inputs: Tensor) -> torch.dtype:
-    """The model's parameter dtype; for a function without parameters the inputs', float32 for half types."""
-    return model_placement(module)[1] or (torch.float32 if inputs.dtype in _HALF_TYPES else inputs.dtype)
+def check_image(name: str, image: object) -> Tensor:
+    """Raise unless ``image`` is a floating tensor (an image in the model's range, not uint8 pixels); return it.
+
+    Example:
+        >>> check_image("lr", torch.zeros(3, 2, 2, dtype=torch.uint8))
+        Traceback (most recent call last):
+        ...
+        TypeError: `lr` must be a floating tensor in the range the model expects (uint8 pixels: image.float() / 255), got torch.uint8
+    """
+    if not isinstance(image, Tensor):
+        raise TypeError(f"`{name}` must be a tensor, got {type(image).__name__}")
+    if not image.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating tensor in the range the model expects (uint8 pixels: "
+                        f"image.float() / 255), got {image.dtype}")
+    return image
+
+
+def check_dtype(dtype: object) -> None:
+    """Raise unless ``dtype`` is None or a floating torch dtype."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"`dtype` must be a floating torch dtype such as torch.float32, got {dtype!r}")
 
 
 @contextlib.contextmanager
-def _naming_dtype_errors(forward_func: Callable, dtype: torch.dtype) -> Iterator[None]:
+def naming_dtype_errors(forward_func: Callable, dtype: torch.dtype) -> Iterator[None]:
     """Turn the model's raw error on inputs of another dtype than its parameters' into one that names `dtype`."""
     model_dtype = model_placement(forward_func)[1]
     try:

@@ -13,11 +13,14 @@ import math
 import numbers
 from typing import Any
 
+import torch
+
 from lam_captum.functional._blur import (
     INTEGRATION_METHODS,
     IntegrationMethod,
     PathKernels,
     PathSchedule,
+    gaussian_kernel,
     path_kernels,
     path_schedule,
 )
@@ -104,6 +107,7 @@ class LAMSettings:
                                 f"take {self.n_steps:,} of each (50 give the paper's numbers)")
         set_field(self, "sigma", _sigma(self.sigma))
         set_field(self, "kernel_size", _kernel_size(self.kernel_size))
+        _check_blur(self.sigma, self.kernel_size)
         if self.method not in INTEGRATION_METHODS:
             raise SettingsError("method", f"`method` must be one of {', '.join(INTEGRATION_METHODS)}, "
                                           f"got {self.method!r}")
@@ -221,7 +225,20 @@ def _kernel_size(value: object) -> int:
         raise SettingsError("kernel_size", f"`kernel_size` must be an int, got {value!r}")
     if value < 1 or value % 2 == 0:
         raise SettingsError("kernel_size", f"`kernel_size` must be a positive odd integer, got {value}")
+    if value == 1:
+        raise SettingsError("kernel_size", "`kernel_size` must be at least 3: a 1x1 kernel leaves the image as it is, "
+                                           "so the baseline is the input itself and every attribution is 0")
     return int(value)
+
+
+def _check_blur(sigma: float, kernel_size: int) -> None:
+    """Raise where the baseline's kernel is the identity in float32: its centre weight rounds to 1, so the
+    blurred baseline is the input itself (sigma below about 0.17) and every attribution would be 0."""
+    centre = gaussian_kernel(sigma, kernel_size, dtype=torch.float32)[kernel_size // 2, kernel_size // 2]
+    if float(centre) == 1.0:
+        raise SettingsError("sigma", f"`sigma` {sigma} is too small to blur: its {kernel_size}x{kernel_size} kernel "
+                                     "leaves the image as it is in float32, so the baseline is the input itself and "
+                                     "every attribution is 0 (the paper's sigma is 1.2)")
 
 
 PRESETS: dict[str, LAMSettings] = {

@@ -7,7 +7,7 @@ from typing import Callable, Literal, Union
 import torch
 from torch import Tensor
 
-from lam_captum.functional._window import Window, check_window_inside
+from lam_captum.functional._window import Window, WindowLike, as_window, check_window_inside
 
 Detector = Callable[[Tensor, Window], Tensor]
 DetectorLike = Union[Literal["gradient", "intensity"], Detector]
@@ -20,7 +20,7 @@ def _safe_sqrt(values: Tensor) -> Tensor:
     return torch.where(positive, torch.sqrt(torch.where(positive, values, torch.ones_like(values))), 0.0)
 
 
-def gradient_detector(output: Tensor, window: Window) -> Tensor:
+def gradient_detector(output: Tensor, window: WindowLike) -> Tensor:
     """Sum of the per-channel gradient magnitude of the SR output inside ``window``, per sample.
 
     ``g = sqrt((y[i, j] - y[i+1, j])^2 + (y[i, j] - y[i, j+1])^2)`` per channel, summed over channels and
@@ -28,7 +28,7 @@ def gradient_detector(output: Tensor, window: Window) -> Tensor:
 
     Args:
         output: ``(N, C, H, W)`` SR output.
-        window: The window in SR pixels.
+        window: The window in SR pixels: a :class:`Window`, ``(top, left, size)`` or ``(top, left, height, width)``.
 
     Returns:
         ``(N,)`` detector values.
@@ -41,6 +41,7 @@ def gradient_detector(output: Tensor, window: Window) -> Tensor:
         >>> gradient_detector(y, Window(2, 2, 3, 3))
         tensor([3.])
     """
+    window = as_window(window)
     check_window_inside(window, output.shape[-2], output.shape[-1], margin=1)
     crop = output[..., window.top : window.top + window.height + 1, window.left : window.left + window.width + 1]
     vertical = (crop[..., :-1, :-1] - crop[..., 1:, :-1]) ** 2
@@ -48,13 +49,14 @@ def gradient_detector(output: Tensor, window: Window) -> Tensor:
     return _safe_sqrt(vertical + horizontal).flatten(1).sum(dim=1)
 
 
-def intensity_detector(output: Tensor, window: Window) -> Tensor:
+def intensity_detector(output: Tensor, window: WindowLike) -> Tensor:
     """Sum of the SR output inside ``window`` over channels and pixels, per sample.
 
     Example:
         >>> intensity_detector(torch.ones(2, 3, 8, 8), Window(0, 0, 2, 2))
         tensor([12., 12.])
     """
+    window = as_window(window)
     check_window_inside(window, output.shape[-2], output.shape[-1])
     crop = output[..., window.top : window.top + window.height, window.left : window.left + window.width]
     return crop.flatten(1).sum(dim=1)

@@ -85,12 +85,17 @@ def _scott_bandwidth(weights: np.ndarray) -> np.ndarray:
     return covariance * sum_of_squares ** (1.0 / 3.0)
 
 
+class DegenerateMapError(ValueError):
+    """A map whose weight sits on one pixel or one line: its KDE has no bandwidth across it (scipy's
+    ``gaussian_kde`` refuses it too). Pictures draw such a map as it is."""
+
+
 def _check_not_degenerate(scatter: Tensor) -> None:
     smallest, largest = np.linalg.eigvalsh(scatter)
     if largest <= 0.0:
-        raise ValueError("`attribution_map` has all its weight on one pixel: its KDE bandwidth is zero")
+        raise DegenerateMapError("`attribution_map` has all its weight on one pixel: its KDE bandwidth is zero")
     if smallest <= _COLLINEAR_RATIO * largest:
-        raise ValueError(
+        raise DegenerateMapError(
             "`attribution_map` has all its weight on a single line: the weighted pixel coordinates "
             f"have a singular covariance (principal variances {smallest:.3g} and {largest:.3g})"
         )

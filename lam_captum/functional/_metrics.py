@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from numbers import Real
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,9 +61,22 @@ def gini(values: Tensor) -> Tensor:
         >>> round(float(gini(torch.tensor([[0.0, 0.0], [0.0, 1.0]]))), 4)
         0.75
     """
+    values = _maps(values)
     coefficient, all_zero = _gini(values)
     _warn_if_all_zero(all_zero, values.dim() >= 3, "Gini coefficient")
     return coefficient
+
+
+def _maps(values: object) -> Tensor:
+    """``values`` as a tensor of one ``(H, W)`` map or a batch of them (a numpy array is taken as it is)."""
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(values)
+    if not isinstance(values, Tensor):
+        raise TypeError(f"`values` must be a tensor (or numpy array) of maps, got {type(values).__name__}")
+    if values.dim() < 1 or values.numel() == 0:
+        raise ValueError(f"`values` must be an (H, W) map or (N, H, W) maps of at least one pixel, got shape "
+                         f"{tuple(values.shape)}")
+    return values
 
 
 def _gini(values: Tensor) -> tuple[Tensor, Tensor]:
@@ -97,6 +112,7 @@ def diffusion_index(values: Tensor) -> Tensor:
         >>> round(float(diffusion_index(torch.ones(4, 4))), 3)
         100.0
     """
+    values = _maps(values)
     coefficient, all_zero = _gini(values)
     _warn_if_all_zero(all_zero, values.dim() >= 3, "Diffusion Index")
     return (1 - coefficient) * 100
@@ -105,18 +121,30 @@ def diffusion_index(values: Tensor) -> Tensor:
 def attribution_area(values: Tensor, fraction: float = 0.5) -> Tensor:
     """The fewest pixels that together hold ``fraction`` of the map's total, per map.
 
+    An all-zero map has no attribution to hold: its area is 0 (where a map's DI is NaN, not the whole image).
+
+    Raises:
+        ValueError: For a ``fraction`` outside (0, 1] or a map that holds NaN or inf.
+
     Example:
         >>> int(attribution_area(torch.tensor([[4.0, 3.0], [2.0, 1.0]]), 0.5))
         2
+        >>> int(attribution_area(torch.zeros(4, 4)))
+        0
     """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"`fraction` must be in (0, 1], got {fraction}")
+    if isinstance(fraction, bool) or not isinstance(fraction, Real) or not 0 < fraction <= 1:
+        raise ValueError(f"`fraction` must be in (0, 1], got {fraction!r}")
+    values = _maps(values)
+    if not torch.isfinite(values).all():
+        raise ValueError("`values` must be finite: the map holds NaN or inf")
     batched = values.dim() >= 3
     flat = (values if batched else values.unsqueeze(0)).flatten(1).abs().to(torch.float64)
     ordered, _ = flat.sort(dim=1, descending=True)
-    share = ordered.cumsum(dim=1) / ordered.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    total = ordered.sum(dim=1, keepdim=True)
+    share = ordered.cumsum(dim=1) / total.clamp_min(torch.finfo(torch.float64).tiny)
     # Count the pixels before the running share reaches the target, then the one that reaches it.
     area = ((share < fraction - 1e-12).sum(dim=1) + 1).clamp_max(flat.shape[1])
+    area = torch.where(total[:, 0] > 0, area, torch.zeros_like(area))
     return area if batched else area[0]
 
 

@@ -43,7 +43,8 @@ def _is_int(value: object) -> bool:
 
 
 def _is_window_like(value: object) -> bool:
-    return isinstance(value, Sequence) or (isinstance(value, (Tensor, np.ndarray)) and value.ndim == 1)
+    return ((isinstance(value, Sequence) and not isinstance(value, (str, bytes)))
+            or (isinstance(value, (Tensor, np.ndarray)) and value.ndim == 1))
 
 
 def as_window(window: WindowLike) -> Window:
@@ -88,7 +89,7 @@ def as_windows(window: WindowLike | Sequence[WindowLike], n_samples: int) -> lis
     """
     if isinstance(window, (Tensor, np.ndarray)) and window.ndim == 2:
         window = list(window)
-    per_sample = isinstance(window, Sequence) and len(window) > 0 and _is_window_like(window[0])
+    per_sample = _is_window_like(window) and len(window) > 0 and _is_window_like(window[0])
     if not per_sample:
         return [as_window(window)] * n_samples
     if n_samples % len(window):

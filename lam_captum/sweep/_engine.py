@@ -350,7 +350,7 @@ def _area_and_frames(result: LAMResult | ClipResult) -> dict[str, Any]:
     """An image's ``area_50``; a clip's ``area_50`` over all its frames' pixels and its per-frame columns."""
     if not isinstance(result, ClipResult):
         return {"area_50": result.area}
-    return {"area_50": int(attribution_area(result.maps.flatten())), "frame": result.frame,
+    return {"area_50": int(attribution_area(result.maps.flatten())) or None, "frame": result.frame,
             "frame_di": [score_or_none(float(value)) for value in result.frame_di],
             "temporal_profile": result.profile.tolist()}
 
