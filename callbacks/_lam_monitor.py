@@ -75,9 +75,11 @@ class LAMMonitor(Callback):
       the LightningModule logs in the chart next to it, and for each clip probe a chart of its temporal profile,
       one line per frame.
 
-    It runs in epochs 0, ``every_n_epochs``, ``2 * every_n_epochs``... of fitting and in every
-    ``trainer.validate()``, never during the sanity check, at most once per global step, and only on global
-    rank zero: it calls the bare LightningModule, never the DDP wrapper, so it starts no collective.
+    It runs at the end of validation epochs: in fitting, those of epochs 0, ``every_n_epochs``,
+    ``2 * every_n_epochs``... (where Lightning validates every k-th epoch, the first validated epoch from each
+    multiple on); and in every ``trainer.validate()``. Never during the sanity check, never twice on the same
+    weights (a ``validate()`` right after fitting; an optimizer's step or loaded weights are new ones), and only
+    on global rank zero: it calls the bare LightningModule, never the DDP wrapper, so it starts no collective.
     Gradients are switched on, inference mode and autocast off, and every submodule's train/eval mode is
     given back; parameters and their ``.grad`` are left untouched.
 
@@ -87,7 +89,7 @@ class LAMMonitor(Callback):
 
     Args:
         probes: The probes (unique names); one :class:`Probe` alone is accepted too.
-        every_n_epochs: Run in every n-th epoch of fitting.
+        every_n_epochs: Run in every n-th epoch of fitting (as above).
         settings: The path settings (default: the paper's, :class:`~lam_captum.LAMSettings`); in a
             LightningCLI config, ``settings: {n_steps: 8}``.
         images: Pictures to log, from ``"map"`` (heat map), ``"heat_blend"``, ``"kde_blend"``, ``"zoom"``
@@ -96,9 +98,10 @@ class LAMMonitor(Callback):
             colour bar); empty for scalars only. Clip probes log their own pictures whenever it is not
             empty (see above).
         alpha: Weight of the LR image in the blends.
-        save_dir: Also write the pictures as PNG files, ``save_dir/<probe>/epoch<E>_step<S>/<picture>.png``
-            and ``save_dir/<probe>/evolution.png`` (``save_dir/<name>/<probe>/...`` for a ``name`` other than
-            ``lam``): the way to keep them when no logger can take images.
+        save_dir: Also write the pictures as PNG files, ``save_dir/<probe>/epoch<E>_step<S>/<picture>.png``,
+            ``save_dir/<probe>/evolution.png`` and with ``erf``, ``save_dir/erf_epoch<E>_step<S>.png``
+            (``save_dir/<name>/...`` for a ``name`` other than ``lam``): the way to keep them when no logger can
+            take images.
         name: The first part of every tag and the key of the monitor's state in checkpoints. Two monitors in
             one Trainer need two names (Lightning refuses two with the same ``state_key``).
         erf: Also log the network's effective receptive field over the image probes' LR images (clip probes
@@ -113,7 +116,9 @@ class LAMMonitor(Callback):
         history: Per probe name, one dict per run with ``epoch``, ``step`` (the global step), ``di``,
             ``gini``, ``negative_share``, ``delta``, ``seconds`` (LAM's own time) and ``map`` (nested lists of
             ints 0-255, one per LR pixel; for a clip, its frames' maps side by side, ``H`` rows of ``T * W``), and
-            for a clip probe also ``frame_di`` and ``profile``, lists of one float per frame. Saved in checkpoints
+            for a clip probe also ``frame_di`` and ``profile``, lists of one float per frame; a run of
+            ``trainer.validate(ckpt_path=...)`` also has ``checkpoint``: the ``path`` of the weights it explained
+            and their ``epoch`` and ``step`` (the entry's own are the trainer's counters). Saved in checkpoints
             in plain types, so a resumed run continues it; resumed with another probe list, it keeps the history
             of the probes still there and warns about the others.
 
@@ -154,7 +159,11 @@ class LAMMonitor(Callback):
         self.name = _check_name(name)
         self.erf_size = _check_erf(erf, self.probes)
         self.history: dict[str, list[dict[str, Any]]] = {probe.name: [] for probe in self.probes}
-        self._last_step: int | None = None
+        self._last_weights: tuple[tuple[int, int], ...] | None = None  # see `_weights_state`
+        self._last_fit_epoch: int | None = None
+        self._ran_in_fit = False
+        self._restoring_fit = True
+        self._checkpoint: dict[str, Any] | None = None  # the checkpoint `validate()` / `test()` loaded
         self._warned_no_image_logger = False
         self._metrics_before_validation: set[str] | None = None
         self._layout_written = False
@@ -174,6 +183,7 @@ class LAMMonitor(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._ran_in_fit = False
         if not trainer.is_global_zero:
             return
         self._write_settings_text(trainer)
@@ -187,32 +197,61 @@ class LAMMonitor(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._owes_layout(trainer) and self._metrics_before_validation is not None:
             self._write_layout(trainer)
-        if trainer.sanity_checking or not trainer.is_global_zero or trainer.global_step == self._last_step:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        if trainer.state.fn == TrainerFn.FITTING and trainer.current_epoch % self.every_n_epochs:
+        weights = _weights_state(pl_module)
+        if weights == self._last_weights:
             return
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if fitting and not self._due(trainer.current_epoch):
+            return
+        self._last_weights = weights
+        if fitting:
+            self._last_fit_epoch = trainer.current_epoch
         self._monitor(trainer, pl_module)
+
+    def _due(self, epoch: int) -> bool:
+        """Whether a validation of fitting in ``epoch`` runs LAM: in every validation of the first validated
+        epoch of each run of ``every_n_epochs`` epochs (0, n, 2n... where every epoch validates; where
+        Lightning validates every k-th epoch, the first validated one after each multiple of n)."""
+        last = self._last_fit_epoch
+        return last is None or epoch == last or epoch // self.every_n_epochs > last // self.every_n_epochs
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero or not self.images or not self._has_picture_sink(trainer):
+        if not trainer.is_global_zero:
             return
-        self._log_evolution(trainer)
+        if not self._ran_in_fit:
+            rank_zero_warn(f"{self._who()} explained nothing while fitting: Lightning ran no validation epoch (no "
+                           "val_dataloaders, limit_val_batches=0, or check_val_every_n_epoch larger than the epochs "
+                           "trained), and LAM runs at the end of validation epochs", category=UserWarning)
+        if self.images and self._has_picture_sink(trainer):
+            self._log_evolution(trainer)
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"history": copy.deepcopy(self.history), "last_step": self._last_step,
+        return {"history": copy.deepcopy(self.history), "last_fit_epoch": self._last_fit_epoch,
                 "probes": {probe.name: _identity(probe) for probe in self.probes}}
 
     @override
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # Lightning calls this just before `load_state_dict`, with the whole checkpoint: which weights these are.
+        self._restoring_fit = trainer.state.fn == TrainerFn.FITTING
+        self._checkpoint = None if self._restoring_fit else {
+            "path": str(trainer.ckpt_path), "epoch": checkpoint.get("epoch"), "step": checkpoint.get("global_step")}
+
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self._restoring_fit and any(self.history.values()):
+            # `trainer.validate(ckpt_path=...)` after fitting: the checkpoint's history is older than this one.
+            return
         kept, dropped = self._split_history(state_dict)
         if dropped:
             rank_zero_warn(f"{self._who()} dropped the DI history of probes {dropped} from the checkpoint: they are "
                            f"no longer among its probes, or their image or window changed; kept {sorted(kept)}",
                            category=UserWarning)
         self.history = {probe.name: kept.get(probe.name, []) for probe in self.probes}
-        self._last_step = state_dict["last_step"]
+        self._last_fit_epoch = state_dict.get("last_fit_epoch")
 
     def _split_history(self, state_dict: dict[str, Any]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
         """The saved history of the probes still here (same name, image and window), and the names of the others."""
@@ -230,7 +269,7 @@ class LAMMonitor(Callback):
     def _monitor(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Explain every probe, log the pictures as they come and all scalars at once."""
         started = time.perf_counter()
-        self._last_step = trainer.global_step
+        self._ran_in_fit = self._ran_in_fit or trainer.state.fn == TrainerFn.FITTING
         forward = _uncompiled_forward(pl_module)
         draw = bool(self.images) and self._has_picture_sink(trainer)
         metrics: dict[str, float] = {}
@@ -271,6 +310,9 @@ class LAMMonitor(Callback):
                 for logger in image_loggers(trainer):
                     with self._isolated(trainer, f"could not give the ERF picture to {type(logger).__name__}"):
                         add_images(logger, picture, _logging_step(trainer))
+                if self.save_dir is not None:
+                    with self._isolated(trainer, f"could not save the ERF picture in `save_dir` {str(self.save_dir)!r}"):
+                        save_png(picture[f"{self.name}/erf"], self._picture_folder() / f"erf_{_run_folder(trainer)}.png")
             return ratios
         return {}
 
@@ -340,6 +382,9 @@ class LAMMonitor(Callback):
         if isinstance(result, ClipResult):
             entry["frame_di"] = result.frame_di.tolist()
             entry["profile"] = result.profile.tolist()
+        if (trainer.state.fn != TrainerFn.FITTING and self._checkpoint is not None and trainer.ckpt_path is not None
+                and str(trainer.ckpt_path) == self._checkpoint["path"]):
+            entry["checkpoint"] = dict(self._checkpoint)
         self.history.setdefault(probe.name, []).append(entry)
 
     def _scalars(self, probe: Probe, result: LAMResult | ClipResult) -> dict[str, float]:
@@ -366,7 +411,7 @@ class LAMMonitor(Callback):
         with self._isolated(trainer, f"could not draw the pictures of probe {probe.name!r}"):
             # The callback's "map" is the result's heat-map picture; its tag keeps the issue's name.
             drawn = {name: result.picture("heat" if name == "map" else name) for name in names}
-            self._publish(probe, drawn, trainer, f"epoch{trainer.current_epoch:03d}_step{trainer.global_step:06d}")
+            self._publish(probe, drawn, trainer, _run_folder(trainer))
 
     def _picture_names(self, probe: Probe) -> tuple[str, ...]:
         """The pictures of ``probe``: those of ``images`` for an image, the clip pictures for a clip."""
@@ -404,7 +449,9 @@ class LAMMonitor(Callback):
     def _write_settings_text(self, trainer: pl.Trainer) -> None:
         # A frame column only where there are clips, with "-" for the images beside them.
         columns = ["probe", "image", "window", *(["frame"] if any(p.is_clip for p in self.probes) else []), "scale"]
-        rows = [{"probe": probe.name, **_identity(probe), "scale": probe.scale} for probe in self.probes]
+        # A tensor probe is the LR input already: its scale is the model's, whatever the Probe's field says.
+        rows = [{"probe": probe.name, **_identity(probe), "scale": "model's" if isinstance(probe.image, Tensor)
+                 else probe.scale} for probe in self.probes]
         probes = [{column: row.get(column, "-") for column in columns} for row in rows]
         monitor = {"every_n_epochs": self.every_n_epochs, "images": ", ".join(self.images) or "none",
                    "alpha": self.alpha, "save_dir": self.save_dir}
@@ -598,6 +645,19 @@ def _erf_size(erf: bool | tuple[int, int]) -> tuple[int, int] | None:
     raise ValueError(f"`erf` must be True, False or a (height, width) of positive ints, got {erf!r}")
 
 
+def _run_folder(trainer: pl.Trainer) -> str:
+    """The name of one run's pictures in ``save_dir``: ``epoch<E>_step<S>``."""
+    return f"epoch{trainer.current_epoch:03d}_step{trainer.global_step:06d}"
+
+
+def _weights_state(module: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """Which weights a module holds, told apart without reading them: each parameter's and buffer's storage and
+    version counter. An optimizer's step and ``load_state_dict`` change tensors in place (a new version), a new
+    model has new storages; validating the same weights twice (``trainer.validate()`` right after fitting) finds
+    the same state."""
+    return tuple((tensor.data_ptr(), tensor._version) for tensor in (*module.parameters(), *module.buffers()))
+
+
 def _check_every_n_epochs(every_n_epochs: int) -> int:
     if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int) or every_n_epochs < 1:
         raise ValueError(f"`every_n_epochs` must be an integer >= 1, got {every_n_epochs!r}")
@@ -623,5 +683,6 @@ def _check_save_dir(save_dir: str | Path | None) -> Path | None:
 
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"`name` must be letters, digits, '_', '-' or '.' (it starts every tag), got {name!r}")
+        raise ValueError(f"`name` must be letters, digits, '_', '-' or '.', not dots alone (it starts every tag and "
+                         f"names a folder), got {name!r}")
     return name

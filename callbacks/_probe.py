@@ -17,8 +17,9 @@ from lam_captum.functional._window import WindowLike
 from lam_captum.imageio import IMAGE_SUFFIXES, load_input
 from lam_captum.video import frame_paths
 
-# Probe names become TensorBoard tags (`lam/<name>/map`) and folder names: a slash would nest the tag.
-NAME_PATTERN = re.compile(r"[\w.-]+")
+# Probe names become TensorBoard tags (`lam/<name>/map`) and folder names: a slash would nest the tag, and
+# "." or ".." name a folder that is already there (save_dir itself, its parent).
+NAME_PATTERN = re.compile(r"(?!\.+$)[\w.-]+")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -74,7 +75,7 @@ class Probe:
             object.__setattr__(self, "_frame_files", _check_frame_folder(self.image))
         object.__setattr__(self, "window", as_window(self.window))
         if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
-            raise ValueError(f"`name` must be letters, digits, '_', '-' or '.', got {self.name!r}")
+            raise ValueError(f"`name` must be letters, digits, '_', '-' or '.' (not dots alone), got {self.name!r}")
         if isinstance(self.scale, bool) or not isinstance(self.scale, int):
             raise TypeError(f"`scale` must be an int, got {self.scale!r}")
         if self.scale < 1:

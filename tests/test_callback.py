@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -124,7 +125,7 @@ def test_logs_every_probe_every_epoch_to_tensorboard(tmp_path: Path, hr_file: Pa
     assert sizes == {(24, 24), (24, 26)}
 
 
-def test_every_n_epochs_and_only_once_per_global_step(tmp_path: Path) -> None:
+def test_every_n_epochs_and_never_twice_on_the_same_weights(tmp_path: Path) -> None:
     monitor = LAMMonitor(probe(), every_n_epochs=2, **LAM_ARGUMENTS, images=())
     run = trainer(tmp_path, [monitor], max_epochs=3, logger=False, enable_checkpointing=False)
     model = TinySR()
@@ -133,6 +134,52 @@ def test_every_n_epochs_and_only_once_per_global_step(tmp_path: Path) -> None:
 
     run.validate(model, loader())
     assert len(monitor.history["centre"]) == 2, "the same weights were explained twice"
+    # Other weights on the same trainer (a model per checkpoint, loaded by hand) are explained, each once.
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        run.validate(TinySR(), loader())
+    assert len(monitor.history["centre"]) == 4
+    model.load_state_dict(TinySR().state_dict())
+    run.validate(model, loader())
+    assert len(monitor.history["centre"]) == 5
+
+
+@pytest.mark.parametrize(("every_n_epochs", "validated_every", "explained"),
+                         [(2, 2, [1, 3, 5]), (4, 2, [1, 5]), (3, 3, [2, 5]), (1, 2, [1, 3, 5]), (2, 1, [0, 2, 4])])
+def test_every_n_epochs_meets_lightnings_check_val_every_n_epoch(tmp_path: Path, every_n_epochs: int,
+                                                                  validated_every: int, explained: list[int]) -> None:
+    # Lightning validates after epochs k-1, 2k-1...: LAM runs in the first validated epoch from each multiple of n.
+    monitor = LAMMonitor(probe(), every_n_epochs=every_n_epochs, **LAM_ARGUMENTS, images=())
+    run = trainer(tmp_path, [monitor], max_epochs=6, logger=False, enable_checkpointing=False,
+                  check_val_every_n_epoch=validated_every, num_sanity_val_steps=0)
+    run.fit(TinySR(), loader(), loader())
+    assert [entry["epoch"] for entry in monitor.history["centre"]] == explained
+
+
+def test_validating_a_checkpoint_keeps_the_history_and_names_the_weights(tmp_path: Path) -> None:
+    monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=())
+    saver = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_top_k=-1)
+    run = trainer(tmp_path, [monitor, saver], max_epochs=3, logger=False)
+    run.fit(TinySR(), loader(), loader())
+    first = tmp_path / "checkpoints" / "epoch=0-step=2.ckpt"
+    run.validate(TinySR(), loader(), ckpt_path=first)
+    assert [entry["epoch"] for entry in monitor.history["centre"][:3]] == [0, 1, 2]
+    assert monitor.history["centre"][3]["checkpoint"] == {"path": str(first), "epoch": 0, "step": 2}
+
+    # In a new process, the checkpoint's history is all there is: it is kept, and the run added to it.
+    fresh = LAMMonitor(probe(), **LAM_ARGUMENTS, images=())
+    trainer(tmp_path, [fresh], logger=False).validate(TinySR(), loader(), ckpt_path=tmp_path / "checkpoints" /
+                                                       "epoch=1-step=4.ckpt")
+    assert [entry["epoch"] for entry in fresh.history["centre"][:2]] == [0, 1]
+    assert fresh.history["centre"][2]["checkpoint"]["step"] == 4
+
+
+def test_a_fit_without_validation_says_that_lam_never_ran(tmp_path: Path) -> None:
+    monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=())
+    run = trainer(tmp_path, [monitor], max_epochs=1, logger=False, enable_checkpointing=False, limit_val_batches=0)
+    with pytest.warns(UserWarning, match="explained nothing while fitting: Lightning ran no validation epoch"):
+        run.fit(TinySR(), loader(), loader())
+    assert monitor.history["centre"] == []
 
 
 class ModelState(Callback):
@@ -356,6 +403,8 @@ def test_probe_reads_an_hr_file_as_the_cli_does(hr_file: Path) -> None:
         ({"window": (1, 2)}, ValueError, "`window` must be"),
         ({"name": "a/b"}, ValueError, "`name` must be letters, digits.*got 'a/b'"),
         ({"name": ""}, ValueError, "`name`"),
+        ({"name": ".."}, ValueError, r"`name` must be .*\(not dots alone\), got '\.\.'"),
+        ({"name": "."}, ValueError, r"not dots alone\), got '\.'"),
         ({"scale": 0}, ValueError, "`scale` must be >= 1, got 0"),
         ({"scale": 2.0}, TypeError, "`scale` must be an int, got 2.0"),
     ],
@@ -457,5 +506,13 @@ def test_erf_of_the_probe_images_is_logged_each_epoch(tmp_path: Path) -> None:
         assert [event.step for event in logged] == LOGGED_STEPS
         assert logged[-1].value == pytest.approx(area.ratio, rel=1e-6)
     assert steps(events, "lam/erf") == LOGGED_STEPS
+
+
+def test_erf_picture_is_saved_where_no_logger_takes_images(tmp_path: Path) -> None:
+    monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=("map",), erf=(24, 24), save_dir=tmp_path / "pictures")
+    trainer(tmp_path, [monitor], logger=CSVLogger(tmp_path)).fit(TinySR(), loader(), loader())
+    saved = sorted(path.name for path in (tmp_path / "pictures").glob("erf_*.png"))
+    assert saved == ["erf_epoch000_step000002.png", "erf_epoch001_step000004.png"]
+    assert load_image(tmp_path / "pictures" / saved[0]).shape[-2:] == (240, 240)
     with pytest.raises(ValueError, match=r"`erf` must be True, False or a \(height, width\) of positive ints, got 3"):
         LAMMonitor(probe(), erf=3)

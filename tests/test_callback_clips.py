@@ -154,7 +154,7 @@ def test_settings_text_shows_each_clip_probe_its_frames_and_frame(tmp_path: Path
 
     text = read_events(run.logger.log_dir).Tensors("lam/settings/text_summary")[0].tensor_proto.string_val[0].decode()
     assert table_rows(text.split("\n\n")[0].splitlines()) == [
-        {"probe": "tensor", "image": "tensor 3x3x8x8", "window": "(4, 4, 8, 8)", "frame": "1", "scale": "4"},
+        {"probe": "tensor", "image": "tensor 3x3x8x8", "window": "(4, 4, 8, 8)", "frame": "1", "scale": "model's"},
         {"probe": "folder", "image": f"{frame_folder} (3 frames)", "window": "(4, 4, 8, 8)", "frame": "2",
          "scale": "2"},
     ]

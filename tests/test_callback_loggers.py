@@ -61,8 +61,8 @@ def test_settings_text_names_every_probe_and_lam_parameter(tmp_path: Path) -> No
     text = read_events(run.logger.log_dir).Tensors("lam/settings/text_summary")[0].tensor_proto.string_val[0].decode()
     tables = [table.splitlines() for table in text.split("\n\n")]
     probes, settings = table_rows(tables[0]), table_rows(tables[1])
-    assert probes == [{"probe": "centre", "image": "tensor 3x12x12", "window": "(8, 8, 8, 8)", "scale": "4"},
-                      {"probe": "corner", "image": "tensor 3x12x12", "window": "(0, 0, 8, 8)", "scale": "4"}]
+    assert probes == [{"probe": "centre", "image": "tensor 3x12x12", "window": "(8, 8, 8, 8)", "scale": "model's"},
+                      {"probe": "corner", "image": "tensor 3x12x12", "window": "(0, 0, 8, 8)", "scale": "model's"}]
     assert settings == [{key: str(value) for key, value in monitor.settings.to_dict().items()}]
     assert settings[0]["n_steps"] == "4" and settings[0]["sigma"] == "1.2"
 

@@ -163,7 +163,7 @@ def test_two_monitors_with_one_name_are_refused_with_the_way_out() -> None:
     assert LAMMonitor(probe(), name="lam_ema").state_key == "LAMMonitor{'name': 'lam_ema'}"
 
 
-@pytest.mark.parametrize("name", ["a/b", "", 3])
+@pytest.mark.parametrize("name", ["a/b", "", 3, ".", ".."])
 def test_monitor_rejects_a_bad_name(name: object) -> None:
     with pytest.raises(ValueError, match=f"`name` must be letters, digits.*got {name!r}"):
         LAMMonitor(probe(), name=name)
