@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -97,7 +97,8 @@ def check_writable_folder(folder: str | Path, name: str) -> Path:
     raise NotADirectoryError(f"{prefix}: {str(existing)!r} is a file, not a folder")
 
 
-def write_files_atomically(folder: str | Path, files: Mapping[str, Callable[[BinaryIO], object]]) -> Path:
+def write_files_atomically(folder: str | Path, files: Mapping[str, Callable[[BinaryIO], object]],
+                           stale: Iterable[str] = ()) -> Path:
     """Write a set of files into ``folder`` as one: they all replace the previous ones, or none does.
 
     Every file is first written through its ``write(stream)`` and flushed to disk in a hidden staging
@@ -105,11 +106,14 @@ def write_files_atomically(folder: str | Path, files: Mapping[str, Callable[[Bin
     In an existing folder each file is moved in by a rename, the previous one kept aside until all are in;
     if anything fails on the way (an exception, Ctrl-C), the previous files are moved back. So a failed
     run leaves the previous results as they were, never a mix of old and new files. Files of the folder
-    that are not in ``files`` are left alone.
+    that are not in ``files`` are left alone, except those named in ``stale``: they go with the previous files
+    (and come back with them on a failure).
 
     Args:
         folder: Where the files go; created with its parents if needed.
         files: File name (no folder part) -> function that writes the file's bytes to a binary stream.
+        stale: Names of files an earlier set may have had and this one has not (an earlier run's of another
+            kind), removed with the previous files.
 
     Returns:
         ``folder`` as a :class:`~pathlib.Path`.
@@ -143,7 +147,7 @@ def write_files_atomically(folder: str | Path, files: Mapping[str, Callable[[Bin
         for name, write in files.items():
             _write_synced(staging / name, write)
         if staging.parent == folder:
-            _move_in(staging, folder, list(files))
+            _move_in(staging, folder, list(files), [name for name in stale if name not in files])
         else:
             os.rename(staging, folder)
     finally:
@@ -158,8 +162,9 @@ def _write_synced(path: Path, write: Callable[[BinaryIO], object]) -> None:
         os.fsync(stream.fileno())
 
 
-def _move_in(staging: Path, folder: Path, names: list[str]) -> None:
-    """Move ``names`` from ``staging`` into ``folder``; on any failure put the previous files back."""
+def _move_in(staging: Path, folder: Path, names: list[str], stale: list[str]) -> None:
+    """Move ``names`` from ``staging`` into ``folder`` and ``stale`` out of it (into ``staging``, which is
+    removed afterwards); on any failure put the previous files back."""
     previous = staging / ".previous"
     previous.mkdir()
     moved: list[str] = []
@@ -169,6 +174,10 @@ def _move_in(staging: Path, folder: Path, names: list[str]) -> None:
                 os.replace(folder / name, previous / name)
             moved.append(name)
             os.replace(staging / name, folder / name)
+        for name in stale:
+            if os.path.lexists(folder / name):
+                os.replace(folder / name, previous / name)
+                moved.append(name)
     except BaseException:
         for name in reversed(moved):
             _put_back(folder / name, previous / name)

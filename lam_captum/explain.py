@@ -31,7 +31,7 @@ from lam_captum.functional import (
 )
 from lam_captum.functional._kde import DegenerateMapError
 from lam_captum.imageio import write_png
-from lam_captum.pictures import check_alpha
+from lam_captum.pictures import FIGURE_FORMATS, check_alpha
 
 PICTURE_NAMES = ("window", "heat", "heat_blend", "kde_blend", "sr", "figure")
 # Pictures drawn on request only, not by default: the signed attribution on a colour map centred at zero, and
@@ -88,9 +88,21 @@ class DrawnOnce:
         files["attribution.npy"] = functools.partial(np.save, arr=self.attribution.numpy())
         files["summary.json"] = lambda stream: stream.write(summary.encode())
         try:
-            return write_files_atomically(folder, files)
+            return write_files_atomically(folder, files, stale=_result_files())
         except OSError as error:
             raise OSError(f"cannot write the results to `folder` {str(folder)!r}: {error.strerror or error}") from error
+
+
+def _result_files() -> list[str]:
+    """Every file a result of any kind may write: those an earlier run into the same folder left and this one
+    does not write are removed, so the folder holds one run's results (a clip's strip beside an image's heat
+    map would read as one run)."""
+    from lam_captum.video import ClipResult
+
+    kinds = (LAMResult, ClipResult)
+    pictures = sorted({name for kind in kinds for name in (*kind._PICTURES, *kind._ON_REQUEST)})
+    return list(dict.fromkeys([*(f"{name}.png" for name in pictures), *(f"figure.{form}" for form in FIGURE_FORMATS),
+                               "attribution.npy", "summary.json"]))
 
 
 def png_files(pictures: Mapping[str, np.ndarray]) -> dict[str, Callable]:

@@ -55,6 +55,38 @@ def test_save_replaces_the_previous_results_and_keeps_other_files(saved: Path) -
     np.testing.assert_array_equal(np.load(saved / "attribution.npy"), second.attribution.numpy())
 
 
+def test_save_removes_the_result_files_an_earlier_run_wrote_and_this_one_does_not(saved: Path) -> None:
+    _result(seed=1).save(saved, extra_pictures=("signed",), figure_formats=("pdf",))
+    (saved / "strip.png").write_bytes(b"an earlier clip run's strip")
+    _result(seed=2).save(saved)
+    assert sorted(path.name for path in saved.iterdir()) == sorted([*SAVED_FILES, "notes.txt"])
+
+
+class _FailingLastMove:
+    """os.replace that fails as Ctrl-C would on its last call: the stale file's move out."""
+
+    def __init__(self, last: int) -> None:
+        self.calls, self.last = 0, last
+        self.replace = os.replace
+
+    def __call__(self, source: object, target: object) -> None:
+        self.calls += 1
+        if self.calls == self.last:
+            raise KeyboardInterrupt
+        self.replace(source, target)
+
+
+def test_a_save_interrupted_while_removing_stale_files_puts_everything_back(saved: Path, monkeypatch) -> None:
+    _result(seed=1).save(saved, extra_pictures=("signed",))
+    before = _contents(saved)
+    # Each of the SAVED_FILES moves twice (the previous one out, the new one in), then signed.png moves out.
+    monkeypatch.setattr(os, "replace", _FailingLastMove(2 * len(SAVED_FILES) + 1))
+    with pytest.raises(KeyboardInterrupt):
+        _result(seed=2).save(saved)
+    monkeypatch.undo()
+    assert _contents(saved) == before
+
+
 def _failing_figure(*args: object, **kwargs: object) -> np.ndarray:
     raise RuntimeError("the figure cannot be drawn")
 
