@@ -139,9 +139,9 @@ def _run(args: argparse.Namespace):
         lr, hr = input_from_flags(image_path, scale=scale, crop=crop, lr=args.lr, grayscale=args.grayscale)
     if args.degrade:
         lr = _degraded(lr, args.degrade, args.seed)
-    window = _window(args, lr, scale, builtin=builtin and args.crop is None)
     device = device_from_flag(args.device)
-    _check_model_runs(model, spec, lr, device, grayscale=args.grayscale)
+    scale = _checked_scale(args, scale, _check_model_runs(model, spec, lr, device, grayscale=args.grayscale))
+    window = _window(args, lr, scale, builtin=builtin and args.crop is None)
     result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=device,
                      show_progress=not args.no_progress)
     metadata = {"image": str(image_path), "crop": list(crop) if crop else None, "model": spec,
@@ -168,6 +168,12 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
         raise ValueError("`--frame` chooses a frame of a clip: give the clip's folder with `--frames`")
     if args.image or args.image_option:
         raise ValueError("give an image or `--frames`, not both")
+    # A clip's results are its strip, profile and window pictures: the image figure's options have no file to go to.
+    if args.signed:
+        raise ValueError("`--signed` draws an image's signed map: a clip's results (`--frames`) have no such picture")
+    if args.formats != ["png"]:
+        raise ValueError(f"`--format` {' '.join(args.formats)} is the image figure's: a clip's pictures (`--frames`) "
+                         "are PNG only")
     with _flags_named({"`frames`": "`--frames`"}):
         paths = frame_paths(args.frames)
     spec, model, scale = _model(args)
@@ -178,13 +184,17 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
         raise ValueError(f"the frames of `--frames` {args.frames!r} must all have one size, got {sorted(sizes)}")
     clip = torch.stack([lr for lr, _ in frames])
     hr = None if args.lr else torch.stack([hr for _, hr in frames])
+    if args.degrade:
+        # Each frame its own noise, as a camera's: the seeds --seed, --seed + 1, ...
+        clip = torch.stack([_degraded(frame, args.degrade, args.seed + index) for index, frame in enumerate(clip)])
     device = device_from_flag(args.device)
-    _check_model_runs(model, spec, clip, device, grayscale=args.grayscale)
+    scale = _checked_scale(args, scale, _check_model_runs(model, spec, clip, device, grayscale=args.grayscale))
     with _flags_named({"`frame`": "`--frame`"}):
         result = explain_clip(model, clip, _window(args, clip[0], scale, builtin=False), settings, frame=args.frame,
                               hr=hr, alpha=args.alpha, device=device, show_progress=not args.no_progress)
     metadata = {"frame_files": [str(path) for path in paths], "crop": args.crop, "model": spec,
-                "model_args": json.loads(args.model_args), "weights": args.weights}
+                "model_args": json.loads(args.model_args), "weights": args.weights,
+                "degrade": args.degrade, "seed": args.seed if args.degrade else None}
     return result, result.save(args.output, metadata=metadata)
 
 
@@ -234,6 +244,21 @@ def _image_path(args: argparse.Namespace, default: Path) -> Path:
     return path
 
 
+def _checked_scale(args: argparse.Namespace, scale: int, model_scale: int | None) -> int:
+    """The scale to place the window by: the model's own, as its output on the image showed (``model_scale``;
+    None where the output could not tell, and ``scale`` stands). An HR image downscaled by another factor, or a
+    ``--scale`` the model does not have, is an error that names the flag before the path is paid for."""
+    if model_scale is None or model_scale == scale:
+        return scale if model_scale is None else model_scale
+    if args.scale is not None:
+        raise ValueError(f"`--scale` {args.scale} does not match the model, which is x{model_scale}: give `--scale "
+                         f"{model_scale}` or leave it out")
+    if not args.lr:
+        raise ValueError(f"the model is x{model_scale}, but the HR image was downscaled by {scale} (the model has no "
+                         f"`scale` attribute to tell): give `--scale {model_scale}`")
+    return model_scale
+
+
 def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: bool) -> tuple[int, int, int]:
     height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
     centre = DEFAULT_WINDOW[:2] if builtin and scale == 4 and args.size == 16 else (
@@ -257,10 +282,11 @@ def _model(args: argparse.Namespace) -> tuple[str, torch.nn.Module, int]:
 
 
 def _check_model_runs(model: torch.nn.Module, spec: str, lr: torch.Tensor, device: torch.device, *,
-                      grayscale: bool) -> None:
+                      grayscale: bool) -> int | None:
     """Run the model once on the LR image, on ``device``, before the path: a model that cannot run there
     or cannot take the image fails now, in one line, instead of inside the path (one forward pass is a small
-    part of a run that makes two per step)."""
+    part of a run that makes two per step). Returns the scale its output shows, None where it shows none
+    (LAM then names what is wrong with the output)."""
     try:
         model.to(device).eval()
     except Exception as error:
@@ -276,12 +302,18 @@ def _check_model_runs(model: torch.nn.Module, spec: str, lr: torch.Tensor, devic
              for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
     try:
         with torch.inference_mode():
-            model(lr.unsqueeze(0).to(device))
+            output = model(lr.unsqueeze(0).to(device))
     except Exception as error:
         raise ValueError(_forward_failure(spec, lr, device, error, fed[0] if fed else None, grayscale)) from None
     finally:
         for hook in hooks:
             hook.remove()
+    if not isinstance(output, torch.Tensor) or output.dim() < 4:
+        return None
+    (height, width), (out_height, out_width) = lr.shape[-2:], output.shape[-2:]
+    if out_height % height or out_width % width or out_height // height != out_width // width:
+        return None
+    return out_height // height
 
 
 def _forward_failure(spec: str, lr: torch.Tensor, device: torch.device, error: Exception,

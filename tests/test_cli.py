@@ -74,6 +74,32 @@ def test_lr_input_and_own_model_file(tmp_path, capsys):
     assert np.load(tmp_path / "out" / "attribution.npy").shape == (1, 20, 24)
 
 
+UPSAMPLE = ["--model", "torch.nn:Upsample", "--model-args"]
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+def test_lr_input_centres_the_window_by_the_models_own_scale(factor, tmp_path, capsys):
+    # torch's Upsample has no `scale` attribute: only its output tells the factor.
+    lr = tmp_path / "lr.png"
+    Image.fromarray((np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)).save(lr)
+    status = main([str(lr), "--lr", *UPSAMPLE, json.dumps({"scale_factor": factor, "mode": "bicubic"}), "--size", "8",
+                   *FAST, "--output", str(tmp_path / "out")])
+    assert status == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    centre = (24 * factor - 8) // 2
+    assert summary["scale"] == factor and (summary["window"]["top"], summary["window"]["left"]) == (centre, centre)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--lr", "--scale", "2"], "`--scale` 2 does not match the model, which is x4: give `--scale 4` or leave it out"),
+    ([*UPSAMPLE, '{"scale_factor": 2}'], "the model is x2, but the HR image was downscaled by 4 (the model has no "
+                                          "`scale` attribute to tell): give `--scale 2`"),
+])
+def test_a_scale_the_model_does_not_have_is_named_before_the_path(arguments, message, hr_photo, tmp_path, capsys):
+    assert main([str(hr_photo), *arguments, *FAST, "--output", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+
+
 def _fill(argument: str, values: dict) -> str:
     for key, value in values.items():
         argument = argument.replace(key, str(value))
@@ -99,7 +125,7 @@ def _tiny_state(channels: int, scale: int) -> dict[str, torch.Tensor]:
         (["{photo}", "--output", "{file}/sub"], "cannot write|Not a directory|exists"),
         (["{photo}", "--device", "cuda:0"], "GPU|cuda"),
         (["{photo}", "--crop", "0", "0", "97", "80"], "`--crop` must lie inside the 96x80 image"),
-        (["{photo}", "--scale", "2"], r"into 192x160, but the HR image `hr` is 96x80: downscale it by the model's"),
+        (["{photo}", "--scale", "2"], r"`--scale` 2 does not match the model, which is x4: give `--scale 4`"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(hr_photo, tmp_path, capsys, arguments, message):

@@ -176,6 +176,29 @@ def test_cli_explains_a_folder_of_frames_end_to_end(tmp_path, capsys):
     assert np.load(output / "attribution.npy").shape == (3, 3, 24, 24)
 
 
+def test_cli_degrades_each_frame_with_its_own_noise_and_records_it(tmp_path, capsys):
+    frames = _write_frames(tmp_path / "frames")
+    common = ["--frames", str(frames), "--model", f"{MODELS}:TinyRecurrentVSR", "--size", "12", "--steps", "2",
+              "--no-progress"]
+    assert main([*common, "--output", str(tmp_path / "clean")]) == 0
+    assert main([*common, "--degrade", "noise:25", "--seed", "3", "--output", str(tmp_path / "noisy")]) == 0
+    summary = json.loads((tmp_path / "noisy" / "summary.json").read_text())
+    assert summary["degrade"] == "noise:25" and summary["seed"] == 3
+    assert not np.array_equal(np.load(tmp_path / "clean" / "attribution.npy"),
+                              np.load(tmp_path / "noisy" / "attribution.npy"))
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("flags", "message"), [(["--signed"], "`--signed` draws an image's signed map"),
+                                                (["--format", "png", "pdf"], "`--format` png pdf is the image figure's")])
+def test_cli_refuses_the_image_figures_flags_for_a_clip(flags, message, tmp_path, capsys):
+    frames = _write_frames(tmp_path / "frames")
+    status = main(["--frames", str(frames), "--model", f"{MODELS}:TinyRecurrentVSR", *flags, "--steps", "2",
+                   "--output", str(tmp_path / "out"), "--no-progress"])
+    assert status == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_refuses_a_frame_outside_the_clip_naming_the_flag(tmp_path, capsys):
     frames = _write_frames(tmp_path / "frames")
     status = main(["--frames", str(frames), "--model", f"{MODELS}:TinyRecurrentVSR", "--frame", "3",
