@@ -388,8 +388,15 @@ def explain_windows(
         attributions, deltas = lam.attribute_windows(inputs, windows, **options)
     seconds = (time.perf_counter() - started) / len(windows)
     lr, hr = lr.detach().cpu().float(), hr.detach().cpu().float() if hr is not None else None
-    return [_result(attribution.detach().cpu(), float(delta), window, lr, sr, hr, settings, alpha, seconds, device)
+    return [_result(on_cpu(attribution), float(delta), window, lr, sr, hr, settings, alpha, seconds, device)
             for attribution, delta, window in zip(attributions, deltas, windows)]
+
+
+def on_cpu(attribution: Tensor) -> Tensor:
+    """The attribution on the CPU, in float32 where it was computed in a half type (a bfloat16 model's): numpy,
+    the pictures and ``attribution.npy`` have no bfloat16, and float32 holds either type exactly."""
+    attribution = attribution.detach().cpu()
+    return attribution.float() if attribution.dtype in (torch.float16, torch.bfloat16) else attribution
 
 
 def _result(attribution: Tensor, delta: float, window: Window, lr: Tensor, sr: Tensor, hr: Tensor | None,

@@ -20,7 +20,7 @@ from torch import Tensor
 from lam_captum._core._context import eval_mode, model_placement, modules_behind
 from lam_captum._core.lam import LAM, OutputFrame, check_image
 from lam_captum._core.settings import LAMSettings
-from lam_captum.explain import DrawnOnce, map_scores, png_files, score_or_none, settings_with
+from lam_captum.explain import DrawnOnce, map_scores, on_cpu, png_files, score_or_none, settings_with
 from lam_captum.functional import Window, as_window, negative_share
 from lam_captum.imageio import IMAGE_SUFFIXES
 from lam_captum.pictures import check_alpha
@@ -207,7 +207,7 @@ def explain_clip(
         return_convergence_delta=True, show_progress=show_progress,
     )
     seconds = time.perf_counter() - started
-    attribution = attribution[0].detach().cpu()
+    attribution = on_cpu(attribution[0])
     magnitude = attribution.sum(dim=1).abs()
     di, clip_gini = map_scores(magnitude)
     return ClipResult(

@@ -198,3 +198,12 @@ def test_any_channel_count_is_explained_and_saved(channels, tmp_path):
     result = explain(model, torch.rand(channels, 16, 16), (4, 4, 8), n_steps=4)
     result.save(tmp_path)
     assert {path.name for path in tmp_path.iterdir()} >= {"figure.png", "heat_blend.png", "sr.png", "window.png"}
+
+
+def test_a_bfloat16_model_is_explained_drawn_and_saved_in_float32(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2)).to(torch.bfloat16)
+    result = explain(model, torch.rand(3, 16, 16), (8, 8, 8), n_steps=3)
+    assert result.attribution.dtype == result.map.dtype == torch.float32
+    result.save(tmp_path)
+    assert np.load(tmp_path / "attribution.npy").dtype == np.float32
