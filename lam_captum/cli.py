@@ -22,10 +22,11 @@ from lam_captum._atomic import check_writable_folder
 from lam_captum._core.settings import LAMSettings
 from lam_captum._flags import (
     add_setting_flags,
+    check_model_runs,
+    checked_scale,
     device_from_flag,
     input_from_flags,
     model_from_flags,
-    one_line,
     run_reported,
     settings_from_flags,
 )
@@ -140,7 +141,7 @@ def _run(args: argparse.Namespace):
     if args.degrade:
         lr = _degraded(lr, args.degrade, args.seed)
     device = device_from_flag(args.device)
-    scale = _checked_scale(args, scale, _check_model_runs(model, spec, lr, device, grayscale=args.grayscale))
+    scale = checked_scale(args, scale, check_model_runs(model, spec, lr, device, grayscale=args.grayscale))
     window = _window(args, lr, scale, builtin=builtin and args.crop is None)
     result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=device,
                      show_progress=not args.no_progress)
@@ -188,7 +189,7 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
         # Each frame its own noise, as a camera's: the seeds --seed, --seed + 1, ...
         clip = torch.stack([_degraded(frame, args.degrade, args.seed + index) for index, frame in enumerate(clip)])
     device = device_from_flag(args.device)
-    scale = _checked_scale(args, scale, _check_model_runs(model, spec, clip, device, grayscale=args.grayscale))
+    scale = checked_scale(args, scale, check_model_runs(model, spec, clip, device, grayscale=args.grayscale))
     with _flags_named({"`frame`": "`--frame`"}):
         result = explain_clip(model, clip, _window(args, clip[0], scale, builtin=False), settings, frame=args.frame,
                               hr=hr, alpha=args.alpha, device=device, show_progress=not args.no_progress)
@@ -244,21 +245,6 @@ def _image_path(args: argparse.Namespace, default: Path) -> Path:
     return path
 
 
-def _checked_scale(args: argparse.Namespace, scale: int, model_scale: int | None) -> int:
-    """The scale to place the window by: the model's own, as its output on the image showed (``model_scale``;
-    None where the output could not tell, and ``scale`` stands). An HR image downscaled by another factor, or a
-    ``--scale`` the model does not have, is an error that names the flag before the path is paid for."""
-    if model_scale is None or model_scale == scale:
-        return scale if model_scale is None else model_scale
-    if args.scale is not None:
-        raise ValueError(f"`--scale` {args.scale} does not match the model, which is x{model_scale}: give `--scale "
-                         f"{model_scale}` or leave it out")
-    if not args.lr:
-        raise ValueError(f"the model is x{model_scale}, but the HR image was downscaled by {scale} (the model has no "
-                         f"`scale` attribute to tell): give `--scale {model_scale}`")
-    return model_scale
-
-
 def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: bool) -> tuple[int, int, int]:
     height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
     centre = DEFAULT_WINDOW[:2] if builtin and scale == 4 and args.size == 16 else (
@@ -278,59 +264,6 @@ def _model(args: argparse.Namespace) -> tuple[str, torch.nn.Module, int]:
     if scale < 1:
         raise ValueError(f"`--scale` must be a positive integer, got {scale}")
     return spec, model, scale
-
-
-
-def _check_model_runs(model: torch.nn.Module, spec: str, lr: torch.Tensor, device: torch.device, *,
-                      grayscale: bool) -> int | None:
-    """Run the model once on the LR image, on ``device``, before the path: a model that cannot run there
-    or cannot take the image fails now, in one line, instead of inside the path (one forward pass is a small
-    part of a run that makes two per step). Returns the scale its output shows, None where it shows none
-    (LAM then names what is wrong with the output)."""
-    try:
-        model.to(device).eval()
-    except Exception as error:
-        raise ValueError(f"`--device` {str(device)!r} cannot run the model {spec!r}: "
-                         f"{type(error).__name__}: {one_line(error)}") from None
-    fed: list[tuple[int, int]] = []
-
-    def record_first_convolution(convolution: torch.nn.Conv2d, inputs: tuple) -> None:
-        if not fed and inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() == 4:
-            fed.append((convolution.in_channels, inputs[0].shape[1]))
-
-    hooks = [module.register_forward_pre_hook(record_first_convolution)
-             for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
-    try:
-        with torch.inference_mode():
-            output = model(lr.unsqueeze(0).to(device))
-    except Exception as error:
-        raise ValueError(_forward_failure(spec, lr, device, error, fed[0] if fed else None, grayscale)) from None
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if not isinstance(output, torch.Tensor) or output.dim() < 4:
-        return None
-    (height, width), (out_height, out_width) = lr.shape[-2:], output.shape[-2:]
-    if out_height % height or out_width % width or out_height // height != out_width // width:
-        return None
-    return out_height // height
-
-
-def _forward_failure(spec: str, lr: torch.Tensor, device: torch.device, error: Exception,
-                     first_convolution: tuple[int, int] | None, grayscale: bool) -> str:
-    """Say why the model failed on the image: the channels when its first convolution got the wrong number."""
-    if first_convolution is not None and first_convolution[0] != first_convolution[1]:
-        wanted, given = first_convolution
-        advice = ": leave out `--grayscale`" if grayscale else ": add `--grayscale`" if wanted == 1 else ""
-        return (f"the model {spec!r} does not take {lr.shape[0]}-channel images (its first convolution wants "
-                f"{_channels(wanted)}, got {given}){advice}")
-    shape = "x".join(map(str, (1, *lr.shape)))
-    return (f"the model {spec!r} raised {type(error).__name__} in forward on the {shape} LR image on {device}: "
-            f"{one_line(error)}")
-
-
-def _channels(count: int) -> str:
-    return f"{count} channel" if count == 1 else f"{count} channels"
 
 
 if __name__ == "__main__":

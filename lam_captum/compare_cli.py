@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
+from lam_captum._atomic import check_writable_folder
 from lam_captum._flags import (
     add_setting_flags,
+    check_model_runs,
+    checked_scale,
     device_from_flag,
     input_from_flags,
     model_from_flags,
@@ -118,6 +120,7 @@ def _run(args: argparse.Namespace) -> tuple[Comparison, list[Path]]:
     settings = settings_from_flags(args)
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"`--alpha` must be in [0, 1], got {args.alpha}")
+    check_writable_folder(args.output, "--output")
     models = {}
     for entry in args.models:
         name = entry["name"] or entry["spec"]
@@ -127,17 +130,19 @@ def _run(args: argparse.Namespace) -> tuple[Comparison, list[Path]]:
                                         owner=entry["spec"])
     scale = args.scale if args.scale is not None else int(getattr(next(iter(models.values())), "scale", 4))
     image_path = Path(args.image) if args.image else default_image_path()
+    if not image_path.is_file():
+        raise FileNotFoundError(f"the image argument {str(image_path)!r} is not an existing file")
     crop = args.crop or (DEFAULT_CROP if args.image is None else None)
     lr, hr = input_from_flags(image_path, scale=scale, crop=crop, lr=args.lr, grayscale=args.grayscale)
     device = device_from_flag(args.device)
+    # Each model once on the image before any path: the wrong channels or scale fail now, naming the flag.
+    for name, model in models.items():
+        checked_scale(args, scale, check_model_runs(model, name, lr, device, grayscale=args.grayscale))
     comparison = compare(models, lr, [tuple(window) for window in args.windows], settings, hr=hr,
                          blend="kde" if args.kde else "heat", zoom=args.zoom, alpha=args.alpha, device=device,
                          show_progress=not args.no_progress)
     metadata = {"image": str(image_path), "crop": crop, "specs": {name: entry for name, entry in zip(models, args.models)}}
     return comparison, comparison.save(args.output, args.formats, metadata=metadata)
-
-
-
 
 
 if __name__ == "__main__":

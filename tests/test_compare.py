@@ -252,3 +252,26 @@ def test_comparison_of_existing_results_must_fill_its_grid(saved) -> None:
     with pytest.raises(ValueError, match=r"one row per window \(2\) and one column per model \(2\), "
                        r"got rows of lengths \[3, 3\]"):
         Comparison(models=comparison.models[:2], windows=comparison.windows, results=comparison.results)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["{missing}"], "the image argument '{missing}' is not an existing file"),
+    (["--output", "{file}"], "`--output` '{file}'"),
+    (["--scale", "2"], "`--scale` 2 does not match the model, which is x4"),
+    (["--model", "{grey}:Grey"], "does not take 3-channel images (its first convolution wants 1 channel, got 3): "
+                                 "add `--grayscale`"),
+])
+def test_compare_cli_names_bad_input_before_any_path(arguments, message, tmp_path, capsys):
+    grey = tmp_path / "grey.py"
+    grey.write_text("import torch\nclass Grey(torch.nn.Sequential):\n    scale = 4\n    def __init__(self):\n"
+                    "        super().__init__(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.PixelShuffle(4))\n")
+    (tmp_path / "a_file").write_text("")
+    values = {"{missing}": str(tmp_path / "missing.png"), "{file}": str(tmp_path / "a_file"), "{grey}": str(grey)}
+    filled = [values.get(argument, argument).replace("{grey}", str(grey)) for argument in arguments]
+    status = main(["compare", *filled, "--model", "default", "--window", "8", "8", "16", "--steps", "2",
+                   "--no-progress", *([] if "--output" in arguments else ["--output", str(tmp_path / "out")])])
+    assert status == 2
+    expected = message
+    for key, value in values.items():
+        expected = expected.replace(key, value)
+    assert expected in capsys.readouterr().err

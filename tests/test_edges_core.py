@@ -587,3 +587,26 @@ def test_erf_computes_in_the_models_dtype_and_takes_numpy_positions(model, image
     wide = erf.attribute(images.double(), (np.int64(6), np.int64(7)))
     assert wide.dtype == torch.float32
     assert torch.equal(wide, erf.attribute(images, (6, 7)))
+
+
+class OneImageAtATime(nn.Module):
+    """A model written for one image per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = tiny_sr(channels=1, scale=2, width=8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[0] == 1, "one image at a time"
+        return self.model(x)
+
+
+def test_a_model_that_takes_one_image_at_a_time_is_told_to_use_internal_batch_size_1(images):
+    model = OneImageAtATime()
+    with pytest.raises(ValueError, match=r"fails on a batch of 4 path steps \(AssertionError: one image at a time\) "
+                                         r"but runs on one: pass internal_batch_size=1"):
+        LAM(model).attribute(images[:1], (4, 4, 8), n_steps=STEPS, internal_batch_size=4)
+    one = LAM(model).attribute(images[:1], (4, 4, 8), n_steps=STEPS, internal_batch_size=1)
+    torch.testing.assert_close(one, LAM(model.model).attribute(images[:1], (4, 4, 8), n_steps=STEPS))
+    with pytest.raises(ValueError, match="but runs on one: pass internal_batch_size=1"):
+        LAM(model).attribute_windows(images[:1], [(4, 4, 8), (8, 8, 8)], n_steps=STEPS, internal_batch_size=4)

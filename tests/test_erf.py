@@ -273,3 +273,15 @@ def test_cli_reports_bad_input_on_one_line(tmp_path, capsys):
     assert "`--model-args` must be a JSON object" in capsys.readouterr().err
     assert main(["erf", str(default_image_path()), "--size", "0", "12"]) == 2
     assert "`--size` must be two positive integers, got 0 12" in capsys.readouterr().err
+
+
+def test_cli_tells_a_grey_model_on_colour_images_to_add_grayscale(photo_folder, tmp_path, capsys):
+    model_file = tmp_path / "grey.py"
+    model_file.write_text("import torch\nclass Grey(torch.nn.Conv2d):\n"
+                          "    def __init__(self):\n        super().__init__(1, 1, 3, padding=1)\n")
+    assert main(["erf", str(photo_folder), "--model", f"{model_file}:Grey", "--size", "16", "16",
+                 "--output", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    assert "does not take 3-channel images (its first convolution wants 1 channel, got 3): add `--grayscale`" in (
+        capsys.readouterr().err)
+    assert main(["erf", str(photo_folder), "--model", f"{model_file}:Grey", "--size", "16", "16", "--grayscale",
+                 "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0

@@ -967,6 +967,32 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
             for row, (agrees, box, reference, image) in enumerate(zip(agree, boxes, references, images))]
 
 
+def call_on_steps(forward_func: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
+    """The model on a chunk of path steps. Where it fails on several but runs on one (a model written for one
+    image at a time), the error says so and names ``internal_batch_size``; any other failure is raised as it is.
+    """
+    try:
+        return forward_func(points)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - told apart below, then raised
+        if points.shape[0] < 2 or not _runs_on_one(forward_func, points):
+            raise
+        said = (str(error).splitlines() or [""])[0]
+        raise ValueError(f"the model fails on a batch of {points.shape[0]} path steps ({type(error).__name__}: "
+                         f"{said}) but runs on one: pass internal_batch_size=1 (on the command line "
+                         "--internal-batch-size 1)") from error
+
+
+def _runs_on_one(forward_func: Callable[[Tensor], Tensor], points: Tensor) -> bool:
+    try:
+        with torch.no_grad():
+            forward_func(points[:1])
+    except Exception:  # noqa: BLE001 - the model's own failure, whatever it is
+        return False
+    return True
+
+
 def _model_on_crop(forward_func: Callable[[Tensor], Tensor], point: Tensor) -> Tensor | None:
     """The model's output on crops ``point``, or None where the model refuses their size: a U-Net whose skip
     connections need sides divisible by 2^k, or a learned position embedding of one size, raises on a crop

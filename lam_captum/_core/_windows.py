@@ -21,6 +21,7 @@ from lam_captum._core._region import (
     CropMode,
     RowsIntegrate,
     attribute_stacked,
+    call_on_steps,
     compute_in_crop,
     crop_area,
     crop_quantum,
@@ -109,7 +110,7 @@ def integrate_windows(
         kernels = schedule.kernels(start, min(start + rows_per_call, schedule.n_steps))
         weights = kernels.weights.to(dtype=image.dtype, device=image.device)
         points = blur(image, kernels.points)[0].requires_grad_(True)
-        output = forward_func(points)
+        output = call_on_steps(forward_func, points)
         check_output(output, points, windows)
         gradients = _input_gradients(output, points, _detector_cotangents(output, windows, detector))
         if inspect is not None:

@@ -23,7 +23,7 @@ from lam_captum._core._context import (
     owning_module,
 )
 from lam_captum._core._memory import available_memory, estimate_call_memory, probes_shared, warn_if_too_large
-from lam_captum._core._region import CropMode, RowsIntegrate, attribute_in_crops, check_crop
+from lam_captum._core._region import CropMode, RowsIntegrate, attribute_in_crops, call_on_steps, check_crop
 from lam_captum._core._windows import (
     Integrate,
     as_window_list,
@@ -431,7 +431,7 @@ class LAM(GradientAttribution):
                          detector: Detector, target: OutputFrame) -> Tensor:
         """``dD/dpoint`` for every path point of one chunk, in one forward and one backward pass."""
         points.requires_grad_(True)
-        output = target.select(self.forward_func(points), points)
+        output = target.select(call_on_steps(self.forward_func, points), points)
         self._check_output(output, points, windows)
         detected = _detect(output, chunk, windows, detector)
         (gradients,) = torch.autograd.grad(detected.sum(), points, allow_unused=True)
