@@ -71,6 +71,7 @@ def check_writable_folder(folder: str | Path, name: str) -> Path:
         ``folder`` as a :class:`~pathlib.Path`.
 
     Raises:
+        ValueError: For an empty ``folder``.
         OSError: Naming ``name`` and ``folder``, if a part of the path is a file or the place is not writable.
 
     Example:
@@ -85,6 +86,9 @@ def check_writable_folder(folder: str | Path, name: str) -> Path:
         ...
         NotADirectoryError: cannot write the results to `folder` '.../notes.txt/results': '.../notes.txt' is a file, not a folder
     """
+    if isinstance(folder, str) and not folder.strip():
+        # Path("") is the working folder: an empty flag is more likely a shell variable that was not set.
+        raise ValueError(f"`{name}` must name a folder, got {folder!r} (for the working folder write '.')")
     folder = Path(folder)
     prefix = f"cannot write the results to `{name}` {str(folder)!r}"
     try:

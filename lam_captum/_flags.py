@@ -8,8 +8,10 @@ image loader are re-worded here to name the flag the user typed.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -31,7 +33,9 @@ def run_reported(prog: str, run: Callable[[], Outcome]) -> tuple[int, Outcome | 
         error (named by its type), 130 for Ctrl-C.
     """
     try:
-        return 0, run()
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, prog)
+            return 0, run()
     except KeyboardInterrupt:
         pass
     except BAD_INPUT as error:
@@ -43,6 +47,13 @@ def run_reported(prog: str, run: Callable[[], Outcome]) -> tuple[int, Outcome | 
     # Said once the interrupted frames are gone, so that a progress bar they held has closed its line.
     print(f"{prog}: interrupted", file=sys.stderr)
     return 130, None
+
+
+def _show_warning(prog: str, message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """A warning of a command as its own line, ``prog: warning: ...``: the code location Python would print
+    points into the library or Python's own ``runpy``, nothing a user of the command can act on."""
+    print(f"{prog}: warning: {one_line(message) if isinstance(message, BaseException) else message}", file=sys.stderr)
 
 
 def one_line(error: BaseException) -> str:

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from lam_captum._core._context import model_placement
 from lam_captum._core.erf import ERF
-from lam_captum.imageio import IMAGE_SUFFIXES
+from lam_captum.imageio import IMAGE_SUFFIXES, images_in
 
 __all__ = ["ERF", "SquareArea", "dataset_erf", "erf_area_ratios", "image_files"]
 
@@ -169,7 +169,7 @@ def image_files(folder: str | Path) -> list[Path]:
         ['a.PNG', 'b.png']
     """
     folder = Path(folder)
-    files = sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    files = images_in(folder)
     if not files:
         raise ValueError(f"the folder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return files

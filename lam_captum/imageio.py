@@ -78,6 +78,22 @@ class InputError(ValueError):
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 
 
+def images_in(folder: Path) -> list[Path]:
+    """The image files of ``folder`` (by suffix, :data:`IMAGE_SUFFIXES`), sorted by name; hidden files (a name
+    starting with a dot: macOS's ``._frame.png`` resource forks beside every copied file) are not images.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> for name in ("b.png", "a.PNG", "._a.png", "notes.txt"):
+        ...     _ = (folder / name).write_bytes(b"")
+        >>> [path.name for path in images_in(folder)]
+        ['a.PNG', 'b.png']
+    """
+    return sorted(path for path in folder.iterdir()
+                  if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def load_image(path: str | Path, *, mode: ImageMode | None = "RGB") -> Tensor:
     """Read an image file as a (C, H, W) float32 tensor at its true range (see the module's notes).
 

@@ -22,7 +22,7 @@ from lam_captum._core.lam import LAM, OutputFrame, check_image
 from lam_captum._core.settings import LAMSettings
 from lam_captum.explain import DrawnOnce, map_scores, on_cpu, png_files, score_or_none, settings_with
 from lam_captum.functional import Window, as_window, negative_share
-from lam_captum.imageio import IMAGE_SUFFIXES
+from lam_captum.imageio import IMAGE_SUFFIXES, images_in
 from lam_captum.pictures import check_alpha
 
 Normalisation = Literal["clip", "frame"]
@@ -275,7 +275,7 @@ def frame_paths(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"`frames` {str(folder)!r} is not an existing folder")
-    paths = sorted(path for path in folder.iterdir() if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+    paths = images_in(folder)
     if not paths:
         raise ValueError(f"`frames` {str(folder)!r} holds no image file ({', '.join(IMAGE_SUFFIXES)})")
     return paths

@@ -384,3 +384,15 @@ def test_preset_sets_the_path_and_flags_override_it(hr_photo, tmp_path, capsys):
         main([str(hr_photo), "--preset", "quick", *FAST, "--output", str(output)])
     assert exit_status.value.code == 2
     assert "argument --preset: invalid choice: 'quick'" in capsys.readouterr().err
+
+
+def test_an_empty_output_flag_is_refused_and_warnings_are_lines_of_the_command(tmp_path, capsys, monkeypatch):
+    assert main(["--output", "", *FAST]) == 2
+    assert "`--output` must name a folder, got '' (for the working folder write '.')" in capsys.readouterr().err
+    black = tmp_path / "black.png"
+    Image.new("RGB", (32, 32)).save(black)
+    monkeypatch.chdir(tmp_path)
+    assert main([str(black), *FAST, "--output", "out"]) == 0
+    err = capsys.readouterr().err
+    assert "lam-captum: warning: the attribution of sample(s) [0] is all zero although the input gradients" in err
+    assert "runpy" not in err and ".py:" not in err

@@ -199,6 +199,16 @@ def test_cli_refuses_the_image_figures_flags_for_a_clip(flags, message, tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_hidden_files_beside_the_frames_are_not_frames(tmp_path, capsys):
+    # A folder copied from macOS holds a "._name" resource fork beside each file: not an image.
+    frames = _write_frames(tmp_path / "frames")
+    (frames / "._frame_000.png").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    status = main(["--frames", str(frames), "--model", f"{MODELS}:TinyRecurrentVSR", "--size", "12", "--steps", "2",
+                   "--output", str(tmp_path / "out"), "--no-progress"])
+    assert status == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["frames"] == 3
+
+
 def test_cli_refuses_a_frame_outside_the_clip_naming_the_flag(tmp_path, capsys):
     frames = _write_frames(tmp_path / "frames")
     status = main(["--frames", str(frames), "--model", f"{MODELS}:TinyRecurrentVSR", "--frame", "3",

@@ -39,7 +39,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from lam_captum._core.settings import PRESETS, LAMSettings, SettingsError, setting_fields
 from lam_captum.functional import Window
-from lam_captum.imageio import IMAGE_SUFFIXES
+from lam_captum.imageio import IMAGE_SUFFIXES, images_in
 from lam_captum.sweep._windows import Location, Problem, detector_margin, expand_windows
 
 BUILTIN_IMAGE = "builtin"
@@ -407,7 +407,7 @@ class ImageSpec(_Schema):
         if not path.is_dir():
             _raise_all([(("path",), f"{self.path!r} is neither an existing file nor a folder (looked for "
                                     f"{str(path)!r})")], "image", self.path)
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = images_in(path)
         if not files:
             _raise_all([(("path",), f"the folder {str(path)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")],
                        "image", self.path)
