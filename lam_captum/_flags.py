@@ -76,8 +76,12 @@ def add_setting_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
                         "within 1%% of DI of a converged integral on the models measured; flags override it")
     for field in setting_fields():
         flag = field.metadata
-        parser.add_argument(flag["flag"], *flag["aliases"], dest=field.name, type=flag["type"], default=None,
-                            choices=flag["choices"], help=flag["help"])
+        if flag["switch"]:
+            parser.add_argument(flag["flag"], *flag["aliases"], dest=field.name, action="store_const", const=True,
+                                default=None, help=flag["help"])
+        else:
+            parser.add_argument(flag["flag"], *flag["aliases"], dest=field.name, type=flag["type"], default=None,
+                                choices=flag["choices"], help=flag["help"])
 
 
 def settings_from_flags(args: argparse.Namespace) -> LAMSettings:

@@ -1,14 +1,23 @@
-"""Named settings (LAMSettings.preset) and the tiny architectures that the step study runs on."""
+"""Named settings (LAMSettings.preset), the tiny architectures that the step study runs on, and the settings' way
+to every entry point (full_image)."""
 
 from __future__ import annotations
+
+import json
+import logging
 
 import pytest
 import torch
 from architectures import PlainCNN, TinyRRDBNet, TinySwinIR
+from conftest import tiny_sr
 
 from lam_captum import LAM, LAMSettings, SettingsError
 from lam_captum._core.settings import PRESETS
+from lam_captum.callbacks import LAMMonitor, Probe
+from lam_captum.cli import main
+from lam_captum.explain import explain
 from lam_captum.functional import attribution_map, diffusion_index
+from lam_captum.sweep import load_study
 
 # The bound the "fast" preset was chosen to hold (benchmarks/README.md, bench_steps.py).
 DI_TOLERANCE = 0.01
@@ -78,3 +87,29 @@ def test_fast_preset_holds_the_bound_against_a_400_step_gauss_legendre_integral(
         di_error = (diffusion_index(candidate) - diffusion_index(reference)).abs() / diffusion_index(reference)
         assert float(di_error.max()) <= DI_TOLERANCE
         assert float((candidate - reference).abs().max()) <= MAP_TOLERANCE
+
+
+# The switch of the verified crop, in every place a setting goes
+
+
+def test_full_image_is_a_setting_that_reaches_attribute_as_crop_false():
+    assert LAMSettings().as_kwargs()["crop"] == "auto" and LAMSettings(full_image=True).as_kwargs()["crop"] is False
+    assert "full_image" not in LAMSettings().as_kwargs() and LAMSettings(full_image=True).to_dict()["full_image"]
+    with pytest.raises(SettingsError, match="`full_image` must be True or False, got 'yes'"):
+        LAMSettings(full_image="yes")
+
+
+def test_explain_callback_cli_and_study_take_full_image(tmp_path, caplog):
+    model = tiny_sr()
+    image = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.DEBUG, logger="lam_captum._core._region"):
+        result = explain(model, image, (40, 40, 16), n_steps=3, full_image=True)
+    assert "crop at rows" not in caplog.text
+    assert torch.equal(result.attribution, LAM(model).attribute(image[None], (40, 40, 16), n_steps=3, crop=False)[0])
+
+    assert LAMMonitor(Probe(image, (40, 40, 16), "probe"), full_image=True).settings.full_image
+    assert main(["--full-image", "--steps", "2", "--no-progress", "--output", str(tmp_path / "out")]) == 0
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["full_image"] is True
+    study = load_study({"models": ["default"], "lam": {"full_image": True, "n_steps": 2},
+                        "images": [{"path": "builtin", "crop": [0, 0, 32, 32], "windows": [[8, 8, 16]]}]})
+    assert study.lam.full_image

@@ -13,6 +13,7 @@ import math
 import numbers
 from typing import Any
 
+import numpy as np
 import torch
 
 from lam_captum.functional._blur import (
@@ -48,8 +49,10 @@ class SettingsError(ValueError):
         self.field = field
 
 
-def _flag(flag: str, kind: type, help: str, *aliases: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
-    return {"flag": flag, "aliases": aliases, "type": kind, "help": help, "choices": choices}
+def _flag(flag: str, kind: type, help: str, *aliases: str, choices: tuple[str, ...] | None = None,
+          switch: bool = False) -> dict[str, Any]:
+    """A field's command-line flag; a ``switch`` takes no value and sets the field to True."""
+    return {"flag": flag, "aliases": aliases, "type": kind, "help": help, "choices": choices, "switch": switch}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,8 @@ class LAMSettings:
             ``"riemann_right"``, ``"riemann_middle"``, ``"riemann_trapezoid"``, ``"gausslegendre"``.
         detector: ``"gradient"``, ``"intensity"`` or a callable ``(output (B, C, sH, sW), window) -> (B,)``.
         internal_batch_size: Path steps per model call, or None for a budget measured per device.
+        full_image: Compute on the whole image at every step (``LAM.attribute``'s ``crop=False``) instead of
+            the smallest verified crop; the same numbers to float rounding, at the full image's cost.
 
     Raises:
         SettingsError: (a ``ValueError``) naming the first setting that cannot be used.
@@ -97,6 +102,10 @@ class LAMSettings:
     internal_batch_size: int | None = dataclasses.field(
         default=None, metadata=_flag("--internal-batch-size", int, "path steps per model call (default: measured "
                                                               "per device); the numbers do not depend on it"))
+    full_image: bool = dataclasses.field(
+        default=False, metadata=_flag("--full-image", bool, "compute on the whole image at every step instead of "
+                                                            "the smallest verified crop (the same numbers to float "
+                                                            "rounding, slower)", switch=True))
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__
@@ -117,6 +126,9 @@ class LAMSettings:
             resolve_detector(self.detector)
         except ValueError as error:
             raise SettingsError("detector", str(error)) from None
+        if not isinstance(self.full_image, (bool, np.bool_)):
+            raise SettingsError("full_image", f"`full_image` must be True or False, got {self.full_image!r}")
+        set_field(self, "full_image", bool(self.full_image))
         if self.internal_batch_size is not None:
             set_field(self, "internal_batch_size", _integer(
                 "internal_batch_size", self.internal_batch_size, 1,
@@ -173,13 +185,18 @@ class LAMSettings:
         return resolve_detector(self.detector)
 
     def as_kwargs(self) -> dict[str, Any]:
-        """The settings as keyword arguments of :meth:`lam_captum.LAM.attribute` (values as they are).
+        """The settings as keyword arguments of :meth:`lam_captum.LAM.attribute` (values as they are;
+        ``full_image`` as its ``crop``).
 
         Example:
             >>> sorted(LAMSettings().as_kwargs())[:3]
-            ['detector', 'internal_batch_size', 'kernel_size']
+            ['crop', 'detector', 'internal_batch_size']
+            >>> LAMSettings(full_image=True).as_kwargs()["crop"]
+            False
         """
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        kwargs = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        kwargs["crop"] = False if kwargs.pop("full_image") else "auto"
+        return kwargs
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain values (a callable detector by its qualified name), for JSON and logs.
@@ -195,8 +212,8 @@ class LAMSettings:
 
 
 def setting_fields() -> tuple[dataclasses.Field, ...]:
-    """The fields of :class:`LAMSettings`, each with ``metadata`` ``flag``, ``aliases``, ``type``, ``help``
-    and ``choices`` (None for an open set).
+    """The fields of :class:`LAMSettings`, each with ``metadata`` ``flag``, ``aliases``, ``type``, ``help``,
+    ``choices`` (None for an open set) and ``switch`` (a flag without a value, that sets True).
 
     Example:
         >>> [field.metadata["flag"] for field in setting_fields()][:2]
