@@ -8,7 +8,7 @@ from captum.attr import NoiseTunnel
 from captum.metrics import infidelity, sensitivity_max
 from conftest import tiny_sr
 
-from lam_captum import LAM, Window
+from lam_captum import ERF, LAM, Window
 from lam_captum.functional import gradient_detector
 
 WINDOWS = [(2, 2, 8), (8, 6, 10)]
@@ -166,3 +166,22 @@ def test_infidelity_of_lam_equals_the_formula(model, images):
     expected = (explained - (objective(images) - objective(perturbed))) ** 2
     assert score.shape == (2,)
     torch.testing.assert_close(score, expected, rtol=1e-4, atol=1e-10)
+
+
+# ERF is a Captum attribution too: the same tools take it
+
+
+def test_noise_tunnel_of_erf_is_erf_over_the_same_noisy_inputs(model, images):
+    erf = ERF(model)
+    torch.manual_seed(11)
+    smoothed = NoiseTunnel(erf).attribute(images, nt_type="smoothgrad", nt_samples=3, stdevs=0.05, position=(10, 12))
+    torch.manual_seed(11)
+    (noisy,) = same_noisy_copies(images, 0.05, [3])
+    expected = erf.attribute(noisy, (10, 12)).reshape(2, 3, *images.shape[1:]).mean(dim=1)
+    torch.testing.assert_close(smoothed, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_erf_takes_a_one_tuple_and_sensitivity_max_runs_it(model, images):
+    (erf,) = ERF(model).attribute((images,), (10, 12))
+    assert torch.equal(erf, ERF(model).attribute(images, (10, 12)))
+    assert sensitivity_max(ERF(model).attribute, images, position=(10, 12)).shape == (2,)

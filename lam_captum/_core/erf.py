@@ -7,9 +7,11 @@ from collections.abc import Callable
 
 import torch
 from captum.attr import GradientAttribution
+from captum.log import log_usage
 from torch import Tensor
 
 from lam_captum._core._context import computation_dtype, gradient_context, owning_module
+from lam_captum._core.lam import unpack_inputs
 
 _NO_GRAPH = (
     "the model's output does not depend on its input through autograd; likely causes: torch.no_grad() or "
@@ -57,26 +59,30 @@ class ERF(GradientAttribution):
     def multiplies_by_inputs(self) -> bool:
         return False
 
+    @log_usage()
     def attribute(  # type: ignore[override]
-        self, inputs: Tensor, position: tuple[int, int] | None = None
-    ) -> Tensor:
+        self, inputs: Tensor | tuple[Tensor], position: tuple[int, int] | None = None
+    ) -> Tensor | tuple[Tensor]:
         """The clamped gradient of the output at ``position`` with respect to ``inputs``.
 
         Args:
-            inputs: ``(N, C, H, W)`` floating images, in the range the model expects. They are computed in
-                the dtype of the model's parameters, as LAM does (float32 for half types into a function).
+            inputs: ``(N, C, H, W)`` floating images, in the range the model expects, or a 1-tuple of them as
+                Captum's tools pass them (the result is then a 1-tuple too). They are computed in the dtype of
+                the model's parameters, as LAM does (float32 for half types into a function).
             position: ``(row, column)`` of the output pixel, in output pixels. Default: the centre,
                 ``(sH // 2, sW // 2)``.
 
         Returns:
-            ``relu(gradient)``, the shape and device of ``inputs``, in the computation dtype; sum it over channels for the map.
+            ``relu(gradient)``, the shape and device of ``inputs``, in the computation dtype; sum it over
+            channels for the map.
 
         Raises:
             TypeError: If ``inputs`` is not a floating tensor.
             ValueError: If ``inputs`` is not 4-D, ``position`` is not two ints inside the output, or
                 the output does not depend on the input.
         """
-        x = _prepare_inputs(self.forward_func, inputs)
+        is_tuple, x = unpack_inputs(inputs)
+        x = _prepare_inputs(self.forward_func, x)
         with gradient_context(self.forward_func, x.device):
             x = x.detach().clone().requires_grad_(True)
             output = self.forward_func(x)
@@ -84,7 +90,8 @@ class ERF(GradientAttribution):
             (gradient,) = torch.autograd.grad(output[:, :, row, column].sum(), x, allow_unused=True)
         if gradient is None:
             raise ValueError(_NO_GRAPH)
-        return gradient.clamp_min(0).detach()
+        erf = gradient.clamp_min(0).detach()
+        return (erf,) if is_tuple else erf
 
 
 def _prepare_inputs(forward_func: Callable, inputs: Tensor) -> Tensor:

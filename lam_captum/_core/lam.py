@@ -198,7 +198,7 @@ class LAM(GradientAttribution):
                 not a floating torch dtype.
         """
         settings = LAMSettings(n_steps, sigma, kernel_size, method, detector, internal_batch_size)
-        is_tuple, x = _unpack_inputs(inputs)
+        is_tuple, x = unpack_inputs(inputs)
         x = self._prepare_inputs(x, dtype)
         windows = as_windows(window, x.shape[0])
         target = OutputFrame.of(x, frame)
@@ -598,12 +598,12 @@ def _detect(output: Tensor, chunk: list[tuple[int, range]], windows: list[Window
     return torch.cat(values)
 
 
-def _unpack_inputs(inputs: Tensor | tuple[Tensor]) -> tuple[bool, Tensor]:
-    """``(was a tuple, images)``: Captum's methods take a tuple of input tensors; LAM has one input."""
+def unpack_inputs(inputs: Tensor | tuple[Tensor]) -> tuple[bool, Tensor]:
+    """``(was a tuple, images)``: Captum's methods take a tuple of input tensors; LAM and ERF have one input."""
     if not isinstance(inputs, tuple):
         return False, inputs
     if len(inputs) != 1:
-        raise ValueError(f"`inputs` must be a tensor or a tuple of one tensor (LAM explains one input), got a tuple "
+        raise ValueError(f"`inputs` must be a tensor or a tuple of one tensor (one input is explained), got a tuple "
                          f"of {len(inputs)}")
     return True, inputs[0]
 
