@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -146,7 +147,7 @@ def erf_area_ratios(
     pixels = (bottom - top) * (right - left)
     ratios = {}
     for threshold in thresholds:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
             raise ValueError(f"`thresholds` must hold shares in (0, 1), got {threshold!r}")
         # The last square holds the whole map (share 1 > threshold), so a first exceeding one exists.
         first = int(torch.nonzero(shares > threshold)[0])
@@ -189,11 +190,17 @@ def _resized(images: ImageSource | Iterable[ImageSource], size: tuple[int, int],
 
 def _sources(images: ImageSource | Iterable[ImageSource]) -> Iterator[ImageSource]:
     if isinstance(images, Tensor):
+        if images.dim() not in (3, 4):
+            raise ValueError(f"`images` must be a (C, H, W) image, an (N, C, H, W) batch, files or folders, got a "
+                             f"tensor of shape {tuple(images.shape)} (a grey (H, W) image: image[None])")
         yield from (images,) if images.dim() == 3 else images
         return
     for source in [images] if isinstance(images, (str, Path)) else images:
         if isinstance(source, Tensor):
             yield source
+        elif not isinstance(source, (str, Path)):
+            raise TypeError(f"`images` must hold (C, H, W) tensors, image files or folders, got "
+                            f"{type(source).__name__} (a numpy image: torch.from_numpy(image).permute(2, 0, 1))")
         elif Path(source).is_dir():
             yield from image_files(source)
         elif not Path(source).is_file():
@@ -203,10 +210,15 @@ def _sources(images: ImageSource | Iterable[ImageSource]) -> Iterator[ImageSourc
 
 
 def _batches(images: Iterator[Tensor], batch_size: int) -> Iterator[Tensor]:
+    """The images in batches; all of one channel count, whatever batch they fall in (a grey image's ERF sums one
+    channel, a colour image's three: averaged together, they would weigh differently)."""
     batch: list[Tensor] = []
+    channels = None
     for image in images:
-        if batch and image.shape[1] != batch[0].shape[1]:
-            raise ValueError(f"`images` must share one channel count, got {batch[0].shape[1]} and {image.shape[1]}")
+        channels = image.shape[1] if channels is None else channels
+        if image.shape[1] != channels:
+            raise ValueError(f"`images` must share one channel count, got {channels} and {image.shape[1]} (files "
+                             "are read with one `mode`: 'RGB' or 'L')")
         batch.append(image)
         if len(batch) == batch_size:
             yield torch.cat(batch)
@@ -217,7 +229,7 @@ def _batches(images: Iterator[Tensor], batch_size: int) -> Iterator[Tensor]:
 
 def _check_size(size: tuple[int, int]) -> None:
     if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size)):
+            or not all(isinstance(side, numbers.Integral) and not isinstance(side, bool) and side > 0 for side in size)):
         raise ValueError(f"`size` must be two positive ints (height, width), got {size!r}")
 
 
@@ -236,9 +248,9 @@ def _check_centre(centre: tuple[int, int] | None, height: int, width: int) -> tu
     if centre is None:
         return height // 2, width // 2
     if (not isinstance(centre, (tuple, list)) or len(centre) != 2
-            or not all(isinstance(value, int) and not isinstance(value, bool) for value in centre)):
+            or not all(isinstance(value, numbers.Integral) and not isinstance(value, bool) for value in centre)):
         raise ValueError(f"`centre` must be two ints (row, column), got {centre!r}")
-    row, column = centre
+    row, column = (int(value) for value in centre)
     if not (0 <= row < height and 0 <= column < width):
         raise ValueError(f"`centre` must lie inside the {height}x{width} map, got row={row}, column={column}")
     return row, column

@@ -285,3 +285,22 @@ def test_cli_tells_a_grey_model_on_colour_images_to_add_grayscale(photo_folder, 
         capsys.readouterr().err)
     assert main(["erf", str(photo_folder), "--model", f"{model_file}:Grey", "--size", "16", "16", "--grayscale",
                  "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+
+
+def test_dataset_erf_refuses_mixed_channel_counts_whatever_the_batches():
+    model = nn.Upsample(scale_factor=2)
+    images = [torch.rand(1, 8, 8), torch.rand(3, 8, 8)]
+    for batch_size in (1, 2, 8):
+        with pytest.raises(ValueError, match="`images` must share one channel count, got 1 and 3"):
+            dataset_erf(model, images, size=(8, 8), batch_size=batch_size)
+
+
+def test_dataset_erf_names_images_it_cannot_take_and_numbers_take_numpy_types():
+    model = nn.Upsample(scale_factor=2)
+    with pytest.raises(ValueError, match=r"got a tensor of shape \(8, 8\) \(a grey \(H, W\) image: image\[None\]\)"):
+        dataset_erf(model, torch.rand(8, 8), size=(8, 8))
+    with pytest.raises(TypeError, match="got ndarray"):
+        dataset_erf(model, [np.zeros((8, 8, 3))], size=(8, 8))
+    erf = dataset_erf(model, torch.rand(2, 3, 8, 8), size=(np.int64(8), np.int64(8)))
+    assert erf_area_ratios(erf, [np.float32(0.5)], centre=(np.int64(3), np.int64(4))) == erf_area_ratios(
+        erf, [np.float32(0.5)], centre=(3, 4))
