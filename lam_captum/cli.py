@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ from lam_captum._flags import (
     run_reported,
     settings_from_flags,
 )
-from lam_captum.pictures import FIGURE_FORMATS
+from lam_captum.pictures import FIGURE_FORMATS, di_text
 
 # The built-in photo is explained on a 256x256 crop of the face (LR 64x64, the paper's usual size), with
 # the window on the rim of the spectacles, where an SR network must rebuild a sharp, curved edge.
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     from lam_captum.explain import SAVED_FILES
     from lam_captum.video import CLIP_SAVED_FILES, ClipResult
 
-    print(f"DI {result.di:.2f} (LR {result.lr_size[0]}x{result.lr_size[1]}, x{result.scale}), Gini {result.gini:.4f}, "
+    gini = "" if math.isnan(result.gini) else f", Gini {result.gini:.4f}"
+    print(f"{di_text(result.di)} (LR {result.lr_size[0]}x{result.lr_size[1]}, x{result.scale}){gini}, "
           f"convergence delta {result.delta:.4g}, {result.seconds:.1f} s on {result.device}")
     written = list(CLIP_SAVED_FILES) if isinstance(result, ClipResult) else [
         *SAVED_FILES, *(["signed.png"] if args.signed else []),

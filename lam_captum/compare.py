@@ -31,6 +31,7 @@ from lam_captum.pictures import (
     FIGURE_FORMATS,
     FigureFormat,
     add_colour_bar,
+    di_text,
     focus_box,
     render_figure,
     save_figure,
@@ -88,7 +89,7 @@ class Comparison:
     def cell_label(self, row: int, column: int) -> str:
         """The text under a cell: the model's name, and DI with the LR size it was measured at."""
         result = self.results[row][column]
-        return f"{self.models[column]}\nDI {result.di:.2f} (LR {result.lr_size[0]}x{result.lr_size[1]})"
+        return f"{self.models[column]}\n{di_text(result.di)} (LR {result.lr_size[0]}x{result.lr_size[1]})"
 
     def zoom_box(self, row: int) -> Window:
         """The part of the SR image a row's cells show when zoomed: the smallest box around every model's
@@ -141,6 +142,9 @@ class Comparison:
         written = [save_figure(self.draw(), folder / f"{name}.{kind}", kind) for kind in formats]
         summary = {**(metadata or {}), "figures": [path.name for path in written], **self.summary()}
         written.append(write_text_atomically(folder / summary_name, json.dumps(summary, indent=2) + "\n"))
+        # An earlier figure of this name in another format is another run's: it would sit beside this summary.
+        for kind in set(FIGURE_FORMATS) - set(formats):
+            (folder / f"{name}.{kind}").unlink(missing_ok=True)
         return written
 
     @functools.cached_property

@@ -25,6 +25,7 @@ from lam_captum._flags import (
     settings_from_flags,
 )
 from lam_captum.cli import DEFAULT_CROP
+from lam_captum.pictures import di_text
 
 if TYPE_CHECKING:
     from lam_captum.compare import Comparison
@@ -108,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row, window in enumerate(comparison.windows):
         for column, name in enumerate(comparison.models):
             result = comparison.results[row][column]
-            print(f"window {row + 1} ({window}), {name}: DI {result.di:.2f} (LR {result.lr_size[0]}x{result.lr_size[1]})")
+            print(f"window {row + 1} ({window}), {name}: {di_text(result.di)} (LR {result.lr_size[0]}x"
+                  f"{result.lr_size[1]})")
     print(f"results in {written[0].parent}/: {', '.join(path.name for path in written)}")
     return 0
 

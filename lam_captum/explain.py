@@ -364,6 +364,8 @@ def explain_windows(
     check_dtype(dtype)
     if lr.dim() == 4 and lr.shape[0] == 1:
         lr = lr[0]
+    if hr is not None and check_image("hr", hr).dim() == 4 and hr.shape[0] == 1:
+        hr = hr[0]
     if lr.dim() != 3:
         raise ValueError(f"`lr` must be one (C, H, W) image, got shape {tuple(lr.shape)}")
     windows = as_window_list(windows)

@@ -652,8 +652,19 @@ def _check_lr_size(lr_size: tuple[int, int]) -> None:
         raise ValueError(f"`lr_size` must hold two positive ints, got {lr_size!r}")
 
 
+def di_text(di: float | None) -> str:
+    """DI as the pictures and commands write it: ``DI 12.34``, and for an all-zero map (DI None or NaN), which has
+    none, ``no DI: the map is all zero``.
+
+    Example:
+        >>> di_text(12.3456), di_text(float("nan"))
+        ('DI 12.35', 'no DI: the map is all zero')
+    """
+    return "no DI: the map is all zero" if di is None or math.isnan(di) else f"DI {di:.2f}"
+
+
 def _lam_caption(di: float | None, lr_size: tuple[int, int], title: str | None, map_max: float | None) -> str:
-    score = "no DI: the map is all zero" if di is None else f"DI {di:.2f}"
+    score = di_text(di)
     caption = f"{score} (LR {lr_size[0]}x{lr_size[1]})"
     if map_max is not None:
         if not math.isfinite(map_max):

@@ -187,6 +187,8 @@ def explain_clip(
     check_image("clip", clip)
     if clip.dim() == 5 and clip.shape[0] == 1:
         clip = clip[0]
+    if hr is not None and check_image("hr", hr).dim() == 5 and hr.shape[0] == 1:
+        hr = hr[0]
     if clip.dim() != 4:
         raise ValueError(f"`clip` must be one (T, C, H, W) clip, got shape {tuple(clip.shape)}")
     window = as_window(window)

@@ -275,3 +275,17 @@ def test_compare_cli_names_bad_input_before_any_path(arguments, message, tmp_pat
     for key, value in values.items():
         expected = expected.replace(key, value)
     assert expected in capsys.readouterr().err
+
+
+def test_saving_again_removes_the_figures_of_formats_this_run_does_not_write(saved, tmp_path) -> None:
+    comparison, _, _ = saved
+    comparison.save(tmp_path, ("png", "pdf"))
+    comparison.save(tmp_path, ("svg",))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["comparison.svg", "summary.json"]
+
+
+def test_a_dead_model_is_labelled_without_a_di(lr) -> None:
+    dead = torch.nn.Sequential(torch.nn.Conv2d(3, 48, 3, padding=1), torch.nn.PixelShuffle(4), torch.nn.Hardtanh(5, 6))
+    with pytest.warns(RuntimeWarning):
+        comparison = compare({"dead": dead}, lr, [(8, 8, 16)], n_steps=2)
+    assert comparison.cell_label(0, 0) == "dead\nno DI: the map is all zero (LR 24x24)"

@@ -610,3 +610,11 @@ def test_a_model_that_takes_one_image_at_a_time_is_told_to_use_internal_batch_si
     torch.testing.assert_close(one, LAM(model.model).attribute(images[:1], (4, 4, 8), n_steps=STEPS))
     with pytest.raises(ValueError, match="but runs on one: pass internal_batch_size=1"):
         LAM(model).attribute_windows(images[:1], [(4, 4, 8), (8, 8, 8)], n_steps=STEPS, internal_batch_size=4)
+
+
+def test_explain_takes_a_batched_hr_of_one_and_refuses_uint8_pixels(model, images):
+    lr = images[0]
+    hr = torch.rand(1, 1, 24, 24)
+    assert torch.equal(explain(model, lr, (4, 4, 8), n_steps=2, hr=hr).hr, hr[0])
+    with pytest.raises(TypeError, match=r"`hr` must be a floating tensor .*got torch.uint8"):
+        explain(model, lr, (4, 4, 8), n_steps=2, hr=(hr * 255).to(torch.uint8))

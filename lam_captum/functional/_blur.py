@@ -139,13 +139,21 @@ def blur(images: Tensor, kernels: Tensor) -> Tensor:
 
 
 def blur_baseline(images: Tensor, sigma: float = 1.2, kernel_size: int = 9) -> Tensor:
-    """The LAM baseline: the input blurred with the path's largest sigma.
+    """The LAM baseline: the input blurred with the path's largest sigma; ``(N, C, H, W)`` images, or
+    ``(N, T, C, H, W)`` clips frame by frame (video LAM's baseline).
 
     Example:
         >>> blur_baseline(torch.rand(2, 1, 12, 12)).shape
         torch.Size([2, 1, 12, 12])
+        >>> clip = torch.rand(1, 3, 3, 12, 12)
+        >>> torch.equal(blur_baseline(clip)[0, 1], blur_baseline(clip[:, 1])[0])
+        True
     """
-    return blur(images, gaussian_kernel(sigma, kernel_size, dtype=images.dtype, device=images.device))
+    kernel = gaussian_kernel(sigma, kernel_size, dtype=images.dtype, device=images.device)
+    if images.dim() == 5:
+        # The blur is per channel: a clip's frames are channels of one image, each blurred on its own.
+        return blur(images.flatten(1, 2), kernel).unflatten(1, images.shape[1:3])
+    return blur(images, kernel)
 
 
 class PathKernels(NamedTuple):
