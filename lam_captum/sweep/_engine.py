@@ -14,6 +14,8 @@ becomes a record with its reason and never stops the run.
 from __future__ import annotations
 
 import dataclasses
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -34,7 +36,7 @@ from lam_captum.explain import LAMResult, explain, explain_windows, score_or_non
 from lam_captum.functional import attribution_area
 from lam_captum.imageio import save_png
 from lam_captum.pictures import sr_picture
-from lam_captum.sweep._lock import OutputLock, prepare_output
+from lam_captum.sweep._lock import OutputFolderError, OutputLock, prepare_output
 from lam_captum.sweep._quality import sr_psnr
 from lam_captum.sweep._records import (
     assemble,
@@ -262,10 +264,13 @@ class LAMProbeModule(LightningModule):
             with torch.inference_mode():
                 output = model(lr[None].to(self.device))
         except Exception as error:
-            if not clip:
-                raise  # explain() reports it in the API's words
-            raise _ProbeFailure(f"model: `{entry.field}` fails on the clip (N, T, C, H, W) = {tuple(lr[None].shape)} "
-                                f"(is it a video SR model?): {type(error).__name__}: {error}") from error
+            if clip:
+                raise _ProbeFailure(f"model: `{entry.field}` fails on the clip (N, T, C, H, W) = "
+                                    f"{tuple(lr[None].shape)} (is it a video SR model?): {type(error).__name__}: "
+                                    f"{error}") from error
+            raise _ProbeFailure(f"model: `{entry.field}` fails on the image (N, C, H, W) = {tuple(lr[None].shape)} "
+                                f"(a video SR model takes clips: `clip: true` on a folder of frames): "
+                                f"{type(error).__name__}: {error}") from error
         if not isinstance(output, Tensor) or output.dim() not in ((4, 5) if clip else (4,)):
             return  # not an SR output at all: explain() or explain_clip() reports it in the API's words
         expected = (lr.shape[-2] * entry.scale, lr.shape[-1] * entry.scale)
@@ -323,9 +328,7 @@ class _LastLoaded:
 
 
 def _build_model(entry: ModelEntry, device: torch.device) -> nn.Module:
-    from lam_captum.models import load_model
-
-    return load_model(entry.spec, entry.args, weights=entry.weights, scale=entry.scale).to(device)
+    return entry.build().to(device)
 
 
 def _read_input(entry: ImageEntry, scale: int) -> tuple[Tensor, Tensor | None]:
@@ -502,7 +505,7 @@ def run_sweep(
     Raises:
         StudyError: If the study is not valid (before any work starts).
         ValueError: If ``limit`` is negative.
-        OutputFolderError: If the output folder is a file, cannot be created, or another sweep is writing
+        OutputFolderError: If the output folder is empty text, a file, cannot be created, or another sweep is writing
             to it (the message names that sweep's process and host).
         TrainerSettingsError: If Lightning rejects the Trainer settings.
 
@@ -514,16 +517,20 @@ def run_sweep(
         (1, 1, 'default/grace_hopper/t0016-l0016-8x8')
     """
     study = study if isinstance(study, Study) else load_study(study)
+    if output is not None and not str(output).strip():
+        # Path("") is the working folder: an empty `-o "$OUT"` is more likely a variable that was not set.
+        raise OutputFolderError(f"`output` must name a folder, got {str(output)!r} (for the working folder write '.')")
     study = dataclasses.replace(
         study,
-        output=Path(output).resolve() if output is not None else study.output,
+        output=Path(output).expanduser().resolve() if output is not None else study.output,
         maps=study.maps if maps is None else maps,
         pictures=study.pictures if pictures is None else pictures,
     )
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"`limit` must be None or an integer >= 0, got {limit!r}")
     prepare_output(study.output)
-    if limit == 0 or not pending_probes(study):
+    pending = pending_probes(study)
+    if limit == 0 or not pending:
         with OutputLock(study.output):
             rows = assemble(study)
             _write_erfs(study, _assembly_device(accelerator), compute=limit != 0)
@@ -539,16 +546,35 @@ def run_sweep(
         with warnings.catch_warnings():
             # One probe is seconds of LAM; loading it is microseconds, so worker processes would not help.
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
-            trainer.predict(LAMProbeModule(study), datamodule=data, return_predictions=False)
+            _predict(trainer, LAMProbeModule(study), data)
+        writer = next(callback for callback in trainer.callbacks if isinstance(callback, ProbeRecordWriter))
         if trainer.is_global_zero:
+            if not writer.rows:
+                # ddp_spawn and ddp_notebook ran the probes in processes of their own, whose callbacks kept the
+                # rows: the records on disk are the run's outcome, and every study has probes.
+                writer.rows = assemble(study)
             _write_erfs(study, trainer.strategy.root_device)
     finally:
         lock.release()
         _release_process_group()
     if not trainer.is_global_zero:
         return None
-    writer = next(callback for callback in trainer.callbacks if isinstance(callback, ProbeRecordWriter))
-    return SweepReport(study.output, writer.rows, computed=len(data.pending))
+    return SweepReport(study.output, writer.rows, computed=len(pending[:limit]))
+
+
+def _predict(trainer: Trainer, module: LightningModule, data: LightningDataModule) -> None:
+    """``trainer.predict``, with Ctrl-C raised as ``KeyboardInterrupt``: Lightning turns it into ``SystemExit(1)``
+    (the status of failed probes) and leaves Ctrl-C ignored for the rest of the process."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.predict(module, datamodule=data, return_predictions=False)
+    except SystemExit as exit_request:
+        if not isinstance(exit_request.__context__, KeyboardInterrupt):
+            raise
+        raise KeyboardInterrupt from None
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def _write_erfs(study: Study, device: torch.device, *, compute: bool = True) -> None:
@@ -579,6 +605,6 @@ def _trainer(study: Study, accelerator: str, devices: Any, strategy: str, num_no
             callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             inference_mode=False, default_root_dir=study.output,
         )
-    except (MisconfigurationException, ValueError, TypeError, RuntimeError) as error:
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as error:
         settings = f"accelerator={accelerator!r}, devices={devices!r}, strategy={strategy!r}, num_nodes={num_nodes!r}"
         raise TrainerSettingsError(f"invalid Trainer settings ({settings}): {error}") from error

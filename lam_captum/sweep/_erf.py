@@ -78,7 +78,6 @@ def _images(study: Study) -> list[ImageEntry]:
 
 def _model_erf(study: Study, model: ModelEntry, device: torch.device) -> dict[str, Any]:
     from lam_captum.imageio import load_input, save_png
-    from lam_captum.models import load_model
     from lam_captum.pictures import erf_picture
 
     height, width = study.erf.size
@@ -89,7 +88,7 @@ def _model_erf(study: Study, model: ModelEntry, device: torch.device) -> dict[st
         return {**row, "status": "error", "error": "the study has no image entries (the ERF leaves clips out)"}
     started = time.perf_counter()
     try:
-        network = load_model(model.spec, model.args, weights=model.weights, scale=model.scale)
+        network = model.build()
         inputs = [load_input(image.path, scale=model.scale, crop=image.crop, lr=image.lr)[0] for image in images]
         erf = dataset_erf(network, inputs, size=(height, width), batch_size=study.erf.batch_size, device=device)
         ratios = erf_area_ratios(erf)

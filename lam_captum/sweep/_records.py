@@ -80,9 +80,22 @@ def pictures_folder(output: Path, probe_id: str) -> Path:
 
 
 def write_json(path: Path, value: Any) -> None:
-    """Write ``value`` as JSON atomically (NaN and infinities as null, which every reader accepts)."""
-    text = json.dumps(_finite(value), indent=1, allow_nan=False) + "\n"
+    """Write ``value`` as JSON atomically (NaN and infinities as null, which every reader accepts; Python
+    objects, such as a class given in a model's ``args`` from Python, by name)."""
+    text = json.dumps(_finite(value), indent=1, allow_nan=False, default=_named) + "\n"
     write_text_atomically(path, text)
+
+
+def _named(value: Any) -> str:
+    """A value JSON has no type for: a class or function by its import path, anything else by its ``repr``.
+
+    Example:
+        >>> import torch
+        >>> _named(torch.nn.GELU), _named(object)
+        ('torch.nn.modules.activation.GELU', 'builtins.object')
+    """
+    module, name = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
+    return f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else repr(value)
 
 
 def remove_temporary_files(output: Path) -> int:

@@ -1,7 +1,7 @@
 """The study file's schema: pydantic models that report every problem at once, each at its location.
 
-Types, bounds, literals and unknown keys are pydantic's (strict: ``"4"`` is not an integer, ``yes`` not
-a boolean); the checks that need the file system (model files, weights, images) are validators of the
+Types, bounds, literals and unknown keys are pydantic's (strict: ``"4"`` is not an integer, ``"true"`` not
+a boolean; YAML itself reads ``yes`` and ``no`` as booleans, and the study's loader ``1e-3`` as a number); the checks that need the file system (model files, weights, images) are validators of the
 field they concern, reading relative paths from the folder in the validation context; the windows are
 checked against the images, the models' scales and the LAM settings whenever those are valid (as the
 images come last, a bad `maps` does not hide a bad window). The ``lam`` section follows
@@ -507,14 +507,23 @@ class StudySpec(_Schema):
 
 
 def _name_clashes(images: list[ImageSpec]) -> list[Problem]:
-    first: dict[str, int] = {}
+    """Two files of the study with one name (it names their records, maps and SR outputs): in two entries,
+    or two files of one folder whose names differ only in what :func:`sanitize` drops (``a b.png`` and
+    ``a-b.png``, ``photo.png`` and ``photo.jpg``)."""
+    first: dict[str, tuple[int, Path]] = {}
     problems = []
     for index, image in enumerate(images):
         for file in image.files:
-            if file.name in first and first[file.name] != index:
+            if file.name not in first:
+                first[file.name] = (index, file.path)
+                continue
+            where, path = first[file.name]
+            if where == index:
+                problems.append(((index,), f"the files {str(path)!r} and {str(file.path)!r} of one folder are both "
+                                           f"named {file.name!r}: rename one of them"))
+            else:
                 problems.append(((index,), f"image name {file.name!r} ({str(file.path)!r}) is already used by "
-                                           f"`images[{first[file.name]}]`; give the entries distinct `name`s"))
-            first.setdefault(file.name, index)
+                                           f"`images[{where}]`; give the entries distinct `name`s"))
     return problems
 
 
@@ -554,13 +563,13 @@ def _spelled(field: str, location: Location) -> str:
 
 
 def sanitize(text: str) -> str:
-    """``text`` with runs of characters other than letters, digits and ``._+-`` turned into ``-``.
+    """``text`` with runs of characters other than letters, digits (of any script) and ``._+-`` turned into ``-``.
 
     Example:
-        >>> sanitize("my model (x4)")
-        'my-model-x4'
+        >>> sanitize("my model (x4)"), sanitize("猫 photo_1")
+        ('my-model-x4', '猫-photo_1')
     """
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-._+") or "unnamed"
+    return re.sub(r"[^\w.+-]+", "-", text).strip("-._+") or "unnamed"
 
 
 def problems_of(error: ValidationError) -> list[str]:

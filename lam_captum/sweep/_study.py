@@ -10,12 +10,15 @@ than :data:`MAX_STUDY_BYTES`, or whose YAML aliases expand to more than :data:`M
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from pydantic import ValidationError
 
@@ -77,6 +80,16 @@ class ModelEntry:
     scale: int
     field: str
     digest: str
+
+    def build(self) -> torch.nn.Module:
+        """The network, on the CPU. Its random initialisation is seeded (0, on a forked generator): a model
+        without weights (the example study's EDSR-baseline) is then the same network in every process of a
+        distributed run, on a resume and for the ERF, as its records' fingerprint claims."""
+        from lam_captum.models import load_model
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return load_model(self.spec, self.args, weights=self.weights, scale=self.scale)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +193,7 @@ class Study:
 
     def probes(self) -> list[StudyProbe]:
         """Every probe, model by model and image by image, so that each process reloads little."""
-        # alpha stays in the fingerprint, as it always was, so that earlier results remain current.
-        lam = json.dumps(self._lam_values(), sort_keys=True)
+        lam = json.dumps(self._lam_fingerprint(), sort_keys=True)
         return [
             StudyProbe(model, image, window, digest([model.digest, image.digest, list(window), lam]))
             for model in self.models
@@ -203,6 +215,16 @@ class Study:
             size = 1 if group[0].image.is_clip else self.windows_per_pass
             passes += [tuple(group[start:start + size]) for start in range(0, len(group), size)]
         return passes
+
+    def _lam_fingerprint(self) -> dict[str, Any]:
+        """The LAM values that a probe's fingerprint holds: alpha stays, as it always was, so that earlier
+        results remain current; ``internal_batch_size`` does not change the numbers, so changing it leaves
+        them current (None, as it was by default); ``full_image`` counts only when set, as results from
+        before the setting existed were computed without it."""
+        values = {**self._lam_values(), "internal_batch_size": None}
+        if not values.pop("full_image"):
+            return values
+        return {**values, "full_image": True}
 
     def _lam_values(self) -> dict[str, Any]:
         return {**self.lam.to_dict(), "alpha": self.alpha}
@@ -275,7 +297,7 @@ def _resolved(spec: StudySpec, source: Path | None, base: Path) -> Study:
     windows = {file.name: image.windows_of(file) for image in spec.images for file in image.files}
     output = spec.output or (f"{source.stem}-sweep" if source else "sweep")
     return Study(models=models, images=images, windows=windows, lam=spec.lam.settings(), alpha=spec.lam.alpha,
-                 output=(base / output).resolve(), maps=spec.maps, pictures=spec.pictures, figures=spec.figures,
+                 output=(base / Path(output).expanduser()).resolve(), maps=spec.maps, pictures=spec.pictures, figures=spec.figures,
                  erf=spec.erf, windows_per_pass=spec.windows_per_pass, source=source)
 
 
@@ -314,8 +336,11 @@ def read_study_file(path: Path) -> Any:
         raise StudyError([f"`study`: {str(path)!r} is {size:,} bytes, over the limit of {MAX_STUDY_BYTES:,} bytes "
                           "(MAX_STUDY_BYTES); a study names files and windows, it does not hold data"])
     try:
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix.lower() == ".json" else _load_yaml(text, path)
+        # utf-8-sig: a byte-order mark, which Windows editors write, is not part of the study.
+        text = path.read_text(encoding="utf-8-sig")
+        if path.suffix.lower() == ".json":
+            return json.loads(text, object_pairs_hook=functools.partial(_unique_keys, path))
+        return _load_yaml(text, path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as error:
         raise StudyError([f"`study`: cannot read {str(path)!r}: {' '.join(str(error).split())}"]) from error
     except RecursionError:
@@ -328,11 +353,12 @@ def _load_yaml(text: str, path: Path) -> Any:
     Composing keeps an alias as a reference to its anchor's node, so the graph is as small as the text;
     only building Python values (and every later walk over them) would expand it.
     """
-    loader = yaml.SafeLoader(text)
+    loader = _StudyLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
+        _check_unique_keys(node, path, set())
         values = _expanded_size(node, {})
         if values > MAX_STUDY_NODES:
             raise StudyError([f"`study`: {str(path)!r} expands to {values:,} values through YAML aliases, over the "
@@ -340,6 +366,45 @@ def _load_yaml(text: str, path: Path) -> Any:
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+class _StudyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as a number as YAML 1.2 does (YAML 1.1 wants ``1.0e-3``: ``sigma:
+    1e-1`` would be text, refused as not a number)."""
+
+
+_StudyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def _check_unique_keys(node: yaml.Node, path: Path, seen: set[int]) -> None:
+    """Refuse a mapping that names a key twice: YAML keeps the last, and the first (a whole `lam:` section
+    pasted twice) would be dropped without a word."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: dict[str, int] = {}
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if key.value in keys:
+                    raise StudyError([f"`study`: {str(path)!r} names the key {key.value!r} twice in one mapping, on "
+                                      f"lines {keys[key.value]} and {key.start_mark.line + 1}: YAML would keep the last"])
+                keys[key.value] = key.start_mark.line + 1
+    children = node.value if isinstance(node, yaml.SequenceNode) else (
+        [item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode) else [])
+    for child in children:
+        _check_unique_keys(child, path, seen)
+
+
+def _unique_keys(path: Path, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when it names a key twice (JSON keeps the last)."""
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise StudyError([f"`study`: {str(path)!r} names the key {twice[0]!r} twice in one object: JSON would keep "
+                          "the last"])
+    return dict(pairs)
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:

@@ -19,7 +19,8 @@ for a video model's folder of frames, with `frame`) with their
 parameters; see examples/study.yaml. Results: OUTPUT/probes.csv and probes.jsonl (one row per probe),
 models.csv, plots/, records/ (one JSON per finished probe). Re-running skips finished probes.
 Exit status: 0 when no probe in the table failed, 1 when some did (see its `error` column), 2 for bad input
-or an output folder that another sweep is writing to (one sweep per folder; a killed one's lock is taken over).
+or an output folder that another sweep is writing to (one sweep per folder; a killed one's lock is taken over),
+130 for Ctrl-C (the finished probes are kept).
 """
 
 
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         argv: Command-line arguments; default ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 when no probe in the table failed, 1 when some did, 2 for bad input.
+        The exit status: 0 when no probe in the table failed, 1 when some did, 2 for bad input, 130 for Ctrl-C.
 
     Example:
         >>> main(["no-such-study.yaml", "--check"])
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_request.code or 0)
     except (_UsageError, StudyError) as error:
         return _fail(str(error))
+    if args.output is not None and not args.output.strip():
+        return _fail(f"`--output` must name a folder, got {args.output!r} (for the working folder write '.')")
     if args.check:
         print(f"{PROG}: {args.study}: valid; {len(study.probes())} probes ({len(study.models)} models, "
               f"{len(study.images)} images)")
@@ -106,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
                            num_nodes=args.num_nodes, progress=args.progress)
     except (TrainerSettingsError, OutputFolderError) as error:
         return _fail(str(error))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the finished probes are kept, and running the study again goes on from them",
+              file=sys.stderr)
+        return 130
     if report is None:  # not global rank 0: rank 0 reports
         return 0
     print(f"{PROG}: {len(report.rows)} probes: {report.count('ok')} ok, {report.count('error')} failed, "

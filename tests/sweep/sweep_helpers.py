@@ -55,6 +55,34 @@ class Quick(nn.Module):
         return self.shuffle(self.conv(x))
 
 
+class WithActivation(nn.Module):
+    """An x4 model that takes its activation's class, as SwinIR-style constructors take `act_layer`."""
+
+    def __init__(self, act=nn.ReLU):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 48, 3, padding=1)
+        self.act = act()
+        self.shuffle = nn.PixelShuffle(4)
+
+    def forward(self, x):
+        return self.shuffle(self.act(self.conv(x)))
+
+
+class ClipsOnly(nn.Module):
+    """A video SR model: it unpacks (N, T, C, H, W) clips."""
+
+    def forward(self, x):
+        n, t, c, h, w = x.shape
+        return x[:, t // 2].repeat_interleave(4, dim=-1).repeat_interleave(4, dim=-2)
+
+
+class Interrupted(nn.Module):
+    """Ctrl-C pressed while it runs."""
+
+    def forward(self, x):
+        raise KeyboardInterrupt
+
+
 class TupleOut(nn.Module):
     """An x4 model that returns (SR, features), as some research code does."""
 

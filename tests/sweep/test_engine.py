@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import finish_or_kill
 from PIL import Image
@@ -163,7 +165,8 @@ def test_ctrl_c_leaves_complete_files_and_the_rerun_finishes(workspace: Path, tm
     output = tmp_path / "results"
     interrupted = run_cli([str(study_file), "--accelerator", "cpu", "--devices", "1"],
                           interrupt_when=output / "records")
-    assert interrupted.returncode != 0, interrupted.stdout[-3000:]
+    assert interrupted.returncode == 130, interrupted.stdout[-3000:]
+    assert "interrupted; the finished probes are kept" in interrupted.stdout
     assert not list(output.rglob("*.tmp"))
     records = {path: json.loads(path.read_text()) for path in (output / "records").rglob("*.json")}
     assert records and all(record["status"] == "ok" for record in records.values())
@@ -231,3 +234,44 @@ def test_a_second_sweep_on_a_busy_folder_is_refused_and_a_killed_owner_is_taken_
     report = run_sweep(tmp_path / "study.yaml", output=output, accelerator="cpu", devices=1, progress=False)
     assert (report.count("ok"), report.computed) == (4, 4)
     assert not (output / LOCK_NAME).exists()
+
+
+def test_a_class_in_a_models_args_is_written_by_name(workspace: Path, tmp_path: Path) -> None:
+    model = {"spec": f"{workspace / 'odd_models.py'}:WithActivation", "args": {"act": torch.nn.GELU}}
+    report = run_sweep(small_study(workspace, models=[model], lam={"n_steps": 2}, figures=False),
+                       output=tmp_path / "out", accelerator="cpu", devices=1, progress=False)
+    assert report.count("ok") == 4
+    study = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert study["models"][0]["args"] == {"act": "torch.nn.modules.activation.GELU"}
+
+
+def test_a_video_model_on_an_image_is_told_it_takes_clips(workspace: Path, tmp_path: Path) -> None:
+    model = f"{workspace / 'odd_models.py'}:ClipsOnly"
+    report = run_sweep(small_study(workspace, models=[model], figures=False), output=tmp_path / "out",
+                       accelerator="cpu", devices=1, progress=False)
+    assert report.count("error") == 4
+    assert "(a video SR model takes clips: `clip: true` on a folder of frames)" in report.rows[0]["error"]
+
+
+def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt_and_ctrl_c_works_again(workspace: Path,
+                                                                                 tmp_path: Path) -> None:
+    model = f"{workspace / 'odd_models.py'}:Interrupted"
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(small_study(workspace, models=[model], figures=False), output=tmp_path / "out",
+                  accelerator="cpu", devices=1, progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_an_empty_output_is_refused(workspace: Path) -> None:
+    with pytest.raises(OutputFolderError, match="`output` must name a folder, got ''"):
+        run_sweep(small_study(workspace), output="", progress=False)
+
+
+def test_ddp_spawn_reports_what_its_processes_did(workspace: Path, tmp_path: Path) -> None:
+    # The probes run in a process of their own: the report comes from the records they wrote.
+    study = small_study(workspace, models=["default", f"{workspace / 'odd_models.py'}:Doubler"],
+                        lam={"n_steps": 2}, figures=False)
+    report = run_sweep(study, output=tmp_path / "out", accelerator="cpu", devices=1, strategy="ddp_spawn",
+                       progress=False)
+    assert (report.count("ok"), report.count("error"), report.computed) == (4, 4, 8)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 from skimage import data
@@ -209,3 +210,53 @@ def test_a_study_level_window_is_reported_where_it_meets_an_image(workspace: Pat
         "`images[1]`: study-level `windows[1].random`: 3000 distinct 12x12 windows do not fit the 64x64 SR output "
         "of image 'cat' (the gradient detector also needs one pixel below and right of it) (2704 positions)",
     ]
+
+
+def test_two_files_of_one_folder_with_one_name_are_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("baby.png", "baby.jpg", "a b.png", "a-b.png", "猫.png", "狗.png"):
+        Image.fromarray(data.astronaut()[:64, :64]).save(folder / name)
+    with pytest.raises(StudyError) as caught:
+        load_study({"models": ["default"], "images": [{"path": str(folder), "windows": [[8, 8, 16]]}]})
+    message = str(caught.value)
+    assert "of one folder are both named 'baby': rename one of them" in message
+    assert "are both named 'a-b'" in message and "猫" not in message  # other scripts' letters are names
+
+
+@pytest.mark.parametrize(("suffix", "text", "message"), [
+    (".yaml", "models: [default]\nlam: {n_steps: 25}\nimages: [builtin]\nlam: {n_steps: 2}\n",
+     "names the key 'lam' twice in one mapping, on lines 2 and 4: YAML would keep the last"),
+    (".json", '{"models": ["default"], "models": ["edsr"], "images": ["builtin"]}',
+     "names the key 'models' twice in one object: JSON would keep the last"),
+])
+def test_a_key_given_twice_is_refused(tmp_path: Path, suffix: str, text: str, message: str) -> None:
+    study_file = tmp_path / f"study{suffix}"
+    study_file.write_text(text)
+    with pytest.raises(StudyError, match=message):
+        load_study(study_file)
+
+
+def test_a_byte_order_mark_exponents_and_a_home_folder_are_read_as_meant(tmp_path: Path) -> None:
+    study_file = tmp_path / "study.json"
+    study_file.write_text('\ufeff{"models": ["default"], "images": ["builtin"], "windows": [[8, 8, 16]]}',
+                          encoding="utf-8")
+    assert load_study(study_file).models[0].name == "default"
+    yaml_file = tmp_path / "study.yaml"
+    yaml_file.write_text("models: [default]\nimages: [builtin]\nwindows: [[8, 8, 16]]\nlam: {sigma: 5e-1}\n"
+                         "output: ~/lam-results\n")
+    study = load_study(yaml_file)
+    assert study.lam.sigma == 0.5 and study.output == Path.home() / "lam-results"
+
+
+def test_changing_internal_batch_size_leaves_results_current_and_full_image_does_not(workspace: Path) -> None:
+    fingerprint = {name: load_study(small_study(workspace, lam={"n_steps": 4, **lam})).probes()[0].fingerprint
+                   for name, lam in (("default", {}), ("batch", {"internal_batch_size": 3}),
+                                     ("full", {"full_image": True}))}
+    assert fingerprint["batch"] == fingerprint["default"] != fingerprint["full"]
+
+
+def test_a_model_without_weights_is_one_network_in_every_build(workspace: Path) -> None:
+    (model,) = load_study(small_study(workspace, models=["edsr-baseline"])).models
+    first, second = model.build().state_dict(), model.build().state_dict()
+    assert all(torch.equal(first[key], second[key]) for key in first)
