@@ -159,9 +159,9 @@ class LAMMonitor(Callback):
         self.name = _check_name(name)
         self.erf_size = _check_erf(erf, self.probes)
         self.history: dict[str, list[dict[str, Any]]] = {probe.name: [] for probe in self.probes}
-        self._last_weights: tuple[tuple[int, int], ...] | None = None  # see `_weights_state`
+        self._last_weights: tuple[float, ...] | None = None  # see `_weights_state`
         self._last_fit_epoch: int | None = None
-        self._ran_in_fit = False
+        self._validated_in_fit = False
         self._restoring_fit = True
         self._checkpoint: dict[str, Any] | None = None  # the checkpoint `validate()` / `test()` loaded
         self._warned_no_image_logger = False
@@ -183,7 +183,7 @@ class LAMMonitor(Callback):
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._ran_in_fit = False
+        self._validated_in_fit = False
         if not trainer.is_global_zero:
             return
         self._write_settings_text(trainer)
@@ -199,10 +199,11 @@ class LAMMonitor(Callback):
             self._write_layout(trainer)
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        weights = _weights_state(pl_module)
-        if weights == self._last_weights:
-            return
         fitting = trainer.state.fn == TrainerFn.FITTING
+        self._validated_in_fit = self._validated_in_fit or fitting
+        weights = _weights_state(pl_module)
+        if weights is not None and weights == self._last_weights:
+            return
         if fitting and not self._due(trainer.current_epoch):
             return
         self._last_weights = weights
@@ -221,7 +222,7 @@ class LAMMonitor(Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        if not self._ran_in_fit:
+        if not self._validated_in_fit:
             rank_zero_warn(f"{self._who()} explained nothing while fitting: Lightning ran no validation epoch (no "
                            "val_dataloaders, limit_val_batches=0, or check_val_every_n_epoch larger than the epochs "
                            "trained), and LAM runs at the end of validation epochs", category=UserWarning)
@@ -269,7 +270,6 @@ class LAMMonitor(Callback):
     def _monitor(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Explain every probe, log the pictures as they come and all scalars at once."""
         started = time.perf_counter()
-        self._ran_in_fit = self._ran_in_fit or trainer.state.fn == TrainerFn.FITTING
         forward = _uncompiled_forward(pl_module)
         draw = bool(self.images) and self._has_picture_sink(trainer)
         metrics: dict[str, float] = {}
@@ -650,12 +650,34 @@ def _run_folder(trainer: pl.Trainer) -> str:
     return f"epoch{trainer.current_epoch:03d}_step{trainer.global_step:06d}"
 
 
-def _weights_state(module: torch.nn.Module) -> tuple[tuple[int, int], ...]:
-    """Which weights a module holds, told apart without reading them: each parameter's and buffer's storage and
-    version counter. An optimizer's step and ``load_state_dict`` change tensors in place (a new version), a new
-    model has new storages; validating the same weights twice (``trainer.validate()`` right after fitting) finds
-    the same state."""
-    return tuple((tensor.data_ptr(), tensor._version) for tensor in (*module.parameters(), *module.buffers()))
+def _weights_state(module: torch.nn.Module) -> tuple[float, ...] | None:
+    """Which weights a module holds, by their values: the sum and the sum of squares of each parameter and
+    buffer, in float64 (one pass over the weights, milliseconds beside LAM's seconds). Version counters would
+    be cheaper, but fused optimizers (``Adam(fused=True)``) and ``.data`` updates leave them as they were.
+    None where they cannot be read (the run then goes ahead).
+
+    Example:
+        >>> model = torch.nn.Linear(2, 2)
+        >>> before = _weights_state(model)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.data.add_(0.5)
+        >>> _weights_state(model) == before
+        False
+    """
+    try:
+        with torch.no_grad():
+            by_device: dict[torch.device, list[Tensor]] = {}
+            for tensor in (*module.parameters(), *module.buffers()):
+                values = tensor.detach()
+                if values.is_complex() or values.dtype == torch.bool:
+                    continue
+                # The norm reads a float tensor in place; an integer buffer (BatchNorm's count) is small.
+                norm = (torch.linalg.vector_norm(values, dtype=torch.float64) if values.is_floating_point()
+                        else values.to(torch.float64).square().sum())
+                by_device.setdefault(values.device, []).extend([values.sum(dtype=torch.float64), norm])
+            return tuple(value for stats in by_device.values() for value in torch.stack(stats).tolist())
+    except Exception:  # noqa: BLE001 - sharded or meta weights, exotic dtypes: not a reason to skip LAM
+        return None
 
 
 def _check_every_n_epochs(every_n_epochs: int) -> int:

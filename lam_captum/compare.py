@@ -139,12 +139,14 @@ class Comparison:
         """
         formats = _check_formats(formats)
         folder = Path(folder)
+        earlier = _listed_figures(folder / summary_name, name)
         written = [save_figure(self.draw(), folder / f"{name}.{kind}", kind) for kind in formats]
         summary = {**(metadata or {}), "figures": [path.name for path in written], **self.summary()}
         written.append(write_text_atomically(folder / summary_name, json.dumps(summary, indent=2) + "\n"))
-        # An earlier figure of this name in another format is another run's: it would sit beside this summary.
-        for kind in set(FIGURE_FORMATS) - set(formats):
-            (folder / f"{name}.{kind}").unlink(missing_ok=True)
+        # The figures the summary listed before, in formats this save does not write, were the earlier run's:
+        # left, they would sit beside a summary that is not theirs.
+        for figure in set(earlier) - {path.name for path in written}:
+            (folder / figure).unlink(missing_ok=True)
         return written
 
     @functools.cached_property
@@ -301,6 +303,17 @@ def _check_one_scale(names: tuple[str, ...], row: tuple[LAMResult, ...]) -> None
     scales = {name: result.scale for name, result in zip(names, row)}
     if len(set(scales.values())) > 1:
         raise ValueError(f"`models` must share one scale (windows are in SR pixels), got scales {scales}")
+
+
+def _listed_figures(summary: Path, name: str) -> list[str]:
+    """The figure files ``summary`` (an earlier save's) lists under ``figures``, of this ``name``; none where
+    it is missing or not such a summary (a file of the user's is never listed)."""
+    try:
+        listed = json.loads(summary.read_text()).get("figures", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    ours = {f"{name}.{kind}" for kind in FIGURE_FORMATS}
+    return [figure for figure in listed if isinstance(figure, str) and figure in ours] if isinstance(listed, list) else []
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:

@@ -83,26 +83,32 @@ class DrawnOnce:
         """Write ``pictures()`` (file name -> writer), ``attribution.npy`` and ``summary.json`` into ``folder``
         as one set: the folder checked and every picture drawn before a file is touched."""
         folder = check_writable_folder(folder, "folder")
-        summary = json.dumps({**(metadata or {}), **self.summary()}, indent=2) + "\n"
         files = pictures()
         files["attribution.npy"] = functools.partial(np.save, arr=self.attribution.numpy())
+        names = sorted([*files, "summary.json"])
+        summary = json.dumps({**(metadata or {}), **self.summary(), "files": names}, indent=2) + "\n"
         files["summary.json"] = lambda stream: stream.write(summary.encode())
         try:
-            return write_files_atomically(folder, files, stale=_result_files())
+            return write_files_atomically(folder, files, stale=_earlier_result_files(Path(folder)))
         except OSError as error:
             raise OSError(f"cannot write the results to `folder` {str(folder)!r}: {error.strerror or error}") from error
 
 
-def _result_files() -> list[str]:
-    """Every file a result of any kind may write: those an earlier run into the same folder left and this one
-    does not write are removed, so the folder holds one run's results (a clip's strip beside an image's heat
-    map would read as one run)."""
+def _earlier_result_files(folder: Path) -> list[str]:
+    """The files the result saved last into ``folder`` wrote, as its ``summary.json`` lists them: those this
+    save does not write are removed, so that the folder holds one run's results (a clip's strip beside an
+    image's heat map would read as one run). Only names a result can have count: a file of the user's, or a
+    summary that lists none (or another tool's), removes nothing."""
     from lam_captum.video import ClipResult
 
+    try:
+        listed = json.loads((folder / "summary.json").read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return []
     kinds = (LAMResult, ClipResult)
-    pictures = sorted({name for kind in kinds for name in (*kind._PICTURES, *kind._ON_REQUEST)})
-    return list(dict.fromkeys([*(f"{name}.png" for name in pictures), *(f"figure.{form}" for form in FIGURE_FORMATS),
-                               "attribution.npy", "summary.json"]))
+    ours = {*(f"{name}.png" for kind in kinds for name in (*kind._PICTURES, *kind._ON_REQUEST)),
+            *(f"figure.{form}" for form in FIGURE_FORMATS)}
+    return [name for name in listed if isinstance(name, str) and name in ours] if isinstance(listed, list) else []
 
 
 def png_files(pictures: Mapping[str, np.ndarray]) -> dict[str, Callable]:

@@ -282,6 +282,10 @@ def test_saving_again_removes_the_figures_of_formats_this_run_does_not_write(sav
     comparison.save(tmp_path, ("png", "pdf"))
     comparison.save(tmp_path, ("svg",))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["comparison.svg", "summary.json"]
+    # A figure no earlier summary listed is the user's, whatever its name.
+    (tmp_path / "fig3.pdf").write_bytes(b"the user's figure")
+    comparison.save(tmp_path, ("png",), name="fig3", summary_name="fig3.json")
+    assert (tmp_path / "fig3.pdf").read_bytes() == b"the user's figure"
 
 
 def test_a_dead_model_is_labelled_without_a_di(lr) -> None:

@@ -618,3 +618,20 @@ def test_explain_takes_a_batched_hr_of_one_and_refuses_uint8_pixels(model, image
     assert torch.equal(explain(model, lr, (4, 4, 8), n_steps=2, hr=hr).hr, hr[0])
     with pytest.raises(TypeError, match=r"`hr` must be a floating tensor .*got torch.uint8"):
         explain(model, lr, (4, 4, 8), n_steps=2, hr=(hr * 255).to(torch.uint8))
+
+
+class InPlaceOnInput(nn.Module):
+    """A model that writes into its input: autograd refuses it on any batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = tiny_sr(channels=1, scale=2, width=8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.mul_(1.0))
+
+
+def test_a_model_that_fails_on_one_step_too_gets_its_own_error_not_the_batch_advice(images):
+    with pytest.raises(RuntimeError, match="in-place operation") as caught:
+        LAM(InPlaceOnInput()).attribute(images[:1], (4, 4, 8), n_steps=STEPS, internal_batch_size=4, crop=False)
+    assert "internal_batch_size" not in str(caught.value)

@@ -57,9 +57,20 @@ def test_save_replaces_the_previous_results_and_keeps_other_files(saved: Path) -
 
 def test_save_removes_the_result_files_an_earlier_run_wrote_and_this_one_does_not(saved: Path) -> None:
     _result(seed=1).save(saved, extra_pictures=("signed",), figure_formats=("pdf",))
-    (saved / "strip.png").write_bytes(b"an earlier clip run's strip")
+    assert json.loads((saved / "summary.json").read_text())["files"] == sorted(
+        [*SAVED_FILES, "signed.png", "figure.pdf"])
     _result(seed=2).save(saved)
     assert sorted(path.name for path in saved.iterdir()) == sorted([*SAVED_FILES, "notes.txt"])
+
+
+def test_save_never_removes_a_users_file_that_has_a_result_files_name(tmp_path: Path) -> None:
+    # Files no earlier save listed are the user's, whatever their names (a paper's figure.pdf).
+    (tmp_path / "figure.pdf").write_bytes(b"the user's figure")
+    (tmp_path / "strip.png").write_bytes(b"the user's strip")
+    _result(seed=1).save(tmp_path)
+    _result(seed=2).save(tmp_path)
+    assert (tmp_path / "figure.pdf").read_bytes() == b"the user's figure"
+    assert (tmp_path / "strip.png").read_bytes() == b"the user's strip"
 
 
 class _FailingLastMove:

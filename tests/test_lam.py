@@ -152,12 +152,33 @@ def scaled_by(model: nn.Module, factor: float):
 WRAPPED = batch_norm_sr()  # a module a wrapper names as a global
 
 
-@pytest.mark.parametrize("wrap", ["closure", "global", "partial", "wrapper of a wrapper"])
+class Options(dict):
+    """A dict with attribute access, as research code keeps its options (``opt.rgb_range``)."""
+
+    __getattr__ = dict.__getitem__
+
+
+class Runner:
+    """An object whose ``__call__`` runs ``self.model``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.options = model, Options(rgb_range=2.0)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * self.options.rgb_range) / self.options.rgb_range
+
+
+@pytest.mark.parametrize("wrap", ["closure", "global", "partial", "wrapper of a wrapper", "object", "bound method",
+                                  "dict", "list"])
 def test_a_train_mode_model_behind_a_wrapper_runs_in_eval_mode_and_keeps_its_statistics(photo_lr, wrap):
     model = WRAPPED if wrap == "global" else batch_norm_sr()
+    models = {"sr": model}
     forward = {"closure": lambda: scaled_by(model, 2.0), "global": lambda: lambda x: WRAPPED(x * 2.0) / 2.0,
                "partial": lambda: functools.partial(lambda x, net: net(x * 2.0) / 2.0, net=model),
-               "wrapper of a wrapper": lambda: scaled_by(scaled_by(model, 4.0), 0.5)}[wrap]()
+               "wrapper of a wrapper": lambda: scaled_by(scaled_by(model, 4.0), 0.5),
+               "object": lambda: Runner(model), "bound method": lambda: Runner(model).__call__,
+               "dict": lambda: lambda x: models["sr"](x * 2.0) / 2.0,
+               "list": lambda: lambda x, nets=[model]: nets[0](x * 2.0) / 2.0}[wrap]()
     statistics = model[1].running_mean.clone()
     batched = LAM(forward).attribute(photo_lr, (8, 8, 8), n_steps=6, internal_batch_size=6)
     single = LAM(forward).attribute(photo_lr, (8, 8, 8), n_steps=6, internal_batch_size=1)
@@ -352,3 +373,12 @@ def test_a_gpu_crop_equals_the_full_image_in_full_float32_with_tf32_on_outside(p
 def test_inputs_and_model_on_different_devices_is_a_clear_error(photo_lr):
     with pytest.raises(ValueError, match=r"`inputs` are on cpu but the model is on meta"):
         LAM(tiny_sr().to("meta")).attribute(photo_lr, (8, 8, 16), n_steps=2)
+
+
+def test_a_wrapper_decides_its_own_inputs_dtype():
+    # A float64 model behind a wrapper that casts: the wrapper takes the inputs' dtype, float32 here.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.PixelShuffle(2)).double()
+    wrapped = lambda x: model(x.double()).float()  # noqa: E731
+    attribution = LAM(wrapped).attribute(torch.rand(1, 3, 8, 8), (4, 4, 8), n_steps=3)
+    assert attribution.dtype == torch.float32

@@ -153,6 +153,30 @@ def test_a_model_that_refuses_a_crops_size_gets_a_crop_it_takes(window, caplog):
     assert_same_attribution(many[:1], cropped)
 
 
+class OddBackward(torch.autograd.Function):
+    """Identity whose backward pass fails on odd sides, as a custom kernel written for even sizes may."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: ANN001, ANN205
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        if grad.shape[-1] % 2:
+            raise RuntimeError(f"odd width {grad.shape[-1]} in backward")
+        return grad
+
+
+def test_a_crop_whose_backward_pass_fails_is_refused_like_one_whose_forward_pass_does(caplog):
+    model = dilated_cnn()
+    picky = lambda x: model(OddBackward.apply(x))  # noqa: E731
+    image = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(4))
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        cropped = LAM(picky).attribute(image, (41, 41, 8), n_steps=4)
+    assert "backward pass refused a" in caplog.text
+    assert_same_attribution(cropped, LAM(model).attribute(image, (41, 41, 8), n_steps=4, crop=False))
+
+
 def test_a_model_of_one_input_size_gets_the_full_image(caplog):
     model = PositionEmbeddingSR().eval()
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))

@@ -34,25 +34,32 @@ def outside_stacklevel() -> int:
 
 
 def owning_module(forward_func: Callable) -> nn.Module | None:
-    """The module behind a forward function (the first of :func:`modules_behind`), or None.
+    """The module a forward function is: the module itself or the owner of a bound ``forward``; None for any
+    other function. Its parameters' device and dtype are the inputs' (:func:`model_placement`); a wrapper
+    decides those itself (``lambda x: model(x.cuda()).cpu()``), so its modules do not count here.
 
     Example:
         >>> model = torch.nn.Conv2d(3, 3, 1)
-        >>> owning_module(lambda x: model(2 * x)) is model
-        True
+        >>> owning_module(model.forward) is model, owning_module(lambda x: model(2 * x))
+        (True, None)
     """
-    modules = modules_behind(forward_func)
-    return modules[0] if modules else None
+    if isinstance(forward_func, nn.Module):
+        return forward_func
+    owner = _attribute(forward_func, "__self__")
+    return owner if isinstance(owner, nn.Module) else None
 
 
-# How deep :func:`modules_behind` follows functions that call functions: a wrapper of a wrapper of a model.
-_WRAPPER_DEPTH = 3
+# How deep :func:`modules_behind` follows references: a wrapper of a wrapper of an object holding a model...
+_WRAPPER_DEPTH = 6
+# The most items of one list, tuple or dict it looks through.
+_CONTAINER_ITEMS = 64
 
 
 def modules_behind(forward_func: Callable) -> list[nn.Module]:
-    """The modules a forward function runs: the module itself, the owner of a bound ``forward``, or those a
-    wrapper refers to (``lambda x: model(x * 255) / 255`` or a ``functools.partial``: the modules in its
-    closure, its default arguments and the globals it names), following wrappers of wrappers a few levels.
+    """The modules a forward function may run: the module itself, or those a wrapper reaches
+    (``lambda x: model(x * 255) / 255``, a ``functools.partial``, an object whose ``__call__`` uses
+    ``self.model``): through closures, default arguments, the globals a function loads, the attributes of
+    the objects it holds and the items of its lists and dicts, a few levels deep.
 
     LAM holds every one of them in eval mode: a model in train mode behind a wrapper would otherwise mix the
     path's steps through BatchNorm's batch statistics (the numbers would depend on ``internal_batch_size``)
@@ -70,36 +77,63 @@ def modules_behind(forward_func: Callable) -> list[nn.Module]:
     seen: set[int] = set()
 
     def visit(value: object, depth: int) -> None:
-        if id(value) in seen or depth > _WRAPPER_DEPTH:
+        if id(value) in seen or depth > _WRAPPER_DEPTH or isinstance(value, (str, bytes, int, float, type(None))):
             return
         seen.add(id(value))
         if isinstance(value, nn.Module):
             found.setdefault(id(value), value)
             return
+        if isinstance(value, (list, tuple, set, frozenset)):
+            for item in list(value)[:_CONTAINER_ITEMS]:
+                visit(item, depth + 1)
+            return
+        if isinstance(value, dict):
+            for item in list(value.values())[:_CONTAINER_ITEMS]:
+                visit(item, depth + 1)
+            return
         if isinstance(value, functools.partial):
             for part in (value.func, *value.args, *value.keywords.values()):
                 visit(part, depth + 1)
             return
-        owner = getattr(value, "__self__", None)
-        if isinstance(owner, nn.Module):
-            visit(owner, depth)
+        if isinstance(value, types.MethodType):
+            visit(value.__self__, depth + 1)
+            visit(value.__func__, depth)
             return
-        function = getattr(value, "__func__", value)
-        if not isinstance(function, types.FunctionType):
+        if isinstance(value, types.FunctionType):
+            for cell in value.__closure__ or ():
+                try:
+                    visit(cell.cell_contents, depth + 1)
+                except ValueError:  # a cell not yet filled
+                    continue
+            for default in (*(value.__defaults__ or ()), *(value.__kwdefaults__ or {}).values()):
+                visit(default, depth + 1)
+            for name in _global_names(value.__code__):
+                if name in value.__globals__:
+                    visit(value.__globals__[name], depth + 1)
             return
-        for cell in function.__closure__ or ():
-            try:
-                visit(cell.cell_contents, depth + 1)
-            except ValueError:  # a cell not yet filled
-                continue
-        for default in (*(function.__defaults__ or ()), *(function.__kwdefaults__ or {}).values()):
-            visit(default, depth + 1)
-        for name in _global_names(function.__code__):
-            if name in function.__globals__:
-                visit(function.__globals__[name], depth + 1)
+        if isinstance(value, (types.ModuleType, type)) or callable(value) and not hasattr(value, "__dict__"):
+            return  # Python modules, classes, builtins: nothing of the user's model
+        attributes = _attribute(value, "__dict__")
+        if isinstance(attributes, dict):  # an object holding what its methods use (self.model)
+            visit(attributes, depth + 1)
+        call = _attribute(type(value), "__call__")
+        if isinstance(call, types.FunctionType):
+            visit(call, depth + 1)
 
-    visit(forward_func, 0)
+    try:
+        visit(forward_func, 0)
+    except RecursionError:  # a pathological graph of references: what was found so far
+        pass
     return list(found.values())
+
+
+def _attribute(value: object, name: str) -> object:
+    """``getattr(value, name, None)``, also for objects whose ``__getattr__`` raises something else than
+    ``AttributeError`` (a dict with attribute access raises ``KeyError``)."""
+    try:
+        return getattr(value, name, None)
+    except Exception:  # noqa: BLE001 - whatever a user's __getattr__ raises means "not there"
+        return None
 
 
 @dataclasses.dataclass

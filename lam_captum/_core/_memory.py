@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from lam_captum._core._context import outside_stacklevel, owning_module
+from lam_captum._core._context import modules_behind, outside_stacklevel
 
 # The probe runs on a crop of at most this many LR pixels a side: cheap next to a path step, and large
 # enough that border effects do not dominate the count.
@@ -175,8 +175,8 @@ def _probe(forward_func: Callable[[Tensor], Tensor], inputs: Tensor) -> Probe | 
 
 
 def _probe_pass(forward_func: Callable[[Tensor], Tensor], crop: Tensor) -> Probe | None:
-    module = owning_module(forward_func)
-    weights = {p.untyped_storage().data_ptr() for p in module.parameters()} if module is not None else set()
+    # The weights are saved for the backward pass too, but do not grow with the image.
+    weights = {p.untyped_storage().data_ptr() for module in modules_behind(forward_func) for p in module.parameters()}
     saved: dict[int, int] = {}
 
     def count(tensor: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ from typing import Literal, Protocol, TypeVar
 import torch
 from torch import Tensor
 
-from lam_captum._core._context import owning_module
+from lam_captum._core._context import modules_behind
 from lam_captum._core._memory import available_memory, estimate_call_memory, warn_if_forward_too_large
 from lam_captum.functional._detectors import Detector, gradient_detector, intensity_detector
 from lam_captum.functional._window import Window
@@ -649,7 +649,10 @@ def _crop_gradient(forward_func: Callable[[Tensor], Tensor], image: Tensor, refe
     if _integer_scale(output, point) != reference.scale or not output.requires_grad:
         return None
     agrees = _outputs_agree(output, reference, area)
-    (gradient,) = torch.autograd.grad(output, point, grad_outputs=reference.projection(area), allow_unused=True)
+    gradient = _backward_on_crop(lambda: torch.autograd.grad(output, point, grad_outputs=reference.projection(area),
+                                                             allow_unused=True)[0], point)
+    if gradient is False:
+        return False, None
     return None if gradient is None else (agrees, gradient)
 
 
@@ -889,8 +892,10 @@ def _log_refused(box: Box) -> None:
 
 
 def _partition_grids(forward_func: Callable[[Tensor], Tensor]) -> list[int]:
-    window_size = getattr(owning_module(forward_func), "window_size", None)
-    own = [window_size] if isinstance(window_size, int) and window_size > 1 else []
+    """The attention windows' sides of the model (``window_size`` of it or of a module behind its wrapper),
+    then the usual grids."""
+    sizes = [getattr(module, "window_size", None) for module in modules_behind(forward_func)]
+    own = [size for size in sizes if isinstance(size, int) and not isinstance(size, bool) and size > 1]
     return list(dict.fromkeys(own + list(_GRIDS)))
 
 
@@ -959,8 +964,9 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
         return agree
     cotangent = torch.cat([torch.zeros_like(output[row : row + 1]) if projection is None else projection
                            for row, projection in enumerate(projections)])
-    (gradient,) = torch.autograd.grad((output * cotangent).sum(), point, allow_unused=True)
-    if gradient is None:
+    gradient = _backward_on_crop(lambda: torch.autograd.grad((output * cotangent).sum(), point, allow_unused=True)[0],
+                                 point)
+    if gradient is None or gradient is False:
         return [False] * len(boxes)
     return [agrees and _close(Crop(box, reference.scale).place(gradient[row : row + 1], *image.shape[-2:]),
                               reference.gradient)
@@ -985,9 +991,9 @@ def call_on_steps(forward_func: Callable[[Tensor], Tensor], points: Tensor) -> T
 
 
 def _runs_on_one(forward_func: Callable[[Tensor], Tensor], points: Tensor) -> bool:
+    """Whether the model runs on the first of ``points`` alone, as LAM would run it (with gradients)."""
     try:
-        with torch.no_grad():
-            forward_func(points[:1])
+        forward_func(points[:1].detach().clone().requires_grad_(points.requires_grad))
     except Exception:  # noqa: BLE001 - the model's own failure, whatever it is
         return False
     return True
@@ -1006,6 +1012,19 @@ def _model_on_crop(forward_func: Callable[[Tensor], Tensor], point: Tensor) -> T
         _log.debug("the model refused a %dx%d crop (%s: %s)", point.shape[-2], point.shape[-1],
                    type(error).__name__, error)
         return None
+
+
+def _backward_on_crop(backward: Callable[[], Tensor | None], point: Tensor) -> Tensor | None | Literal[False]:
+    """The input gradient of crops ``point`` (``backward()``), None where the input gets none, or False where the
+    model's backward pass fails on their size (a refused crop, as in :func:`_model_on_crop`)."""
+    try:
+        return backward()
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the model's backward raises on a size it does not take
+        _log.debug("the model's backward pass refused a %dx%d crop (%s: %s)", point.shape[-2], point.shape[-1],
+                   type(error).__name__, error)
+        return False
 
 
 def _outputs_agree(output: Tensor, reference: Reference, area: Box) -> bool:
