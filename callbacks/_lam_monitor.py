@@ -201,10 +201,10 @@ class LAMMonitor(Callback):
             return
         fitting = trainer.state.fn == TrainerFn.FITTING
         self._validated_in_fit = self._validated_in_fit or fitting
+        if fitting and not self._due(trainer.current_epoch):
+            return
         weights = _weights_state(pl_module)
         if weights is not None and weights == self._last_weights:
-            return
-        if fitting and not self._due(trainer.current_epoch):
             return
         self._last_weights = weights
         if fitting:
