@@ -235,7 +235,8 @@ class LAMMonitor(Callback):
                 "probes": {probe.name: _identity(probe) for probe in self.probes}}
 
     @override
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
         # Lightning calls this just before `load_state_dict`, with the whole checkpoint: which weights these are.
         self._restoring_fit = trainer.state.fn == TrainerFn.FITTING
         self._checkpoint = None if self._restoring_fit else {
@@ -311,8 +312,10 @@ class LAMMonitor(Callback):
                     with self._isolated(trainer, f"could not give the ERF picture to {type(logger).__name__}"):
                         add_images(logger, picture, _logging_step(trainer))
                 if self.save_dir is not None:
-                    with self._isolated(trainer, f"could not save the ERF picture in `save_dir` {str(self.save_dir)!r}"):
-                        save_png(picture[f"{self.name}/erf"], self._picture_folder() / f"erf_{_run_folder(trainer)}.png")
+                    failure = f"could not save the ERF picture in `save_dir` {str(self.save_dir)!r}"
+                    with self._isolated(trainer, failure):
+                        path = self._picture_folder() / f"erf_{_run_folder(trainer)}.png"
+                        save_png(picture[f"{self.name}/erf"], path)
             return ratios
         return {}
 

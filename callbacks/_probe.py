@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from lam_captum._core.lam import check_image
 from lam_captum.functional import as_window
 from lam_captum.functional._window import WindowLike
 from lam_captum.imageio import IMAGE_SUFFIXES, load_input
@@ -154,8 +155,7 @@ def _check_image(image: object) -> Tensor | Path:
     if image.dim() not in (3, 4):
         raise ValueError(f"`image` must be one (C, H, W) LR image or one (T, C, H, W) LR clip, got shape "
                          f"{tuple(image.shape)}")
-    if not image.is_floating_point():
-        raise TypeError(f"`image` must be a floating tensor in the range the model expects, got {image.dtype}")
+    check_image("image", image)
     # A copy, so that the probe stays fixed whatever the caller does to the tensor later.
     return image.detach().clone()
 

@@ -6,6 +6,7 @@ and the PNG writer share one definition without importing each other.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -99,6 +100,26 @@ def check_writable_folder(folder: str | Path, name: str) -> Path:
     except OSError as error:
         raise OSError(f"{prefix}: {error.strerror or error}") from None
     raise NotADirectoryError(f"{prefix}: {str(existing)!r} is a file, not a folder")
+
+
+def files_listed(summary: Path, key: str, ours: Iterable[str]) -> list[str]:
+    """The names of ``ours`` that the JSON ``summary`` an earlier save wrote lists under ``key``: the files that
+    save wrote, which a new save into the folder may remove. None (an empty list) where the summary is missing,
+    unreadable or not such a summary; a file of the user's is never listed.
+
+    Example:
+        >>> import tempfile
+        >>> summary = Path(tempfile.mkdtemp()) / "summary.json"
+        >>> _ = summary.write_text('{"files": ["heat.png", "notes.txt", 3]}')
+        >>> files_listed(summary, "files", {"heat.png", "strip.png", "notes.txt"}), files_listed(summary, "x", {""})
+        (['heat.png', 'notes.txt'], [])
+    """
+    try:
+        listed = json.loads(summary.read_text()).get(key, [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    ours = set(ours)
+    return [name for name in listed if isinstance(name, str) and name in ours] if isinstance(listed, list) else []
 
 
 def write_files_atomically(folder: str | Path, files: Mapping[str, Callable[[BinaryIO], object]],

@@ -160,9 +160,10 @@ def device_from_flag(name: str | None) -> torch.device:
 
 
 def checked_scale(args: argparse.Namespace, scale: int, model_scale: int | None) -> int:
-    """The scale to place windows by (``args`` has the flags ``--scale`` and ``--lr``): the model's own, as its output on the image showed (``model_scale``;
-    None where the output could not tell, and ``scale`` stands). An HR image downscaled by another factor, or a
-    ``--scale`` the model does not have, is an error that names the flag before the path is paid for."""
+    """The scale to place windows by (``args`` has the flags ``--scale`` and ``--lr``): the model's own, as its
+    output on the image showed (``model_scale``; None where the output could not tell, and ``scale`` stands). An
+    HR image downscaled by another factor, or a ``--scale`` the model does not have, is an error that names the
+    flag before the path is paid for."""
     if model_scale is None or model_scale == scale:
         return scale if model_scale is None else model_scale
     if args.scale is not None:

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from lam_captum._atomic import write_text_atomically
+from lam_captum._atomic import files_listed, write_text_atomically
 from lam_captum._core.settings import LAMSettings
 from lam_captum.explain import LAMResult, explain, settings_with
 from lam_captum.functional import Window, as_window
@@ -139,7 +139,7 @@ class Comparison:
         """
         formats = _check_formats(formats)
         folder = Path(folder)
-        earlier = _listed_figures(folder / summary_name, name)
+        earlier = files_listed(folder / summary_name, "figures", (f"{name}.{kind}" for kind in FIGURE_FORMATS))
         written = [save_figure(self.draw(), folder / f"{name}.{kind}", kind) for kind in formats]
         summary = {**(metadata or {}), "figures": [path.name for path in written], **self.summary()}
         written.append(write_text_atomically(folder / summary_name, json.dumps(summary, indent=2) + "\n"))
@@ -303,17 +303,6 @@ def _check_one_scale(names: tuple[str, ...], row: tuple[LAMResult, ...]) -> None
     scales = {name: result.scale for name, result in zip(names, row)}
     if len(set(scales.values())) > 1:
         raise ValueError(f"`models` must share one scale (windows are in SR pixels), got scales {scales}")
-
-
-def _listed_figures(summary: Path, name: str) -> list[str]:
-    """The figure files ``summary`` (an earlier save's) lists under ``figures``, of this ``name``; none where
-    it is missing or not such a summary (a file of the user's is never listed)."""
-    try:
-        listed = json.loads(summary.read_text()).get("figures", [])
-    except (OSError, ValueError, AttributeError):
-        return []
-    ours = {f"{name}.{kind}" for kind in FIGURE_FORMATS}
-    return [figure for figure in listed if isinstance(figure, str) and figure in ours] if isinstance(listed, list) else []
 
 
 def _check_formats(formats: Sequence[str]) -> tuple[str, ...]:

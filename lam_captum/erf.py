@@ -229,7 +229,8 @@ def _batches(images: Iterator[Tensor], batch_size: int) -> Iterator[Tensor]:
 
 def _check_size(size: tuple[int, int]) -> None:
     if (not isinstance(size, (tuple, list)) or len(size) != 2
-            or not all(isinstance(side, numbers.Integral) and not isinstance(side, bool) and side > 0 for side in size)):
+            or not all(isinstance(side, numbers.Integral) and not isinstance(side, bool) and side > 0
+                       for side in size)):
         raise ValueError(f"`size` must be two positive ints (height, width), got {size!r}")
 
 

@@ -15,7 +15,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from lam_captum._atomic import check_writable_folder, write_files_atomically
+from lam_captum._atomic import check_writable_folder, files_listed, write_files_atomically
 from lam_captum._core._context import eval_mode, model_placement, modules_behind
 from lam_captum._core._windows import as_window_list
 from lam_captum._core.lam import LAM, check_dtype, check_image, naming_dtype_errors
@@ -101,14 +101,10 @@ def _earlier_result_files(folder: Path) -> list[str]:
     summary that lists none (or another tool's), removes nothing."""
     from lam_captum.video import ClipResult
 
-    try:
-        listed = json.loads((folder / "summary.json").read_text()).get("files", [])
-    except (OSError, ValueError, AttributeError):
-        return []
     kinds = (LAMResult, ClipResult)
     ours = {*(f"{name}.png" for kind in kinds for name in (*kind._PICTURES, *kind._ON_REQUEST)),
             *(f"figure.{form}" for form in FIGURE_FORMATS)}
-    return [name for name in listed if isinstance(name, str) and name in ours] if isinstance(listed, list) else []
+    return files_listed(folder / "summary.json", "files", ours)
 
 
 def png_files(pictures: Mapping[str, np.ndarray]) -> dict[str, Callable]:

@@ -562,7 +562,8 @@ def test_map_scores_take_numpy_maps_and_refuse_empty_ones():
 def test_detectors_take_a_window_as_a_tuple(model, images):
     output = model(images)
     assert torch.equal(LF.gradient_detector(output, (2, 2, 8)), LF.gradient_detector(output, LF.Window(2, 2, 8, 8)))
-    assert torch.equal(LF.intensity_detector(output, (2, 2, 4, 6)), LF.intensity_detector(output, LF.Window(2, 2, 4, 6)))
+    assert torch.equal(LF.intensity_detector(output, (2, 2, 4, 6)),
+                       LF.intensity_detector(output, LF.Window(2, 2, 4, 6)))
 
 
 def test_windows_come_as_numpy_rows_and_strings_are_named(model, images):

@@ -642,16 +642,16 @@ def _crop_gradient(forward_func: Callable[[Tensor], Tensor], image: Tensor, refe
     reference's projection on the crop (crop pixels); ``(False, None)`` where the model refuses the crop's size,
     None where the input gets no gradient or the crop's output has another scale."""
     point = image[(..., *box.slices())].detach().clone().requires_grad_(True)
-    output = _model_on_crop(forward_func, point)
-    if output is None:
+    output = _on_crop(lambda: forward_func(point), point)
+    if output is _REFUSED:
         return False, None
     area = box.scaled(reference.scale)
     if _integer_scale(output, point) != reference.scale or not output.requires_grad:
         return None
     agrees = _outputs_agree(output, reference, area)
-    gradient = _backward_on_crop(lambda: torch.autograd.grad(output, point, grad_outputs=reference.projection(area),
-                                                             allow_unused=True)[0], point)
-    if gradient is False:
+    gradient = _on_crop(lambda: torch.autograd.grad(output, point, grad_outputs=reference.projection(area),
+                                                    allow_unused=True)[0], point, "the model's backward pass")
+    if gradient is _REFUSED:
         return False, None
     return None if gradient is None else (agrees, gradient)
 
@@ -949,8 +949,9 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
     """:func:`_agrees` for each row's crop (``boxes`` of one shape, of ``(1, C, H, W)`` images), in one forward
     and one backward pass: the rows of a model call are independent."""
     point = torch.cat([image[(..., *box.slices())] for image, box in zip(images, boxes)]).detach().clone()
-    output = _model_on_crop(forward_func, point.requires_grad_(True))
-    if output is None:
+    point.requires_grad_(True)
+    output = _on_crop(lambda: forward_func(point), point)
+    if output is _REFUSED:
         return [False] * len(boxes)
     scale = _integer_scale(output, point)
     areas = [box.scaled(reference.scale) for box, reference in zip(boxes, references)]
@@ -964,9 +965,9 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
         return agree
     cotangent = torch.cat([torch.zeros_like(output[row : row + 1]) if projection is None else projection
                            for row, projection in enumerate(projections)])
-    gradient = _backward_on_crop(lambda: torch.autograd.grad((output * cotangent).sum(), point, allow_unused=True)[0],
-                                 point)
-    if gradient is None or gradient is False:
+    gradient = _on_crop(lambda: torch.autograd.grad((output * cotangent).sum(), point, allow_unused=True)[0], point,
+                        "the model's backward pass")
+    if gradient is None or gradient is _REFUSED:
         return [False] * len(boxes)
     return [agrees and _close(Crop(box, reference.scale).place(gradient[row : row + 1], *image.shape[-2:]),
                               reference.gradient)
@@ -999,32 +1000,27 @@ def _runs_on_one(forward_func: Callable[[Tensor], Tensor], points: Tensor) -> bo
     return True
 
 
-def _model_on_crop(forward_func: Callable[[Tensor], Tensor], point: Tensor) -> Tensor | None:
-    """The model's output on crops ``point``, or None where the model refuses their size: a U-Net whose skip
-    connections need sides divisible by 2^k, or a learned position embedding of one size, raises on a crop
-    of an image it takes. That refuses the crop, as a check that fails does (the full image, or another
-    candidate, is used); running out of memory is not a refusal, and is raised."""
+class _Refused:
+    """What :func:`_on_crop` returns where the model refuses the crops' size."""
+
+
+_REFUSED = _Refused()
+
+
+def _on_crop(run: Callable[[], Result], point: Tensor, who: str = "the model") -> Result | _Refused:
+    """``run()``, a forward or backward pass of the model on crops ``point`` (``who`` runs it, for the log), or
+    :data:`_REFUSED` where the model refuses their size: a U-Net whose skip connections need sides divisible by
+    2^k, a learned position embedding of one size, a kernel written for even sides raise on a crop of an image
+    they take. That refuses the crop, as a check that fails does (the full image, or another candidate, is
+    used); running out of memory is not a refusal, and is raised."""
     try:
-        return forward_func(point)
+        return run()
     except torch.OutOfMemoryError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the model raises on a size it does not take
-        _log.debug("the model refused a %dx%d crop (%s: %s)", point.shape[-2], point.shape[-1],
-                   type(error).__name__, error)
-        return None
-
-
-def _backward_on_crop(backward: Callable[[], Tensor | None], point: Tensor) -> Tensor | None | Literal[False]:
-    """The input gradient of crops ``point`` (``backward()``), None where the input gets none, or False where the
-    model's backward pass fails on their size (a refused crop, as in :func:`_model_on_crop`)."""
-    try:
-        return backward()
-    except torch.OutOfMemoryError:
-        raise
-    except Exception as error:  # noqa: BLE001 - whatever the model's backward raises on a size it does not take
-        _log.debug("the model's backward pass refused a %dx%d crop (%s: %s)", point.shape[-2], point.shape[-1],
-                   type(error).__name__, error)
-        return False
+        _log.debug("%s refused a %dx%d crop (%s: %s)", who, point.shape[-2], point.shape[-1], type(error).__name__,
+                   error)
+        return _REFUSED
 
 
 def _outputs_agree(output: Tensor, reference: Reference, area: Box) -> bool:

@@ -11,7 +11,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from lam_captum._core._context import computation_dtype, gradient_context, owning_module
-from lam_captum._core.lam import unpack_inputs
+from lam_captum._core.lam import check_image, unpack_inputs
 
 _NO_GRAPH = (
     "the model's output does not depend on its input through autograd; likely causes: torch.no_grad() or "
@@ -99,8 +99,7 @@ def _prepare_inputs(forward_func: Callable, inputs: Tensor) -> Tensor:
         raise TypeError(f"`inputs` must be a tensor, got {type(inputs).__name__}")
     if inputs.dim() != 4:
         raise ValueError(f"`inputs` must be a 4-D (N, C, H, W) tensor, got shape {tuple(inputs.shape)}")
-    if not inputs.is_floating_point():
-        raise TypeError(f"`inputs` must be a floating tensor in the range the model expects, got {inputs.dtype}")
+    check_image("inputs", inputs)
     module = owning_module(forward_func)
     parameter = next(module.parameters(), None) if module is not None else None
     if parameter is not None and parameter.device != inputs.device:

@@ -375,8 +375,7 @@ class LAM(GradientAttribution):
             raise ValueError(f"`inputs` must be a 4-D (N, C, H, W) tensor, got shape {tuple(inputs.shape)}; add a "
                              "batch dimension with inputs.unsqueeze(0) (clips of video frames: a 5-D (N, T, C, H, W) "
                              "tensor)")
-        if not inputs.is_floating_point():
-            raise TypeError(f"`inputs` must be a floating tensor in the range the model expects, got {inputs.dtype}")
+        check_image("inputs", inputs)
         check_dtype(dtype)
         module = owning_module(self.forward_func)
         parameter = next(module.parameters(), None) if module is not None else None

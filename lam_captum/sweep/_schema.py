@@ -1,11 +1,12 @@
 """The study file's schema: pydantic models that report every problem at once, each at its location.
 
 Types, bounds, literals and unknown keys are pydantic's (strict: ``"4"`` is not an integer, ``"true"`` not
-a boolean; YAML itself reads ``yes`` and ``no`` as booleans, and the study's loader ``1e-3`` as a number); the checks that need the file system (model files, weights, images) are validators of the
-field they concern, reading relative paths from the folder in the validation context; the windows are
-checked against the images, the models' scales and the LAM settings whenever those are valid (as the
-images come last, a bad `maps` does not hide a bad window). The ``lam`` section follows
-:class:`lam_captum.LAMSettings`: its fields are the settings' fields, and the settings type judges them.
+a boolean; YAML itself reads ``yes`` and ``no`` as booleans, and the study's loader ``1e-3`` as a number);
+the checks that need the file system (model files, weights, images) are validators of the field they concern,
+reading relative paths from the folder in the validation context; the windows are checked against the images,
+the models' scales and the LAM settings whenever those are valid (as the images come last, a bad `maps` does
+not hide a bad window). The ``lam`` section follows :class:`lam_captum.LAMSettings`: its fields are the
+settings' fields, and the settings type judges them.
 :func:`problems_of` turns a :class:`pydantic.ValidationError` into the study's one-line messages.
 """
 

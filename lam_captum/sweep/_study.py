@@ -295,9 +295,9 @@ def _resolved(spec: StudySpec, source: Path | None, base: Path) -> Study:
     models = tuple(_model_entry(spec, model, index) for index, model in enumerate(spec.models))
     images = tuple(entry for index, image in enumerate(spec.images) for entry in _image_entries(image, index))
     windows = {file.name: image.windows_of(file) for image in spec.images for file in image.files}
-    output = spec.output or (f"{source.stem}-sweep" if source else "sweep")
+    output = Path(spec.output or (f"{source.stem}-sweep" if source else "sweep")).expanduser()
     return Study(models=models, images=images, windows=windows, lam=spec.lam.settings(), alpha=spec.lam.alpha,
-                 output=(base / Path(output).expanduser()).resolve(), maps=spec.maps, pictures=spec.pictures, figures=spec.figures,
+                 output=(base / output).resolve(), maps=spec.maps, pictures=spec.pictures, figures=spec.figures,
                  erf=spec.erf, windows_per_pass=spec.windows_per_pass, source=source)
 
 
@@ -388,8 +388,9 @@ def _check_unique_keys(node: yaml.Node, path: Path, seen: set[int]) -> None:
         for key, _ in node.value:
             if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
                 if key.value in keys:
-                    raise StudyError([f"`study`: {str(path)!r} names the key {key.value!r} twice in one mapping, on "
-                                      f"lines {keys[key.value]} and {key.start_mark.line + 1}: YAML would keep the last"])
+                    raise StudyError([f"`study`: {str(path)!r} names the key {key.value!r} twice in one mapping, "
+                                      f"on lines {keys[key.value]} and {key.start_mark.line + 1}: YAML would keep "
+                                      "the last"])
                 keys[key.value] = key.start_mark.line + 1
     children = node.value if isinstance(node, yaml.SequenceNode) else (
         [item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode) else [])
