@@ -531,6 +531,29 @@ def test_a_path_that_never_moves_the_input_is_explained(model):
         LAM(model).attribute_windows(black, [(4, 4, 8), (8, 8, 8)], n_steps=STEPS)
 
 
+def test_a_flat_image_is_said_to_give_rounding_noise_and_one_grey_level_of_detail_is_not(model):
+    # A flat grey image blurs to itself within float32 rounding: its map is noise, not an all-zero map.
+    flat = torch.full((2, 1, 12, 12), 0.5)
+    flat[1, 0, 6, 6] += 1 / 255
+    with pytest.warns(RuntimeWarning, match=r"barely changes the input of sample\(s\) \[0\] \(its largest change is "
+                                            r"\de-0[5-8] of the image's largest value\): the image is flat") as caught:
+        attribution = LAM(model).attribute(flat, (4, 4, 8), n_steps=STEPS)
+    assert len([w for w in caught if "barely" in str(w.message)]) == 1
+    assert 0 < attribution[0].abs().max() < 1e-6 * attribution[1].abs().max()
+    with pytest.warns(RuntimeWarning, match=r"barely changes the input of sample\(s\) \[0\]"):
+        LAM(model).attribute_windows(flat[:1], [(4, 4, 8), (8, 8, 8)], n_steps=STEPS)
+    with pytest.warns(RuntimeWarning, match=r"barely changes the input of sample\(s\) \[0\]"):
+        explain(model, flat[0], (4, 4, 8), n_steps=STEPS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LAM(model).attribute(flat[1:], (4, 4, 8), n_steps=STEPS)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LAM(model).attribute(torch.zeros(1, 1, 12, 12), (4, 4, 8), n_steps=STEPS)
+    assert [w for w in caught if "all zero although" in str(w.message)]
+    assert not [w for w in caught if "barely" in str(w.message)]
+
+
 def test_a_dead_maps_area_is_zero_and_null_in_the_summary(tmp_path):
     assert int(LF.attribution_area(torch.zeros(8, 8))) == 0
     assert LF.attribution_area(torch.stack([torch.zeros(4, 4), torch.eye(4)])).tolist() == [0, 2]

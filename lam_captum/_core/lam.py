@@ -188,7 +188,8 @@ class LAM(GradientAttribution):
 
         Warns:
             RuntimeWarning: Before the run, if one model call would need more memory than the device has
-                free (estimated by a probe forward pass on a crop); after it, for zeroed non-finite gradients
+                free (estimated by a probe forward pass on a crop) or for a flat image, which the path cannot
+                change beyond rounding; after it, for zeroed non-finite gradients
                 or an all-zero attribution; for a ``frame`` given with a model that returns one frame.
 
         Raises:
@@ -207,6 +208,7 @@ class LAM(GradientAttribution):
         with gradient_context(self.forward_func, x.device), naming_dtype_errors(self.forward_func, x.dtype), \
                 probes_shared():
             x = x.detach().clone()
+            _warn_if_flat(x, settings)
             if crop and x.dim() == 4:
                 # The crops' calls, and the full image's where a sample has no crop, warn about their own memory;
                 # the pass that finds the region fits by its choice (`window_references`).
@@ -307,6 +309,7 @@ class LAM(GradientAttribution):
         with gradient_context(self.forward_func, x.device), naming_dtype_errors(self.forward_func, x.dtype), \
                 probes_shared():
             x = x.detach().clone()
+            _warn_if_flat(x, settings)
             # Each group's integration warns about its own calls; the pass that finds the windows' regions fits by
             # its choice (`window_references`).
             attribution = attribute_windows_in_crop(self.forward_func, x, window_list, detector, settings.kernel_size,
@@ -568,6 +571,28 @@ class _GradientHealth:
             warnings.warn(f"the attribution of {self.noun}(s) {still} is all zero although the input gradients are "
                           "not: the blur path never changes the input there (a flat image, or a `sigma` too small to "
                           "blur it)", RuntimeWarning, stacklevel=outside_stacklevel())
+
+
+# The largest change the blur makes to an image, as a share of its largest value, below which the path is only
+# rounding: float32 blurs a flat image to itself within about 1e-7 of it; one 8-bit grey level of detail (1/255)
+# changes it by more than 1e-4.
+FLAT_CHANGE = 1e-5
+
+
+def _warn_if_flat(x: Tensor, settings: LAMSettings) -> None:
+    """Warn for samples of ``x`` (images or clips) that the blur path cannot change beyond rounding: their
+    attribution would be rounding noise with a Diffusion Index of its own. All-black samples are left to
+    :class:`_GradientHealth`, whose attribution is exactly zero."""
+    frames = x.detach().flatten(1, -3)
+    change = (frames - blur_baseline(frames, settings.sigma, settings.kernel_size)).abs().flatten(1).amax(dim=1)
+    largest = frames.abs().flatten(1).amax(dim=1)
+    flat = [n for n in range(x.shape[0]) if 0 < largest[n] and change[n] <= FLAT_CHANGE * largest[n]]
+    if flat:
+        shares = ", ".join(f"{float(change[n] / largest[n]):.1g}" for n in flat)
+        warnings.warn(f"the blur path barely changes the input of sample(s) {flat} (its largest change is {shares} of "
+                      "the image's largest value): the image is flat, so its attribution and Diffusion Index are "
+                      "rounding noise; LAM needs detail for the blur to remove", RuntimeWarning,
+                      stacklevel=outside_stacklevel())
 
 
 def _chunks(n_samples: int, n_steps: int, rows: int) -> Iterator[list[tuple[int, range]]]:
