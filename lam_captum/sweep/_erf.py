@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from lam_captum._atomic import write_atomically
+from lam_captum._core._context import eval_mode
 from lam_captum.erf import REPLKNET_THRESHOLDS, dataset_erf, erf_area_ratios
 from lam_captum.sweep._fingerprints import digest
 from lam_captum.sweep._records import read_json, write_csv, write_json
@@ -90,8 +91,11 @@ def _model_erf(study: Study, model: ModelEntry, device: torch.device) -> dict[st
     try:
         network = model.build()
         inputs = [load_input(image.path, scale=model.scale, crop=image.crop, lr=image.lr)[0] for image in images]
+        _check_takes_images(network, model, inputs[0].shape[-3], (height, width), device)
         erf = dataset_erf(network, inputs, size=(height, width), batch_size=study.erf.batch_size, device=device)
         ratios = erf_area_ratios(erf)
+    except _NotAnImageModel as error:
+        return {**row, "status": "error", "error": str(error)}
     except Exception as error:  # one model's failure is its row, as a probe's is
         return {**row, "status": "error", "error": f"{type(error).__name__}: {error}"}
     for threshold, square in ratios.items():
@@ -100,3 +104,21 @@ def _model_erf(study: Study, model: ModelEntry, device: torch.device) -> dict[st
     save_png(erf_picture(erf, scale=max(1, math.ceil(_PICTURE_PIXELS / max(height, width)))),
              erf_path(study.output, model.name, "png"))
     return {**row, "seconds": time.perf_counter() - started, "status": "ok"}
+
+
+class _NotAnImageModel(Exception):
+    """A model that fails on an image of the ERF's size (a video SR model, most often)."""
+
+
+def _check_takes_images(network: torch.nn.Module, model: ModelEntry, channels: int, size: tuple[int, int],
+                        device: torch.device) -> None:
+    """Run ``network`` once on a zero image of the ERF's size, so that a model that cannot take images gets a row
+    that says so, not its own unpacking error from inside the ERF."""
+    image = torch.zeros(1, channels, *size, device=device)
+    try:
+        with torch.inference_mode(), eval_mode(network):
+            network.to(device)(image)
+    except Exception as error:
+        raise _NotAnImageModel(f"model: `{model.field}` fails on an image (N, C, H, W) = {tuple(image.shape)} (the ERF "
+                               f"is an image model's; a video SR model takes clips): {type(error).__name__}: {error}"
+                               ) from error

@@ -247,10 +247,14 @@ def test_a_class_in_a_models_args_is_written_by_name(workspace: Path, tmp_path: 
 
 def test_a_video_model_on_an_image_is_told_it_takes_clips(workspace: Path, tmp_path: Path) -> None:
     model = f"{workspace / 'odd_models.py'}:ClipsOnly"
-    report = run_sweep(small_study(workspace, models=[model], figures=False), output=tmp_path / "out",
-                       accelerator="cpu", devices=1, progress=False)
+    report = run_sweep(small_study(workspace, models=[model], figures=False, erf={"size": [16, 16]}),
+                       output=tmp_path / "out", accelerator="cpu", devices=1, progress=False)
     assert report.count("error") == 4
     assert "(a video SR model takes clips: `clip: true` on a folder of frames)" in report.rows[0]["error"]
+    (erf,) = read_csv(tmp_path / "out" / "erf.csv")
+    assert erf["status"] == "error"
+    assert erf["error"].startswith("model: `models[0]` fails on an image (N, C, H, W) = (1, 3, 16, 16) (the ERF is "
+                                   "an image model's; a video SR model takes clips): ")
 
 
 def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt_and_ctrl_c_works_again(workspace: Path,
