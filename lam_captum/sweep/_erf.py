@@ -54,10 +54,13 @@ def write_erfs(study: Study, device: torch.device, *, compute: bool = True) -> l
     """
     rows = []
     for model in study.models:
-        fingerprint = _fingerprint(study, model)
+        fingerprint = _fingerprint(study, model.digest)
+        fingerprints = {fingerprint, _fingerprint(study, model.earlier_digest or model.digest)}
         record = read_json(erf_path(study.output, model.name, "json"))
-        if record is not None and record.get("fingerprint") == fingerprint and record.get("status") == "ok":
+        if record is not None and record.get("fingerprint") in fingerprints and record.get("status") == "ok":
             row = {key: record.get(key) for key in ERF_COLUMNS}
+            if record["fingerprint"] != fingerprint:  # an earlier version's fingerprint: now current
+                write_json(erf_path(study.output, model.name, "json"), {**record, "fingerprint": fingerprint})
         elif compute:
             row = _model_erf(study, model, device)
             write_json(erf_path(study.output, model.name, "json"), {**row, "fingerprint": fingerprint})
@@ -68,8 +71,8 @@ def write_erfs(study: Study, device: torch.device, *, compute: bool = True) -> l
     return rows
 
 
-def _fingerprint(study: Study, model: ModelEntry) -> str:
-    return digest([model.digest, [image.digest for image in _images(study)], list(study.erf.size)])
+def _fingerprint(study: Study, model_digest: str) -> str:
+    return digest([model_digest, [image.digest for image in _images(study)], list(study.erf.size)])
 
 
 def _images(study: Study) -> list[ImageEntry]:

@@ -122,7 +122,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def read_record(output: Path, probe: StudyProbe) -> dict[str, Any] | None:
     """The probe's record, or None if absent, unreadable or stale (another fingerprint)."""
     record = read_json(record_path(output, probe.id))
-    return record if record is not None and record.get("fingerprint") == probe.fingerprint else None
+    return record if record is not None and record.get("fingerprint") in probe.fingerprints else None
 
 
 def pending_probes(study: Study) -> list[StudyProbe]:
@@ -176,6 +176,8 @@ def assemble(study: Study) -> list[dict[str, Any]]:
     rows = []
     for probe in sorted(study.probes(), key=lambda probe: probe.id):
         record = read_record(study.output, probe)
+        if record is not None and record["fingerprint"] != probe.fingerprint:  # an earlier version's: now current
+            write_json(record_path(study.output, probe.id), {**record, "fingerprint": probe.fingerprint})
         values = {key: record.get(key) for key in _RESULT_COLUMNS} if record else {}
         rows.append(probe_row(probe, **values))
     summary = model_summary(rows, [model.name for model in study.models])

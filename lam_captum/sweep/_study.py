@@ -70,7 +70,10 @@ class ModelEntry:
         args: Keyword arguments for the class (or for :func:`lam_captum.models.build_model`).
         scale: The upscaling factor the study expects of it (checked when it first runs).
         field: Where it came from in the study file, e.g. ``models[1]``.
-        digest: Hash of everything above that changes its numbers, including the files' contents.
+        digest: Hash of everything above that changes its numbers, including the files' contents (a
+            ``file.py:Class`` model by its class and contents, not its folder: moving the project keeps it).
+        earlier_digest: The digest earlier versions gave it, which held the file's absolute path (None for models
+            without a file spec, whose digest has not changed).
     """
 
     name: str
@@ -80,6 +83,7 @@ class ModelEntry:
     scale: int
     field: str
     digest: str
+    earlier_digest: str | None = None
 
     def build(self) -> torch.nn.Module:
         """The network, on the CPU. Its random initialisation is seeded (0, on a forked generator): a model
@@ -142,12 +146,21 @@ class StudyProbe:
         window: The window, in SR pixels.
         fingerprint: Hash of everything that determines the probe's numbers; a stored result with
             another fingerprint is stale and is computed again.
+        earlier_fingerprint: The fingerprint earlier versions gave a ``file.py:Class`` model's probe (with the
+            file's absolute path): a record of it is current too, and is given the new fingerprint.
     """
 
     model: ModelEntry
     image: ImageEntry
     window: Window
     fingerprint: str
+    earlier_fingerprint: str | None = None
+
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        """The fingerprints a current record may carry: its own, and the earlier one, if any."""
+        return (self.fingerprint,) if self.earlier_fingerprint is None else (self.fingerprint,
+                                                                            self.earlier_fingerprint)
 
     @property
     def id(self) -> str:
@@ -195,7 +208,9 @@ class Study:
         """Every probe, model by model and image by image, so that each process reloads little."""
         lam = json.dumps(self._lam_fingerprint(), sort_keys=True)
         return [
-            StudyProbe(model, image, window, digest([model.digest, image.digest, list(window), lam]))
+            StudyProbe(model, image, window, digest([model.digest, image.digest, list(window), lam]),
+                       None if model.earlier_digest is None else digest([model.earlier_digest, image.digest,
+                                                                         list(window), lam]))
             for model in self.models
             for image in self.images
             for window in self.windows[image.name]
@@ -303,9 +318,21 @@ def _resolved(spec: StudySpec, source: Path | None, base: Path) -> Study:
 
 def _model_entry(spec: StudySpec, model: ModelSpec, index: int) -> ModelEntry:
     scale = spec.model_scale(model)
-    fingerprint = digest([model.spec, dict(model.args), scale, [file_digest(path) for path in model.files]])
+    contents = [file_digest(path) for path in model.files]
+    fingerprint = digest([_portable_spec(model.spec), dict(model.args), scale, contents])
+    earlier = digest([model.spec, dict(model.args), scale, contents])
     return ModelEntry(name=model.label, spec=model.spec, weights=model.weights, args=dict(model.args), scale=scale,
-                      field=f"models[{index}]", digest=fingerprint)
+                      field=f"models[{index}]", digest=fingerprint,
+                      earlier_digest=None if earlier == fingerprint else earlier)
+
+
+def _portable_spec(spec: str) -> str:
+    """The spec as a fingerprint holds it: a ``/absolute/file.py:Class`` as ``file:Class`` (the file's contents
+    are in the fingerprint; where the project lies is not), any other spec as it is."""
+    from lam_captum.models import parse_model_spec
+
+    parsed = parse_model_spec(spec)
+    return f"file:{parsed.attribute}" if parsed.kind == "file" else spec
 
 
 def _image_entries(image: ImageSpec, index: int) -> list[ImageEntry]:

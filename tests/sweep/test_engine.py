@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,8 @@ from lam_captum.explain import PICTURE_NAMES, explain, explain_windows
 from lam_captum.imageio import hr_to_lr, load_image
 from lam_captum.models import build_model, load_model
 from lam_captum.sweep import COLUMNS, OutputFolderError, load_study, run_sweep
+from lam_captum.sweep._erf import _fingerprint as erf_fingerprint
+from lam_captum.sweep._fingerprints import digest, file_digest
 from lam_captum.sweep._lock import LOCK_NAME
 from lam_captum.sweep._quality import sr_psnr
 from lam_captum.sweep._records import record_path
@@ -279,3 +282,47 @@ def test_ddp_spawn_reports_what_its_processes_did(workspace: Path, tmp_path: Pat
     report = run_sweep(study, output=tmp_path / "out", accelerator="cpu", devices=1, strategy="ddp_spawn",
                        progress=False)
     assert (report.count("ok"), report.count("error"), report.computed) == (4, 4, 8)
+
+
+def test_moving_the_project_keeps_a_file_models_results_and_earlier_records_stay_current(workspace: Path,
+                                                                                         tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("astro.png", "odd_models.py"):
+        (project / name).write_bytes((workspace / name).read_bytes())
+    study = {"models": ["odd_models.py:Quick"], "lam": {"n_steps": 2}, "figures": False, "erf": {"size": [16, 16]},
+             "images": [{"path": "astro.png", "windows": [[20, 20, 16], [8, 40, 8]]}], "output": "results"}
+    (project / "study.yaml").write_text(yaml.safe_dump(study))
+    first = run_sweep(project / "study.yaml", accelerator="cpu", devices=1, progress=False)
+    assert (first.computed, first.count("ok")) == (2, 2)
+    probes = load_study(project / "study.yaml").probes()
+    # What earlier versions wrote: the file's absolute path in the model's part of the fingerprint.
+    model = probes[0].model
+    assert model.earlier_digest == digest([f"{project / 'odd_models.py'}:Quick", {}, 4,
+                                           [file_digest(project / "odd_models.py")]])
+    for probe in probes:
+        record = json.loads(record_path(first.output, probe.id).read_text())
+        record_path(first.output, probe.id).write_text(json.dumps({**record,
+                                                                   "fingerprint": probe.earlier_fingerprint}))
+    erf_record = project / "results" / "erf" / "Quick.json"
+    erf_numbers = json.loads(erf_record.read_text())
+    erf_record.write_text(json.dumps({**erf_numbers, "fingerprint": erf_fingerprint(load_study(project / "study.yaml"),
+                                                                                    model.earlier_digest)}))
+
+    in_place = run_sweep(project / "study.yaml", accelerator="cpu", devices=1, progress=False)
+    assert (in_place.computed, comparable(in_place.rows)) == (0, comparable(first.rows))
+    assert [json.loads(record_path(first.output, probe.id).read_text())["fingerprint"] for probe in probes] == [
+        probe.fingerprint for probe in probes], "earlier records are given the new fingerprint"
+
+    moved = tmp_path / "moved" / "elsewhere"
+    shutil.move(project, moved)
+    after_move = run_sweep(moved / "study.yaml", accelerator="cpu", devices=1, progress=False)
+    assert (after_move.computed, comparable(after_move.rows)) == (0, comparable(first.rows))
+    assert [probe.fingerprint for probe in load_study(moved / "study.yaml").probes()] == [
+        probe.fingerprint for probe in probes]
+    assert json.loads((moved / "results" / "erf" / "Quick.json").read_text()) == erf_numbers, "the ERF is not redone"
+
+    with (moved / "odd_models.py").open("a") as source:
+        source.write("\n# retrained\n")
+    edited = run_sweep(moved / "study.yaml", accelerator="cpu", devices=1, progress=False)
+    assert edited.computed == 2, "a changed model file still makes its results stale"
