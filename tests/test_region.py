@@ -12,7 +12,14 @@ from torch import nn
 
 from lam_captum import LAM
 from lam_captum._core._context import gradient_context
-from lam_captum._core._region import Box, compute_in_crop, detector_footprint
+from lam_captum._core._region import (
+    Box,
+    PathBlur,
+    compute_in_crop,
+    detector_footprint,
+    region_of,
+    window_references,
+)
 from lam_captum.functional import Window, gradient_detector
 
 REGION_LOG = "lam_captum._core._region"
@@ -31,7 +38,8 @@ def crop_box(model: nn.Module, image: torch.Tensor, window: Window) -> Box | Non
         watch.inspect(gradient)
         return gradient
 
-    outcome = compute_in_crop(model, image, [detector_footprint(window, gradient_detector)], 9, gradient_on_crop)
+    outcome = compute_in_crop(model, image, [detector_footprint(window, gradient_detector)], PathBlur(1.2, 9),
+                              gradient_on_crop)
     return None if outcome is None else outcome[0].box
 
 
@@ -281,6 +289,86 @@ def test_gradient_leaving_the_region_on_the_path_widens_the_crop(caplog):
     assert_same_attribution(cropped, lam.attribute(image, (40, 40, 8), n_steps=5, crop=False))
 
 
+class MaxGatedSR(nn.Module):
+    """x2; channel attention from global max pooling (CBAM's max branch): its gradient reaches only the maximum."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.features, self.gate, self.out = nn.Conv2d(3, 8, 1), nn.Linear(8, 8), nn.Conv2d(8, 12, 3, padding=1)
+        with torch.no_grad():
+            self.features.weight.abs_()
+            self.features.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = F.relu(self.features(x))
+        gate = torch.sigmoid(self.gate(features.amax(dim=(-2, -1))))[..., None, None]
+        return F.pixel_shuffle(self.out(features * gate), 2)
+
+
+class PeakScaledSR(nn.Module):
+    """x2; brings its input to a peak of 1 by a detached global maximum, and back: no gradient shows it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.first, self.second = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 12, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        peak = x.amax(dim=(1, 2, 3), keepdim=True).detach()
+        return F.pixel_shuffle(self.second(F.relu(self.first(x / peak))), 2) * peak
+
+
+class ThresholdSR(nn.Module):
+    """x2, grey; units that fire only above 0.2, then a 9x9 convolution: dead in the dark, with zero gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.units, self.out = nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 9, padding=4)
+        with torch.no_grad():
+            self.units.weight.fill_(1.0)
+            self.units.bias.fill_(-0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(self.out(F.relu(self.units(x))), 2)
+
+
+def highlight_and_far_area() -> torch.Tensor:
+    """A highlight next to the window (the global maximum at the input) and a bright area far away, which holds
+    the maximum once the highlight is blurred."""
+    image = torch.full((1, 3, 40, 40), 0.2)
+    image[..., 12, 12] = 1.0
+    image[..., 30:38, 30:38] = 0.8
+    return image + 0.01 * torch.rand(image.shape, generator=torch.Generator().manual_seed(0))
+
+
+def dark_beside_light() -> torch.Tensor:
+    """Texture at the window, dark around it, and light 4 LR pixels away that blurs into the dark on the path."""
+    image = torch.zeros(1, 1, 32, 32)
+    image[..., 9:12, 9:12] = 0.6
+    image[..., :, 16:] = 1.0
+    return image
+
+
+@pytest.mark.parametrize(("model", "image", "window"), [
+    (MaxGatedSR, highlight_and_far_area, (20, 20, 8)),
+    (PeakScaledSR, highlight_and_far_area, (20, 20, 8)),
+    (ThresholdSR, dark_beside_light, (20, 20, 2)),
+], ids=["global-max-gate", "detached-peak", "dead-units-lit-on-the-path"])
+def test_what_the_window_sees_only_along_the_path_is_found_at_the_baseline(model, image, window):
+    # At the input the window's gradient covers a small region, and a crop of it passes every check there
+    # (before the baseline's check it was used: 0.17, 0.04 and 0.12 of the maximum off); what the window
+    # depends on further out shows only as the path blurs the image.
+    lam, image = LAM(model().eval()), image()
+    (reference,) = window_references(lam.forward_func, image, [detector_footprint(Window(*window, window[-1]),
+                                                                                   gradient_detector)])
+    assert region_of(reference).area < image.shape[-2] * image.shape[-1] / 4
+    full = lam.attribute(image, window, n_steps=5, crop=False)
+    assert_same_attribution(lam.attribute(image, window, n_steps=5), full)
+    assert_same_attribution(lam.attribute_windows(image, [window, (4, 4, 4)], n_steps=5)[:1], full)
+
+
 def test_bad_crop_value_is_refused(photo_lr):
     with pytest.raises(ValueError, match=r"`crop` must be 'auto' .* or False, got 'yes'"):
         LAM(tiny_sr()).attribute(photo_lr, (8, 8, 8), crop="yes")
@@ -372,7 +460,6 @@ def test_gpu_crops_at_a_corner_and_in_the_middle_have_one_shape_a_multiple_of_8_
 def references_and_passes(model: nn.Module, image: torch.Tensor, windows: list[Window], caplog):
     """``window_references`` for the windows, the number of backward passes it made (as it logs them), and
     each window's gradient made alone (its projection's backward pass of its own)."""
-    from lam_captum._core._region import window_references
 
     footprints = [detector_footprint(window, gradient_detector) for window in windows]
     with torch.enable_grad():

@@ -61,9 +61,9 @@ def test_windows_at_every_border_and_corner_run_stacked_and_equal_one_at_a_time(
         together = lam.attribute_windows(image, [(top, left, 16) for top, left in CORNERS_AND_BORDERS], n_steps=4,
                                          internal_batch_size=12, dtype=dtype)
     assert together.dtype == dtype
-    # Every window's crop is 24x24 (test_region): one call checks the 9 crops against the full image, then 9
-    # windows of 4 steps are 36 rows, 3 calls of 12.
-    assert model.integration_calls(24, 24) == [9, 12, 12, 12]
+    # Every window's crop is 24x24 (test_region): one call checks the 9 crops against the full image at the input
+    # and one at the path's baseline, then 9 windows of 4 steps are 36 rows, 3 calls of 12.
+    assert model.integration_calls(24, 24) == [9, 9, 12, 12, 12]
     assert caplog.text.count("LAM on the 24x24 crop") == len(CORNERS_AND_BORDERS)
     for k, (top, left) in enumerate(CORNERS_AND_BORDERS):
         assert_same_attribution(together[k : k + 1],
@@ -116,9 +116,9 @@ def test_noise_tunnel_copies_run_stacked_on_their_crops_and_equal_the_full_image
     cropped = NoiseTunnel(lam).attribute(image, nt_samples=4, stdevs=0.02, window=(60, 70, 16), n_steps=4,
                                          internal_batch_size=8)
     # The noisy copies' regions are the receptive field around one window: crops of one shape, checked in one
-    # call, then 16 rows in 2 calls.
+    # call at the input and one at the baseline, then 16 rows in 2 calls.
     crop_calls = [(rows, h, w) for rows, h, w in model.calls if rows > 1 and (h, w) != (40, 40)]
-    assert [rows for rows, _, _ in crop_calls] == [4, 8, 8] and len({call[1:] for call in crop_calls}) == 1
+    assert [rows for rows, _, _ in crop_calls] == [4, 4, 8, 8] and len({call[1:] for call in crop_calls}) == 1
     torch.manual_seed(4)
     full = NoiseTunnel(lam).attribute(image, nt_samples=4, stdevs=0.02, window=(60, 70, 16), n_steps=4, crop=False)
     assert_same_attribution(cropped, full)
@@ -163,7 +163,8 @@ def test_on_a_gpu_the_windows_of_an_image_run_stacked_on_crops_of_one_shape_and_
     together = lam.attribute_windows(image, windows, n_steps=4)
     crop_calls = [(rows, h, w) for rows, h, w in model.calls if rows > 1 and (h, w) != (40, 40)]
     assert {call[1:] for call in crop_calls} == {(24, 24)}
-    assert sum(rows for rows, _, _ in crop_calls) == 5 * len(windows)  # one check and 4 steps per window
+    # Checks at the input and at the baseline, and 4 steps, per window.
+    assert sum(rows for rows, _, _ in crop_calls) == 6 * len(windows)
     assert max(rows for rows, _, _ in crop_calls) > 4  # rows of more than one window in a call
     for k, window in enumerate(windows):
         assert_same_attribution(together[k : k + 1], lam.attribute(image, window, n_steps=4, crop=False))
@@ -174,8 +175,9 @@ def test_the_crops_checked_together_stay_within_the_calls_memory_budget(stacked)
     image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(8))
     windows = [(top, left, 16) for top, left in CORNERS_AND_BORDERS]
     LAM(model).attribute_windows(image, windows, n_steps=4, internal_batch_size=4)
-    # 9 crops of 24x24, at most 4 rows a call: the checks take 3 calls (4, 4, 1), as the 36 path rows take 9.
-    assert model.integration_calls(24, 24) == [4, 4] + [4] * 9
+    # 9 crops of 24x24, at most 4 rows a call: the checks take 3 calls (4, 4, 1) at the input and 3 at the
+    # baseline, as the 36 path rows take 9.
+    assert model.integration_calls(24, 24) == [4, 4, 4, 4] + [4] * 9
 
 
 def test_windows_whose_crops_would_have_more_shapes_than_shared_crops_have_groups_share_a_crop(stacked, caplog):

@@ -9,7 +9,11 @@ padding at the crop's edge lies beyond the receptive field.
 Nothing of this is assumed of the model. One pass over the full image at the input finds the region (the
 support of the input gradient of a random projection of the detector's output pixels, which is zero only
 where the window cannot look, not by accident) and is the reference every crop is checked against: the
-window's output pixels and that input gradient must agree between crop and full image. Crops are tried
+window's output pixels and that input gradient must agree between crop and full image. The window's output
+pixels must also agree at the path's other end, the baseline (one forward pass of the full image without
+gradients): what the window sees can change along the path (a global maximum moving from a highlight near the
+window to an area far away as the highlight blurs, units switched on in the dark by light blurred into it),
+and the input alone does not show it. Crops are tried
 from the smallest, then aligned to partition grids (window attention pads and partitions on a fixed grid)
 and widened; if none agrees the full image is used. While LAM runs on the crop, every path point's input
 gradient must stay inside the region; if it leaves it, the region is widened and the crop recomputed.
@@ -32,6 +36,7 @@ from torch import Tensor
 
 from lam_captum._core._context import modules_behind
 from lam_captum._core._memory import available_memory, estimate_call_memory, warn_if_forward_too_large
+from lam_captum.functional._blur import blur_baseline
 from lam_captum.functional._detectors import Detector, gradient_detector, intensity_detector
 from lam_captum.functional._window import Window
 
@@ -240,16 +245,35 @@ def detector_footprint(window: Window, detector: Detector) -> Box | None:
 
 
 @dataclasses.dataclass(frozen=True)
+class PathBlur:
+    """The path's blur: its kernel's radius is the crop's margin around the region, and its baseline (the most
+    blurred point of the path) is where crops are checked against the full image besides the input."""
+
+    sigma: float = 1.2
+    kernel_size: int = 9
+
+    @property
+    def margin(self) -> int:
+        return crop_margin(self.kernel_size)
+
+    def baseline(self, images: Tensor) -> Tensor:
+        return blur_baseline(images, self.sigma, self.kernel_size)
+
+
+@dataclasses.dataclass(frozen=True)
 class Reference:
-    """The full image at the input, for some footprints: its output on each footprint, the weights of a random
-    projection there, and the projection's input gradient (the whole LR image). Only the footprints' pixels of
-    the SR output are kept, so that the references of many windows of a large image hold little memory."""
+    """The full image for some footprints: its output on each footprint at the input and at the path's baseline,
+    the weights of a random projection there, and the projection's input gradient at the input (the whole LR
+    image). Only the footprints' pixels of the SR output are kept, so that the references of many windows of a
+    large image hold little memory."""
 
     outputs: list[Tensor]
     weights: list[Tensor]
     gradient: Tensor
     footprints: list[Box]
     scale: int
+    baseline_outputs: list[Tensor]
+    blur: PathBlur
 
     def projection(self, area: Box) -> Tensor:
         """The projection on the SR-output pixels of ``area``, which holds every footprint; zero elsewhere."""
@@ -301,7 +325,7 @@ def compute_in_crop(
     forward_func: Callable[[Tensor], Tensor],
     image: Tensor,
     footprints: list[Box],
-    kernel_size: int,
+    blur: PathBlur,
     compute: Callable[[GradientWatch, Crop], Result],
     reference: Reference | None = None,
     region: Box | None = None,
@@ -312,7 +336,7 @@ def compute_in_crop(
         forward_func: The model.
         image: ``(1, C, H, W)`` input.
         footprints: The SR-output pixels the detectors read.
-        kernel_size: The blur kernel's side (its radius is the crop's margin around the region).
+        blur: The path's blur (its kernel's radius is the crop's margin around the region).
         compute: Runs LAM on ``crop.cut(image)``, passing every input gradient to ``watch.inspect``.
         reference: The full image's pass for these footprints, if already made (:func:`window_references`).
         region: The region to start from (default the reference's), when one was found too small on the path.
@@ -321,7 +345,7 @@ def compute_in_crop(
         The crop and what ``compute`` returned, or None where the full image must be used.
     """
     if reference is None:
-        references = window_references(forward_func, image, footprints)
+        references = window_references(forward_func, image, footprints, blur)
         reference = None if references is None else merged_reference(references)
     if region is None and reference is not None:
         region = region_of(reference)
@@ -329,7 +353,7 @@ def compute_in_crop(
         _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
         return None
     for _ in range(_MAX_WIDENINGS + 1):
-        box = _verified_crop(forward_func, image, reference, region, crop_margin(kernel_size))
+        box = _verified_crop(forward_func, image, reference, region, blur.margin)
         if box is None:
             return None
         crop = Crop(box, reference.scale)
@@ -363,7 +387,7 @@ def attribute_stacked(
     images: Tensor,
     windows: list[Window],
     references: list[Reference | None],
-    kernel_size: int,
+    blur: PathBlur,
     integrate: RowsIntegrate,
     stack: bool,
 ) -> tuple[Tensor, list[int]]:
@@ -379,7 +403,7 @@ def attribute_stacked(
         images: ``(N, C, H, W)``: one row per window (for K windows of one image, the image expanded K times).
         windows: One window per row.
         references: Each row's full-image reference (:func:`window_references`), None where there is none.
-        kernel_size: The blur kernel's side.
+        blur: The path's blur.
         integrate: LAM on stacked crops.
         stack: Whether crops of one shape share runs and checks (:func:`stacks_crops`).
 
@@ -393,7 +417,7 @@ def attribute_stacked(
         _log.debug("LAM on the full image: the window's input gradient is zero on the full image")
     runs: dict[tuple[int, int], list[tuple[int, Crop, Box]]] = {}
     uncropped = []
-    for n, box in enumerate(_verified_crops(forward_func, images, references, regions, crop_margin(kernel_size),
+    for n, box in enumerate(_verified_crops(forward_func, images, references, regions, blur.margin,
                                             integrate.rows_per_call if stack else None)):
         reference, region = references[n], regions[n]
         if box is None or reference is None or region is None:
@@ -422,7 +446,7 @@ def attribute_stacked(
                 outcome = None
                 _log.debug("LAM on the full image: the input gradients on the crop could not be watched")
             else:
-                outcome = compute_in_crop(forward_func, images[n : n + 1], reference.footprints, kernel_size, alone,
+                outcome = compute_in_crop(forward_func, images[n : n + 1], reference.footprints, blur, alone,
                                           reference, _widened_on_the_path(region, watch.escaped, crop.box))
             if outcome is None:
                 uncropped.append(n)
@@ -433,13 +457,12 @@ def attribute_stacked(
 
 
 def crop_shapes(forward_func: Callable[[Tensor], Tensor], image: Tensor, references: list[Reference],
-                regions: list[Box | None], kernel_size: int) -> int:
+                regions: list[Box | None], blur: PathBlur) -> int:
     """How many runs the windows' own crops would make stacked: their first candidates' distinct shapes, the full
     image counting as one (for windows without a region, or whose crop would be most of the image)."""
     shapes = set()
     for reference, region in zip(references, regions):
-        first = None if region is None else _first_crop(forward_func, image, reference, region,
-                                                        crop_margin(kernel_size))
+        first = None if region is None else _first_crop(forward_func, image, reference, region, blur.margin)
         shapes.add(tuple(image.shape[-2:]) if first is None else (first.height, first.width))
     return len(shapes)
 
@@ -489,11 +512,12 @@ def _verified_crops(forward_func: Callable[[Tensor], Tensor], images: Tensor, re
 
 
 def window_references(
-    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box]
+    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box], blur: PathBlur = PathBlur()
 ) -> list[Reference] | None:
     """One full-image reference per footprint, from one forward pass and one backward pass per footprint, or
     fewer (:func:`_reference_gradients`); where that pass would not fit in the free memory, from a forward pass
-    without gradients and crops (:func:`_references_from_crops`).
+    without gradients and crops (:func:`_references_from_crops`). Then one forward pass without gradients at the
+    path's baseline (``blur``) gives the footprints' outputs there.
 
     Each footprint gets a random projection of its own, so each reference's gradient is zero exactly where
     that window cannot look. The projections and gradients are linear in the footprints: the reference of a
@@ -502,7 +526,15 @@ def window_references(
     """
     available = available_memory(image.device)
     if not full_reference_fits(forward_func, image, available):
-        return _references_from_crops(forward_func, image, footprints, available)
+        references = _references_from_crops(forward_func, image, footprints, available, blur)
+    else:
+        references = _references_with_gradients(forward_func, image, footprints, blur)
+    return None if references is None else _with_baseline_outputs(forward_func, image, references)
+
+
+def _references_with_gradients(forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box],
+                               blur: PathBlur) -> list[Reference] | None:
+    """:func:`window_references` at the input, from one pass of the full image with gradients."""
     point = image.detach().clone().requires_grad_(True)
     output = forward_func(point)
     found = _footprint_outputs(output, point, footprints)
@@ -517,8 +549,22 @@ def window_references(
     gradients = _reference_gradients(output, point, projection, [_lr_pixels([f], scale) for f in footprints])
     if gradients is None:
         return None
-    return [Reference([expected], [values], gradient, [footprint], scale)
+    return [Reference([expected], [values], gradient, [footprint], scale, [], blur)
             for expected, values, gradient, footprint in zip(outputs, weights, gradients, footprints)]
+
+
+def _with_baseline_outputs(forward_func: Callable[[Tensor], Tensor], image: Tensor,
+                           references: list[Reference]) -> list[Reference] | None:
+    """The references with the full image's output on their footprints at the path's baseline, from one forward
+    pass without gradients; None where that output is not a finite SR image of the same scale."""
+    baseline = references[0].blur.baseline(image.detach())
+    with torch.no_grad():
+        output = forward_func(baseline)
+    if _integer_scale(output, baseline) != references[0].scale or not torch.isfinite(output).all():
+        return None
+    return [dataclasses.replace(reference, baseline_outputs=[output[(..., *footprint.slices())].clone()
+                                                             for footprint in reference.footprints])
+            for reference in references]
 
 
 def _footprint_outputs(output: object, point: Tensor,
@@ -545,7 +591,8 @@ def full_reference_fits(forward_func: Callable[[Tensor], Tensor], image: Tensor,
 
 
 def _references_from_crops(
-    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box], available: int | None
+    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box], available: int | None,
+    blur: PathBlur,
 ) -> list[Reference] | None:
     """:func:`window_references` for an image whose forward and backward pass does not fit in memory (a
     4000x4000 HR photo): the full image only runs forward, without gradients, and each window's gradient comes
@@ -568,7 +615,7 @@ def _references_from_crops(
     references = []
     margin = _PROBE_MARGIN
     for footprint, expected, values in zip(footprints, outputs, weights):
-        reference = Reference([expected], [values], image.new_zeros(0), [footprint], scale)
+        reference = Reference([expected], [values], image.new_zeros(0), [footprint], scale, [], blur)
         # The next window starts where this one's crop held: a model looks about as far from every window.
         found = _gradient_from_crops(forward_func, image, reference, margin)
         if found is None:
@@ -777,7 +824,8 @@ def merged_reference(references: list[Reference]) -> Reference:
     return Reference([output for reference in references for output in reference.outputs],
                      [values for reference in references for values in reference.weights],
                      sum(reference.gradient for reference in references),
-                     [footprint for reference in references for footprint in reference.footprints], first.scale)
+                     [footprint for reference in references for footprint in reference.footprints], first.scale,
+                     [output for reference in references for output in reference.baseline_outputs], first.blur)
 
 
 def region_of(reference: Reference) -> Box | None:
@@ -947,7 +995,8 @@ def _agrees(forward_func: Callable[[Tensor], Tensor], image: Tensor, reference: 
 def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], references: list[Reference],
                 boxes: list[Box]) -> list[bool]:
     """:func:`_agrees` for each row's crop (``boxes`` of one shape, of ``(1, C, H, W)`` images), in one forward
-    and one backward pass: the rows of a model call are independent."""
+    and one backward pass at the input and one forward pass at the crops' baselines (the crop blurred as LAM
+    blurs it, with its own border): the rows of a model call are independent."""
     point = torch.cat([image[(..., *box.slices())] for image, box in zip(images, boxes)]).detach().clone()
     point.requires_grad_(True)
     output = _on_crop(lambda: forward_func(point), point)
@@ -969,9 +1018,19 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
                         "the model's backward pass")
     if gradient is None or gradient is _REFUSED:
         return [False] * len(boxes)
-    return [agrees and _close(Crop(box, reference.scale).place(gradient[row : row + 1], *image.shape[-2:]),
-                              reference.gradient)
-            for row, (agrees, box, reference, image) in enumerate(zip(agree, boxes, references, images))]
+    agree = [agrees and _close(Crop(box, reference.scale).place(gradient[row : row + 1], *image.shape[-2:]),
+                               reference.gradient)
+             for row, (agrees, box, reference, image) in enumerate(zip(agree, boxes, references, images))]
+    if not any(agree):
+        return agree
+    baselines = torch.cat([reference.blur.baseline(point[row : row + 1].detach())
+                           for row, reference in enumerate(references)])
+    with torch.no_grad():
+        output = _on_crop(lambda: forward_func(baselines), baselines)
+    if output is _REFUSED:
+        return [False] * len(boxes)
+    return [agrees and _outputs_agree(output[row : row + 1], reference, area, at_baseline=True)
+            for row, (agrees, reference, area) in enumerate(zip(agree, references, areas))]
 
 
 def call_on_steps(forward_func: Callable[[Tensor], Tensor], points: Tensor) -> Tensor:
@@ -1023,11 +1082,12 @@ def _on_crop(run: Callable[[], Result], point: Tensor, who: str = "the model") -
         return _REFUSED
 
 
-def _outputs_agree(output: Tensor, reference: Reference, area: Box) -> bool:
+def _outputs_agree(output: Tensor, reference: Reference, area: Box, at_baseline: bool = False) -> bool:
     """Whether the output of a crop (``area``: its SR-output pixels, holding every footprint) equals the
-    reference's on each footprint."""
+    reference's on each footprint, at the input or ``at_baseline``."""
+    expected_outputs = reference.baseline_outputs if at_baseline else reference.outputs
     return all(_close(output[(..., *footprint.shifted(-area.top, -area.left).slices())], expected)
-               for footprint, expected in zip(reference.footprints, reference.outputs))
+               for footprint, expected in zip(reference.footprints, expected_outputs, strict=True))
 
 
 def _close(values: Tensor, expected: Tensor) -> bool:
@@ -1040,7 +1100,7 @@ def attribute_in_crops(
     images: Tensor,
     windows: list[Window],
     detector: Detector,
-    kernel_size: int,
+    blur: PathBlur,
     integrate: RowsIntegrate,
 ) -> Tensor:
     """LAM of every sample on its own verified crop, zero elsewhere; samples without one on the full image.
@@ -1053,7 +1113,7 @@ def attribute_in_crops(
         images: ``(N, C, H, W)`` inputs.
         windows: One window per sample.
         detector: The detector (only the built-in ones have a known footprint).
-        kernel_size: The blur kernel's side.
+        blur: The path's blur.
         integrate: LAM on stacked inputs (crops, or the samples left for the full image).
 
     Returns:
@@ -1065,14 +1125,14 @@ def attribute_in_crops(
         if footprint is None:
             _log.debug("LAM on the full image: a user's detector may read any output pixel")
             return None
-        references = window_references(forward_func, images[n : n + 1], [footprint])
+        references = window_references(forward_func, images[n : n + 1], [footprint], blur)
         if references is None:
             _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
             return None
         return references[0]
 
     references = [reference_of(n) for n in range(images.shape[0])]
-    attribution, uncropped = attribute_stacked(forward_func, images, windows, references, kernel_size, integrate,
+    attribution, uncropped = attribute_stacked(forward_func, images, windows, references, blur, integrate,
                                                stacks_crops(images.device))
     if uncropped:
         attribution[uncropped] = integrate(images[uncropped], [windows[n] for n in uncropped], labels=uncropped)

@@ -19,6 +19,7 @@ from torch import Tensor
 from lam_captum._core._region import (
     Box,
     CropMode,
+    PathBlur,
     RowsIntegrate,
     attribute_stacked,
     call_on_steps,
@@ -174,7 +175,7 @@ def attribute_windows_in_crop(
     image: Tensor,
     windows: list[Window],
     detector: Detector,
-    kernel_size: int,
+    path_blur: PathBlur,
     crop: CropMode,
     integrate: Integrate,
     integrate_rows: RowsIntegrate,
@@ -197,17 +198,17 @@ def attribute_windows_in_crop(
     if len(windows) == 1:
         references, groups = None, [[0]]
     else:
-        references = window_references(forward_func, image, footprints)
+        references = window_references(forward_func, image, footprints, path_blur)
         if references is None:
             _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
             return integrate(image, windows)
         regions = [region_of(reference) for reference in references]
-        groups = group_windows(regions, kernel_size, *image.shape[-2:], crop_quantum(image.device))
+        groups = group_windows(regions, path_blur.kernel_size, *image.shape[-2:], crop_quantum(image.device))
         # On a GPU the calls decide: stacked crops make a run per crop shape, shared crops one per group.
         if stacks_crops(image.device) and crop_shapes(forward_func, image, references, regions,
-                                                      kernel_size) <= len(groups):
+                                                      path_blur) <= len(groups):
             attribution, uncropped = attribute_stacked(forward_func, image.expand(len(windows), -1, -1, -1), windows,
-                                                       references, kernel_size, integrate_rows, stack=True)
+                                                       references, path_blur, integrate_rows, stack=True)
             if uncropped:
                 attribution[uncropped] = integrate(image, [windows[k] for k in uncropped], labels=uncropped)
             return attribution
@@ -220,7 +221,7 @@ def attribute_windows_in_crop(
             return integrate(cut.cut(image), [cut.window(window) for window in members], watch.inspect, group)
 
         reference = merged_reference([references[k] for k in group]) if references is not None else None
-        outcome = compute_in_crop(forward_func, image, [footprints[k] for k in group], kernel_size, on_crop, reference)
+        outcome = compute_in_crop(forward_func, image, [footprints[k] for k in group], path_blur, on_crop, reference)
         if outcome is None:
             uncropped += group
             continue

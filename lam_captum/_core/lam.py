@@ -23,7 +23,7 @@ from lam_captum._core._context import (
     owning_module,
 )
 from lam_captum._core._memory import available_memory, estimate_call_memory, probes_shared, warn_if_too_large
-from lam_captum._core._region import CropMode, RowsIntegrate, attribute_in_crops, call_on_steps, check_crop
+from lam_captum._core._region import CropMode, PathBlur, RowsIntegrate, attribute_in_crops, call_on_steps, check_crop
 from lam_captum._core._windows import (
     Integrate,
     as_window_list,
@@ -173,12 +173,13 @@ class LAM(GradientAttribution):
             crop: ``"auto"``: compute each image on the smallest crop of the input that reproduces the
                 full image's result (the region the window can see plus the blur kernel's radius), zero
                 elsewhere. It is verified on every call (the window's output pixels and an input
-                gradient agree between crop and full image, every path point's gradient stays inside
-                the region); where it cannot be, the full image is used (logged at debug level).
-                The cost is one extra forward and backward pass of the full image; where that pass would
-                not fit in the free memory (estimated by the probe), one forward pass of the full image without
-                gradients and a few passes of crops, whose output must match it (the peak memory is then that
-                forward pass or the crop's, not a step of the full image). Clips always use the whole clip.
+                gradient agree between crop and full image at the input, the window's output pixels at the
+                baseline, every path point's gradient stays inside the region); where it cannot be, the full
+                image is used (logged at debug level). The cost is one extra forward and backward pass of the
+                full image and one forward pass (at the baseline); where the first would not fit in the free
+                memory (estimated by the probe), forward passes of the full image without gradients and a few
+                passes of crops, whose output must match it (the peak memory is then that forward pass or the
+                crop's, not a step of the full image). Clips always use the whole clip.
                 ``False``: always the full image.
 
         Returns:
@@ -212,7 +213,7 @@ class LAM(GradientAttribution):
             if crop and x.dim() == 4:
                 # The crops' calls, and the full image's where a sample has no crop, warn about their own memory;
                 # the pass that finds the region fits by its choice (`window_references`).
-                attribution = attribute_in_crops(self.forward_func, x, windows, detector, settings.kernel_size,
+                attribution = attribute_in_crops(self.forward_func, x, windows, detector, _path_blur(settings),
                                                  self._rows_engine(settings, show_progress))
             else:
                 # A clip's row holds all its frames: the budget per call counts them all. (Crops count their own.)
@@ -312,7 +313,7 @@ class LAM(GradientAttribution):
             _warn_if_flat(x, settings)
             # Each group's integration warns about its own calls; the pass that finds the windows' regions fits by
             # its choice (`window_references`).
-            attribution = attribute_windows_in_crop(self.forward_func, x, window_list, detector, settings.kernel_size,
+            attribution = attribute_windows_in_crop(self.forward_func, x, window_list, detector, _path_blur(settings),
                                                     crop, self._windows_engine(settings, show_progress),
                                                     self._rows_engine(settings, show_progress, noun="window"))
             if not return_convergence_delta:
@@ -571,6 +572,10 @@ class _GradientHealth:
             warnings.warn(f"the attribution of {self.noun}(s) {still} is all zero although the input gradients are "
                           "not: the blur path never changes the input there (a flat image, or a `sigma` too small to "
                           "blur it)", RuntimeWarning, stacklevel=outside_stacklevel())
+
+
+def _path_blur(settings: LAMSettings) -> PathBlur:
+    return PathBlur(settings.sigma, settings.kernel_size)
 
 
 # The largest change the blur makes to an image, as a share of its largest value, below which the path is only
