@@ -659,3 +659,20 @@ def test_a_model_that_fails_on_one_step_too_gets_its_own_error_not_the_batch_adv
     with pytest.raises(RuntimeError, match="in-place operation") as caught:
         LAM(InPlaceOnInput()).attribute(images[:1], (4, 4, 8), n_steps=STEPS, internal_batch_size=4, crop=False)
     assert "internal_batch_size" not in str(caught.value)
+
+
+def test_a_detector_autograd_cannot_differentiate_is_refused_naming_it(model, images):
+    def count_bright(output, window):
+        top, left, height, width = window
+        return (output[..., top : top + height, left : left + width] > 0.5).flatten(1).float().sum(dim=1)
+
+    with pytest.raises(ValueError, match="`detector` must be differentiable: its value does not depend on the model's "
+                                         "output through autograd"):
+        LAM(model).attribute(images, (4, 4, 8), n_steps=STEPS, detector=count_bright)
+    with pytest.raises(ValueError, match="`detector` must be differentiable"):
+        LAM(model).attribute_windows(images[:1], [(4, 4, 8), (0, 0, 4)], n_steps=STEPS, detector=count_bright)
+
+
+def test_an_empty_batch_is_refused_naming_inputs(model, images):
+    with pytest.raises(ValueError, match=r"`inputs` holds no pixels: shape \(0, 1, 12, 12\)"):
+        LAM(model).attribute(images[:0], (4, 4, 8), n_steps=STEPS)

@@ -157,16 +157,22 @@ def _detector_cotangents(output: Tensor, windows: list[Window], detector: Detect
     detached = output.detach().requires_grad_(True)
     cotangents = []
     for window in windows:
-        value = _one_per_row(detector(detached, window), output.shape[0]).sum()
+        value = detected_rows(detector(detached, window), output.shape[0]).sum()
         (cotangent,) = torch.autograd.grad(value, detached, allow_unused=True)
         cotangents.append(torch.zeros_like(output) if cotangent is None else cotangent)
     return torch.stack(cotangents)
 
 
-def _one_per_row(value: Tensor, rows: int) -> Tensor:
+def detected_rows(value: object, rows: int) -> Tensor:
+    """A detector's ``value`` for ``rows`` rows of an output that requires grad, checked: one value per row, which
+    autograd can differentiate (LAM integrates its gradient)."""
     if not isinstance(value, Tensor) or value.shape != (rows,):
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
         raise ValueError(f"`detector` must return one value per row, shape ({rows},), got {shape}")
+    if not value.requires_grad:
+        raise ValueError("`detector` must be differentiable: its value does not depend on the model's output "
+                         "through autograd (a count or threshold, .item(), .detach() or torch.no_grad() inside it), "
+                         "and LAM integrates its gradient")
     return value
 
 

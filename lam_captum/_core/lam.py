@@ -28,6 +28,7 @@ from lam_captum._core._windows import (
     Integrate,
     as_window_list,
     attribute_windows_in_crop,
+    detected_rows,
     integrate_windows,
     window_values,
 )
@@ -380,6 +381,8 @@ class LAM(GradientAttribution):
                              "batch dimension with inputs.unsqueeze(0) (clips of video frames: a 5-D (N, T, C, H, W) "
                              "tensor)")
         check_image("inputs", inputs)
+        if inputs.numel() == 0:
+            raise ValueError(f"`inputs` holds no pixels: shape {tuple(inputs.shape)}")
         check_dtype(dtype)
         module = owning_module(self.forward_func)
         parameter = next(module.parameters(), None) if module is not None else None
@@ -618,11 +621,7 @@ def _chunks(n_samples: int, n_steps: int, rows: int) -> Iterator[list[tuple[int,
 def _detect(output: Tensor, chunk: list[tuple[int, range]], windows: list[Window], detector: Detector) -> Tensor:
     values, start = [], 0
     for n, steps in chunk:
-        value = detector(output[start : start + len(steps)], windows[n])
-        if not isinstance(value, Tensor) or value.shape != (len(steps),):
-            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-            raise ValueError(f"`detector` must return one value per row, shape ({len(steps)},), got {shape}")
-        values.append(value)
+        values.append(detected_rows(detector(output[start : start + len(steps)], windows[n]), len(steps)))
         start += len(steps)
     return torch.cat(values)
 
