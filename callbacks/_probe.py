@@ -82,6 +82,8 @@ class Probe:
         if self.scale < 1:
             raise ValueError(f"`scale` must be >= 1, got {self.scale}")
         self._check_frame()
+        if isinstance(self.image, Path):
+            self._check_file_window()
         if isinstance(self.image, Tensor) and self.scale != 4:
             warnings.warn(f"`scale`={self.scale} has no effect for probe {self.name!r}: a tensor is already the "
                           "LR input and its scale comes from the model", UserWarning, stacklevel=3)
@@ -125,6 +127,23 @@ class Probe:
         if len(shapes) > 1:
             raise ValueError(f"the LR frames of `image` {str(self.image)!r} must have one shape, got {shapes}")
         return torch.stack([lr for lr, _ in frames]), torch.stack([hr for _, hr in frames])
+
+    def _check_file_window(self) -> None:
+        """Read the size of the HR file (or first frame) now, so that a file that is no image, one smaller than
+        ``scale`` or a window outside its SR output is refused here, not warned about in every epoch."""
+        path = self._frame_files[0] if self._frame_files else self.image
+        try:
+            with Image.open(path) as picture:
+                width, height = picture.size
+        except OSError as error:
+            raise ValueError(f"`image` {str(path)!r} is not an image file: {error}") from error
+        if height < self.scale or width < self.scale:
+            raise ValueError(f"`image` {str(path)!r} ({height}x{width}) is smaller than `scale`={self.scale}")
+        sr_height, sr_width = height // self.scale * self.scale, width // self.scale * self.scale
+        window = self.window
+        if window.top + window.height > sr_height or window.left + window.width > sr_width:
+            raise ValueError(f"`window` {tuple(window)} of probe {self.name!r} lies outside its SR output, "
+                             f"{sr_height}x{sr_width} (the HR image {str(path)!r} at `scale`={self.scale})")
 
     def _check_frame(self) -> None:
         if self.frame is None:

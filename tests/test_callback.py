@@ -431,6 +431,21 @@ def test_probe_rejects_bad_arguments(arguments: dict[str, object], error: type[E
         Probe(**{"image": torch.rand(3, 8, 8), "window": (0, 0, 4), "name": "p", **arguments})
 
 
+def test_a_probe_file_that_is_no_image_too_small_or_outside_the_window_is_refused_when_made(tmp_path: Path,
+                                                                                              hr_file: Path) -> None:
+    # Found here, not as a warning in every epoch of the run with the probe dead.
+    notes = tmp_path / "notes.png"
+    notes.write_text("not an image")
+    with pytest.raises(ValueError, match=rf"`image` {str(notes)!r} is not an image file"):
+        Probe(notes, (0, 0, 8), "p", scale=2)
+    with pytest.raises(ValueError, match=r"\(24x26\) is smaller than `scale`=32"):
+        Probe(hr_file, (0, 0, 8), "p", scale=32)
+    with pytest.raises(ValueError, match=r"`window` \(20, 0, 8, 8\) of probe 'p' lies outside its SR output, 24x24 "
+                                         r"\(the HR image .* at `scale`=3\)"):
+        Probe(hr_file, (20, 0, 8), "p", scale=3)
+    assert Probe(hr_file, (16, 18, 8), "p", scale=2).window == (16, 18, 8, 8)  # the corner of the 24x26 output
+
+
 def test_probe_warns_that_scale_does_nothing_for_a_tensor() -> None:
     with pytest.warns(UserWarning, match="`scale`=2 has no effect for probe 'p'"):
         Probe(torch.rand(3, 8, 8), (0, 0, 4), "p", scale=2)
