@@ -167,6 +167,8 @@ class LAMMonitor(Callback):
         self._warned_no_image_logger = False
         self._metrics_before_validation: set[str] | None = None
         self._layout_written = False
+        # The probes whose window picture went to this run's loggers (it is drawn once per run).
+        self._window_logged: set[str] = set()
 
     @property
     @override
@@ -184,6 +186,12 @@ class LAMMonitor(Callback):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validated_in_fit = False
+        self._window_logged.clear()
+        if trainer.ckpt_path is None:
+            # A new fit, not a resumed one: its epochs are its own, and its loggers a new run, whatever an earlier
+            # fit of this monitor, or a checkpoint that `validate()` loaded before it, left behind.
+            self._last_fit_epoch = None
+            self._layout_written = False
         if not trainer.is_global_zero:
             return
         self._write_settings_text(trainer)
@@ -409,7 +417,8 @@ class LAMMonitor(Callback):
                 logger.save()
 
     def _log_pictures(self, probe: Probe, result: LAMResult | ClipResult, trainer: pl.Trainer) -> None:
-        first_time = len(self.history[probe.name]) == 1
+        first_time = probe.name not in self._window_logged
+        self._window_logged.add(probe.name)
         names = [name for name in self._picture_names(probe) if name != "window" or first_time]
         with self._isolated(trainer, f"could not draw the pictures of probe {probe.name!r}"):
             # The callback's "map" is the result's heat-map picture; its tag keeps the name.

@@ -385,6 +385,43 @@ def test_state_round_trip_and_resumed_history(tmp_path: Path) -> None:
     assert resumed.history["centre"][:2] == monitor.history["centre"]
 
 
+def test_a_resumed_run_gets_the_window_picture_in_its_own_logs(tmp_path: Path) -> None:
+    monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=("map", "window"))
+    run = trainer(tmp_path, [monitor])
+    run.fit(TinySR(), loader(), loader())
+    checkpoint = next((Path(run.logger.log_dir) / "checkpoints").glob("*.ckpt"))
+    resumed = LAMMonitor(probe(), **LAM_ARGUMENTS, images=("map", "window"))
+    again = trainer(tmp_path, [resumed], max_epochs=3)
+    again.fit(TinySR(), loader(), loader(), ckpt_path=checkpoint)
+    assert again.logger.log_dir != run.logger.log_dir
+    assert [len(steps(read_events(log.logger.log_dir), "lam/centre/window")) for log in (run, again)] == [1, 1]
+
+
+def test_a_monitor_used_again_explains_every_epoch_of_the_new_fit(tmp_path: Path) -> None:
+    monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=())
+    for run in range(2):  # a notebook cell run twice: a new Trainer, the same callback
+        fitting = trainer(tmp_path / str(run), [monitor], max_epochs=2, enable_checkpointing=False)
+        fitting.fit(TinySR(), loader(), loader())
+        assert steps(read_events(fitting.logger.log_dir), "lam/centre/di") == LOGGED_STEPS
+        assert "custom_scalars__config__" in read_events(fitting.logger.log_dir).Tags()["tensors"]
+    assert [entry["epoch"] for entry in monitor.history["centre"]] == [0, 1, 0, 1]
+
+
+def test_a_baseline_validated_from_a_checkpoint_then_fine_tuned_explains_the_fine_tuning(tmp_path: Path) -> None:
+    saver = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
+    trainer(tmp_path, [LAMMonitor(probe(), **LAM_ARGUMENTS, images=()), saver], max_epochs=3,
+            logger=False).fit(TinySR(), loader(), loader())
+    monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=())
+    fine_tuning = trainer(tmp_path, [monitor], max_epochs=2, logger=False, enable_checkpointing=False)
+    model = TinySR()
+    fine_tuning.validate(model, loader(), ckpt_path=tmp_path / "checkpoints" / "last.ckpt")
+    fine_tuning.fit(model, loader(), loader())
+    # The pretraining's entries, the baseline (the checkpoint of epoch 2), then the fine-tuning's epochs 0 and 1.
+    assert [entry.get("checkpoint", {}).get("epoch", entry["epoch"]) for entry in monitor.history["centre"]] == [
+        0, 1, 2, 2, 0, 1]
+    assert ["checkpoint" in entry for entry in monitor.history["centre"]] == [False] * 3 + [True] + [False] * 2
+
+
 def test_pickles_before_and_after_fitting(tmp_path: Path) -> None:
     monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=())
     assert pickle.loads(pickle.dumps(monitor)).state_key == monitor.state_key
