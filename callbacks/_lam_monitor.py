@@ -202,9 +202,14 @@ class LAMMonitor(Callback):
             self._metrics_before_validation = set(trainer.callback_metrics)
 
     @override
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After the LightningModule's own `on_validation_epoch_end`, which runs after the callbacks': the metrics it
+        # logs there (a PSNR over the whole validation set) are among the validation's.
         if self._owes_layout(trainer) and self._metrics_before_validation is not None:
             self._write_layout(trainer)
+
+    @override
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         fitting = trainer.state.fn == TrainerFn.FITTING
@@ -476,12 +481,13 @@ class LAMMonitor(Callback):
 
     def _owes_layout(self, trainer: pl.Trainer) -> bool:
         """Whether this monitor writes the custom-scalars layout now: the first LAMMonitor of the Trainer
-        writes one layout for all of them (TensorBoard keeps one per run), once, during fitting.
+        writes one layout for all of them (TensorBoard keeps one per run), once, during fitting, at its first
+        validation after the sanity check (which may log fewer metrics).
 
         True on every rank, not only on rank zero: reading ``callback_metrics`` reduces metrics logged with
         ``sync_dist``, a collective that every process must enter at the same point.
         """
-        if self._layout_written or trainer.state.fn != TrainerFn.FITTING:
+        if self._layout_written or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return False
         monitors = [callback for callback in trainer.callbacks if isinstance(callback, LAMMonitor)]
         return monitors[0] is self and bool(tensorboards(trainer))

@@ -53,6 +53,24 @@ def test_layout_and_settings_text_are_written_once(tmp_path: Path) -> None:
     assert len(events.Tensors("lam/settings/text_summary")) == 1
 
 
+class EpochPSNR(TinySR):
+    """Logs a PSNR over the whole validation set in its own ``on_validation_epoch_end``, and only after the sanity
+    check, as SR modules do."""
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.log("val_psnr", 30.0 + self.current_epoch)
+
+
+def test_the_layout_holds_the_metrics_a_module_logs_at_its_validation_epoch_end(tmp_path: Path) -> None:
+    run = trainer(tmp_path, [LAMMonitor(probe(), **LAM_ARGUMENTS, images=())], num_sanity_val_steps=1)
+    run.fit(EpochPSNR(), loader(), loader())
+    (layout,) = read_events(run.logger.log_dir).Tensors("custom_scalars__config__")
+    charts = {chart.title: list(chart.multiline.tag)
+              for chart in layout_pb2.Layout.FromString(layout.tensor_proto.string_val[0]).category[0].chart}
+    assert charts["validation metrics"] == ["^val_loss$", "^val_psnr$"]
+
+
 def test_settings_text_names_every_probe_and_lam_parameter(tmp_path: Path) -> None:
     monitor = LAMMonitor([probe("centre"), probe("corner", window=(0, 0, 8))], **LAM_ARGUMENTS, images=())
     run = trainer(tmp_path, [monitor], max_epochs=1)
