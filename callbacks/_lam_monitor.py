@@ -323,11 +323,11 @@ class LAMMonitor(Callback):
                 picture = {f"{self.name}/erf": pictures.erf_picture(erf, scale=scale)}
                 for logger in image_loggers(trainer):
                     with self._isolated(trainer, f"could not give the ERF picture to {type(logger).__name__}"):
-                        add_images(logger, picture, _logging_step(trainer))
+                        add_images(logger, picture, self._step(trainer))
                 if self.save_dir is not None:
                     failure = f"could not save the ERF picture in `save_dir` {str(self.save_dir)!r}"
                     with self._isolated(trainer, failure):
-                        path = self._picture_folder() / f"erf_{_run_folder(trainer)}.png"
+                        path = self._picture_folder() / f"erf_{self._folder(trainer)}.png"
                         save_png(picture[f"{self.name}/erf"], path)
             return ratios
         return {}
@@ -398,10 +398,38 @@ class LAMMonitor(Callback):
         if isinstance(result, ClipResult):
             entry["frame_di"] = result.frame_di.tolist()
             entry["profile"] = result.profile.tolist()
+        checkpoint = self._explained_checkpoint(trainer)
+        if checkpoint is not None:
+            entry["checkpoint"] = dict(checkpoint)
+        self.history.setdefault(probe.name, []).append(entry)
+
+    def _explained_checkpoint(self, trainer: pl.Trainer) -> dict[str, Any] | None:
+        """The checkpoint whose weights this validation (or test) explains, as `validate(ckpt_path=...)` loaded it
+        (path, epoch, step); None while fitting or for weights of no checkpoint."""
         if (trainer.state.fn != TrainerFn.FITTING and self._checkpoint is not None and trainer.ckpt_path is not None
                 and str(trainer.ckpt_path) == self._checkpoint["path"]):
-            entry["checkpoint"] = dict(self._checkpoint)
-        self.history.setdefault(probe.name, []).append(entry)
+            return self._checkpoint
+        return None
+
+    def _counts(self, trainer: pl.Trainer) -> tuple[int, int] | None:
+        """The epoch and global step of the checkpoint this run explains, if it records them."""
+        checkpoint = self._explained_checkpoint(trainer)
+        if checkpoint is None or not all(isinstance(checkpoint[key], int) for key in ("epoch", "step")):
+            return None
+        return checkpoint["epoch"], checkpoint["step"]
+
+    def _folder(self, trainer: pl.Trainer) -> str:
+        """This run's folder of pictures in ``save_dir``, ``epoch<E>_step<S>``: the trainer's, or the explained
+        checkpoint's, so that checkpoints validated one after another (whose trainer counts stand still) keep a
+        folder each."""
+        counts = self._counts(trainer)
+        return _run_folder(trainer) if counts is None else f"epoch{counts[0]:03d}_step{counts[1]:06d}"
+
+    def _step(self, trainer: pl.Trainer) -> int:
+        """The step this run logs at (:func:`_logging_step`), or the explained checkpoint's global step, so that
+        its points stand where its weights were trained, not all at the step the trainer was left at."""
+        counts = self._counts(trainer)
+        return _logging_step(trainer) if counts is None else counts[1]
 
     def _scalars(self, probe: Probe, result: LAMResult | ClipResult) -> dict[str, float]:
         prefix = f"{self.name}/{probe.name}"
@@ -417,7 +445,7 @@ class LAMMonitor(Callback):
         for logger in trainer.loggers:
             with self._isolated(trainer, f"could not log the scalars of probes {probe_names} to "
                                          f"{type(logger).__name__}"):
-                logger.log_metrics(metrics, step=_logging_step(trainer))
+                logger.log_metrics(metrics, step=self._step(trainer))
                 # Writes the CSV and flushes TensorBoard's writer, so the results show while training runs.
                 logger.save()
 
@@ -428,7 +456,7 @@ class LAMMonitor(Callback):
         with self._isolated(trainer, f"could not draw the pictures of probe {probe.name!r}"):
             # The callback's "map" is the result's heat-map picture; its tag keeps the issue's name.
             drawn = {name: result.picture("heat" if name == "map" else name) for name in names}
-            self._publish(probe, drawn, trainer, _run_folder(trainer))
+            self._publish(probe, drawn, trainer, self._folder(trainer))
 
     def _picture_names(self, probe: Probe) -> tuple[str, ...]:
         """The pictures of ``probe``: those of ``images`` for an image, the clip pictures for a clip."""
@@ -455,7 +483,7 @@ class LAMMonitor(Callback):
         for logger in image_loggers(trainer):
             with self._isolated(trainer, f"could not give the pictures of probe {probe.name!r} to "
                                          f"{type(logger).__name__}"):
-                add_images(logger, tagged, _logging_step(trainer))
+                add_images(logger, tagged, self._step(trainer))
         if self.save_dir is None:
             return
         with self._isolated(trainer, f"could not save the pictures of probe {probe.name!r} in `save_dir` "

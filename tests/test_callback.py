@@ -191,6 +191,20 @@ def test_validating_a_checkpoint_keeps_the_history_and_names_the_weights(tmp_pat
     assert fresh.history["centre"][2]["checkpoint"]["step"] == 4
 
 
+def test_checkpoints_validated_one_after_another_keep_their_own_pictures_and_steps(tmp_path: Path) -> None:
+    saver = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_top_k=-1)
+    trainer(tmp_path, [saver], max_epochs=3, logger=False).fit(TinySR(), loader(), loader())
+    monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=("map",), save_dir=tmp_path / "pictures")
+    explaining = trainer(tmp_path, [monitor])
+    for epoch in range(3):  # the trainer's epoch and step stand still from one validate() to the next
+        checkpoint = tmp_path / "checkpoints" / f"epoch={epoch}-step={2 * epoch + 2}.ckpt"
+        explaining.validate(TinySR(), loader(), ckpt_path=checkpoint)
+    assert sorted(path.name for path in (tmp_path / "pictures" / "centre").iterdir()) == [
+        "epoch000_step000002", "epoch001_step000004", "epoch002_step000006"]
+    events = read_events(explaining.logger.log_dir)
+    assert steps(events, "lam/centre/map") == steps(events, "lam/centre/di") == [2, 4, 6]
+
+
 def test_a_fit_without_validation_says_that_lam_never_ran(tmp_path: Path) -> None:
     monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=())
     run = trainer(tmp_path, [monitor], max_epochs=1, logger=False, enable_checkpointing=False, limit_val_batches=0)
