@@ -14,6 +14,11 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+
+try:
+    from lightning.pytorch.callbacks import WeightAveraging
+except ImportError:  # an older Lightning, without weight averaging callbacks
+    WeightAveraging = None
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
@@ -165,6 +170,7 @@ class LAMMonitor(Callback):
         self._restoring_fit = True
         self._checkpoint: dict[str, Any] | None = None  # the checkpoint `validate()` / `test()` loaded
         self._warned_no_image_logger = False
+        self._warned_weight_averaging = False
         self._metrics_before_validation: set[str] | None = None
         self._layout_written = False
         # The probes whose window picture went to this run's loggers (it is drawn once per run).
@@ -177,11 +183,27 @@ class LAMMonitor(Callback):
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not trainer.is_global_zero or self._warned_no_image_logger or not self.images:
+        if not trainer.is_global_zero:
             return
-        if image_loggers(trainer):
+        self._warn_if_after_weight_averaging(trainer)
+        if self._warned_no_image_logger or not self.images or image_loggers(trainer):
             return
         self._warn_no_image_logger()
+
+    def _warn_if_after_weight_averaging(self, trainer: pl.Trainer) -> None:
+        """Lightning's weight averaging (``EMAWeightAveraging``) validates the averaged weights and puts the
+        trained ones back in its own ``on_validation_epoch_end``; listed before this monitor, that runs first, and
+        LAM would explain other weights than those of the validation loss."""
+        if WeightAveraging is None or self._warned_weight_averaging:
+            return
+        before = trainer.callbacks[: next(k for k, callback in enumerate(trainer.callbacks) if callback is self)]
+        averaging = [type(callback).__name__ for callback in before if isinstance(callback, WeightAveraging)]
+        if averaging:
+            self._warned_weight_averaging = True
+            rank_zero_warn(f"{self._who()} comes after {averaging[0]} in the Trainer's callbacks, which puts the "
+                           "trained weights back at the end of validation before LAM runs: LAM would explain them, "
+                           f"not the averaged weights the validation measured. List {self._who()} before "
+                           f"{averaging[0]}", category=UserWarning)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -205,6 +205,22 @@ def test_checkpoints_validated_one_after_another_keep_their_own_pictures_and_ste
     assert steps(events, "lam/centre/map") == steps(events, "lam/centre/di") == [2, 4, 6]
 
 
+def test_listed_after_lightnings_weight_averaging_it_warns_that_it_would_explain_other_weights(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    for order in ("first", "after"):
+        monitor, averaging = LAMMonitor(probe(), **LAM_ARGUMENTS, images=()), EMAWeightAveraging(decay=0.5)
+        callbacks = [monitor, averaging] if order == "first" else [averaging, monitor]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer(tmp_path, callbacks, max_epochs=1, logger=False).fit(TinySR(), loader(), loader())
+        said = [str(w.message) for w in caught if "EMAWeightAveraging in the Trainer's callbacks" in str(w.message)]
+        assert said == ([] if order == "first" else [
+            "LAMMonitor comes after EMAWeightAveraging in the Trainer's callbacks, which puts the trained weights back "
+            "at the end of validation before LAM runs: LAM would explain them, not the averaged weights the "
+            "validation measured. List LAMMonitor before EMAWeightAveraging"])
+
+
 def test_a_fit_without_validation_says_that_lam_never_ran(tmp_path: Path) -> None:
     monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=())
     run = trainer(tmp_path, [monitor], max_epochs=1, logger=False, enable_checkpointing=False, limit_val_batches=0)
