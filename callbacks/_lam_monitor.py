@@ -119,12 +119,12 @@ class LAMMonitor(Callback):
 
     Attributes:
         history: Per probe name, one dict per run with ``epoch``, ``step`` (the global step), ``di``,
-            ``gini``, ``negative_share``, ``delta``, ``seconds`` (LAM's own time) and ``map`` (nested lists of
-            ints 0-255, one per LR pixel; for a clip, its frames' maps side by side, ``H`` rows of ``T * W``), and
+            ``gini``, ``negative_share``, ``delta``, ``seconds`` (LAM's own time) and ``map`` (a uint8 tensor,
+            0-255 per LR pixel; for a clip, its frames' maps side by side, ``H`` rows of ``T * W``), and
             for a clip probe also ``frame_di`` and ``profile``, lists of one float per frame; a run of
             ``trainer.validate(ckpt_path=...)`` also has ``checkpoint``: the ``path`` of the weights it explained
             and their ``epoch`` and ``step`` (the entry's own are the trainer's counters). Saved in checkpoints
-            in plain types, so a resumed run continues it; resumed with another probe list, it keeps the history
+            in types ``torch.load(weights_only=True)`` reads, so a resumed run continues it; resumed with another probe list, it keeps the history
             of the probes still there and warns about the others.
 
     Raises:
@@ -298,7 +298,9 @@ class LAMMonitor(Callback):
         kept, dropped = {}, []
         for probe_name, entries in state_dict["history"].items():
             if probe_name in current and saved_identities.get(probe_name, current[probe_name]) == current[probe_name]:
-                kept[probe_name] = copy.deepcopy(entries)
+                # Checkpoints of earlier versions hold each map as lists of ints.
+                kept[probe_name] = [{**entry, "map": torch.as_tensor(entry["map"], dtype=torch.uint8)}
+                                    if "map" in entry else dict(entry) for entry in copy.deepcopy(entries)]
             elif entries:
                 dropped.append(probe_name)
         return kept, dropped
@@ -414,8 +416,9 @@ class LAMMonitor(Callback):
             "negative_share": result.negative_share,
             "delta": result.delta,
             "seconds": result.seconds,
-            # Quantised to 0-255: the evolution picture needs no more, and checkpoints stay small.
-            "map": (_flat_map(result) * 255).round().to(torch.uint8).tolist(),
+            # Quantised to 0-255: the evolution picture needs no more. A tensor, not lists of ints: 1000 maps of 64x64
+            # were 8.7 MB in a checkpoint and took 1.8 s to save and 3.8 s to load; as tensors 4.4 MB and 0.07 s.
+            "map": (_flat_map(result) * 255).round().to(torch.uint8),
         }
         if isinstance(result, ClipResult):
             entry["frame_di"] = result.frame_di.tolist()
