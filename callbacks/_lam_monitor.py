@@ -186,7 +186,9 @@ class LAMMonitor(Callback):
         if not trainer.is_global_zero:
             return
         self._warn_if_after_weight_averaging(trainer)
-        if self._warned_no_image_logger or not self.images or image_loggers(trainer):
+        # LAM runs at the end of validation epochs: a trainer that only tests or predicts needs no pictures.
+        if self._warned_no_image_logger or not self.images or stage not in ("fit", "validate") \
+                or image_loggers(trainer):
             return
         self._warn_no_image_logger()
 

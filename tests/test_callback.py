@@ -396,6 +396,14 @@ def test_no_logger_warns_once_and_keeps_the_history(tmp_path: Path) -> None:
     assert len(monitor.history["centre"]) == 2
 
 
+def test_a_trainer_that_only_tests_or_predicts_is_not_told_it_lacks_an_image_logger(tmp_path: Path) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = trainer(tmp_path, [LAMMonitor(probe(), **LAM_ARGUMENTS)], logger=False)
+        run.predict(TinySR(), DataLoader(sample_images()[0], batch_size=4))
+    assert no_image_logger_warnings(caught) == []
+
+
 def test_scalars_only_does_not_warn(tmp_path: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
