@@ -124,12 +124,13 @@ class LAMMonitor(Callback):
             for a clip probe also ``frame_di`` and ``profile``, lists of one float per frame; a run of
             ``trainer.validate(ckpt_path=...)`` also has ``checkpoint``: the ``path`` of the weights it explained
             and their ``epoch`` and ``step`` (the entry's own are the trainer's counters). Saved in checkpoints
-            in types ``torch.load(weights_only=True)`` reads, so a resumed run continues it; resumed with another probe list, it keeps the history
-            of the probes still there and warns about the others.
+            in types ``torch.load(weights_only=True)`` reads, so a resumed run continues it; resumed with another
+            probe list, it keeps the history of the probes still there and warns about the others.
 
     Raises:
-        TypeError: If ``probes`` holds something other than :class:`Probe`, or ``kernel_size`` is not an int.
-        ValueError: For any other bad argument; the message names it.
+        TypeError: If ``probes`` holds something other than :class:`Probe`.
+        ValueError: For any other bad argument; the message names it (a bad LAM setting, ``kernel_size`` of
+            another type than int included, raises :class:`~lam_captum.SettingsError`, a ValueError).
 
     Example:
         >>> import torch

@@ -47,6 +47,7 @@ def main() -> None:
         for column, name in enumerate(comparison.models):
             print(f"window {row + 1} ({window}), {name}: DI {comparison.results[row][column].di:.2f} (LR 64x64)")
     if args.docs is not None:
+        args.docs.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(comparison.figure).save(args.docs, optimize=True)
 
 

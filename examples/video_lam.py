@@ -76,6 +76,7 @@ def main() -> None:
           f"(LR {result.lr_size[0]}x{result.lr_size[1]} x {FRAMES} frames); temporal profile [{profile}]")
     print(f"results in {folder}/")
     if args.docs:
+        Path(args.docs).mkdir(parents=True, exist_ok=True)
         for name in ("strip", "profile"):
             shutil.copyfile(folder / f"{name}.png", Path(args.docs) / f"video_lam_{name}.png")
 

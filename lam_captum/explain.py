@@ -302,7 +302,8 @@ def explain(
         hr: Optional HR image (drawn under the window instead of the SR output).
         alpha: Weight of the LR image in the blends.
         device: Where to compute; default the model's device (the GPU if the model is there).
-        dtype: As :meth:`LAM.attribute`: default the model's parameter dtype (float32 for a function).
+        dtype: The computation dtype: default the model's parameter dtype, float32 for a function without
+            parameters (:meth:`LAM.attribute` gives a function the inputs' dtype; here the image is cast).
         show_progress: Show a progress bar over the path steps.
         **setting_values: Fields of :class:`~lam_captum.LAMSettings` (``n_steps=25``, ...) that replace
             those of ``settings``.

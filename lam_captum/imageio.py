@@ -10,8 +10,9 @@ so the low-resolution input made from an 8-bit file has the demo's exact pixels 
 - 32-bit integers (mode ``I``) holding values in [0, 65535] (Pillow's container for 16-bit PGM and
   older 16-bit PNG readers) are read as 16-bit; larger or negative values are divided by 2**31 - 1,
   with a warning.
-- Floats (mode ``F``, e.g. a float32 TIFF) are kept as they are, downscaled in float without
-  clipping, with a warning if they lie outside [0, 1]; NaN or infinite pixels are refused.
+- Floats (mode ``F``: a one-channel float32 TIFF) are kept as they are, downscaled in float without
+  clipping, with a warning if they lie outside [0, 1]; NaN or infinite pixels are refused. Pillow reads
+  no colour float TIFF: such a file is refused, saying so.
 
 Nothing is clipped silently. Palette, bilevel, CMYK, YCbCr, HSV and LAB files go through Pillow's
 conversions; alpha is dropped, with a warning when some pixels are not opaque. Of an animated or
@@ -349,7 +350,10 @@ def _open(path: Path) -> Image.Image:
                 ";16" in _raw_mode(tile) for tile in image.tile)
             image.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
-        raise ValueError(f"cannot read `path` {str(path)!r} as an image: {error}") from error
+        hint = ("; Pillow reads float TIFFs of one channel only, not colour float TIFFs: save one channel per file "
+                "or convert to 16 bits" if path.suffix.lower() in (".tif", ".tiff")
+                and isinstance(error, UnidentifiedImageError) else "")
+        raise ValueError(f"cannot read `path` {str(path)!r} as an image: {error}{hint}") from error
     if frames > 1:
         warnings.warn(f"{str(path)!r} has {frames} frames; frame 0 is used", UserWarning,
                       stacklevel=outside_stacklevel())

@@ -267,6 +267,14 @@ def test_float_tiff_with_nan_is_refused(tmp_path: Path) -> None:
         load_image(tmp_path / "nan.tif")
 
 
+def test_a_colour_float_tiff_which_pillow_cannot_read_is_refused_saying_so(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")  # scikit-image's dependency
+    path = tmp_path / "rgb_float.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).random((16, 16, 3)).astype(np.float32), photometric="rgb")
+    with pytest.raises(ValueError, match="Pillow reads float TIFFs of one channel only, not colour float TIFFs"):
+        load_image(path)
+
+
 def test_animated_gif_reads_frame_0_with_a_warning(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (6, 5), colour) for colour in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100)

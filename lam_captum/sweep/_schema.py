@@ -194,7 +194,7 @@ class _LAMBase(_Schema):
 LAMSection = create_model(
     "LAMSection",
     __base__=_LAMBase,
-    __doc__="The study's ``lam`` section: a ``preset`` of :data:`lam_captum.PRESETS`, the fields of "
+    __doc__="The study's ``lam`` section: a ``preset`` of :data:`lam_captum._core.settings.PRESETS`, the fields of "
             ":class:`lam_captum.LAMSettings` that replace the preset's, and ``alpha``.",
     preset=(Literal[tuple(PRESETS)], "official"),
     **{field.name: (_lam_annotation(field), field.default) for field in setting_fields()},
