@@ -12,14 +12,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lam_captum._flags import check_model_runs, device_from_flag, model_from_flags, run_reported
+from lam_captum._flags import (
+    OneLineParser,
+    check_model_runs,
+    device_from_flag,
+    flags_named,
+    model_flags,
+    model_from_flags,
+    run_reported,
+)
 
 # A 120x120 ERF is drawn 480 pixels wide: large enough to read, nearest so every pixel stays a square.
 _PICTURE_PIXELS = 480
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lam-captum erf",
         description="Effective receptive field (RepLKNet / MambaIR): the gradient of the output's centre pixel "
         "with respect to the input, clamped at zero, averaged over LR images resized to one size (nearest). "
@@ -61,14 +69,16 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, object], Path]:
 
     _check_numbers(args)
     images = [path for source in args.images for path in (image_files(source) if Path(source).is_dir() else [Path(source)])]
-    model = model_from_flags(args.model, args.model_args, args.weights, None)
+    with flags_named(model_flags(scale_given=False)):
+        model = model_from_flags(args.model, args.model_args, args.weights, None)
     device = device_from_flag(args.device)
     # The model once on an image of the images' channels and size: the wrong channels fail now, with the advice.
     check_model_runs(model, args.model, torch.full((1 if args.grayscale else 3, *args.size), 0.5), device,
                      grayscale=args.grayscale)
     started = time.perf_counter()
-    erf = dataset_erf(model, images, size=tuple(args.size), batch_size=args.batch_size,
-                      mode="L" if args.grayscale else "RGB", device=device)
+    with flags_named({"`path`": "the image"}):
+        erf = dataset_erf(model, images, size=tuple(args.size), batch_size=args.batch_size,
+                          mode="L" if args.grayscale else "RGB", device=device)
     seconds = time.perf_counter() - started
     ratios = erf_area_ratios(erf, log_scale=not args.linear)
     summary = {

@@ -8,13 +8,14 @@ image loader are re-worded here to name the flag the user typed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import torch
 
@@ -23,6 +24,36 @@ from lam_captum._core.settings import PRESETS, LAMSettings, SettingsError, setti
 # What a bad input raises: exit status 2 and its message. Anything else is unexpected: status 1.
 BAD_INPUT = (ValueError, TypeError, OSError, ImportError, torch.OutOfMemoryError)
 Outcome = TypeVar("Outcome")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the full usage is many lines; ``--help`` shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+@contextlib.contextmanager
+def flags_named(flags: dict[str, str]) -> Iterator[None]:
+    """In a bad-input error of the library, name what the user typed (`` `--model` ``) instead of the
+    library's parameter (`` `spec` ``); ``flags`` maps the one to the other."""
+    try:
+        yield
+    except (ValueError, OSError, ImportError) as error:
+        message = str(error)
+        for name, flag in flags.items():
+            message = message.replace(name, flag)
+        if message == str(error):
+            raise
+        raise ValueError(message) from None
+
+
+def model_flags(scale_given: bool) -> dict[str, str]:
+    """The model loader's parameters, as the flags that gave them (``--scale`` only where it was given)."""
+    flags = {"`spec`": "`--model`", "`model_args`": "`--model-args`", "`path`": "`--weights`"}
+    if scale_given:
+        flags["`scale`"] = "`--scale`"
+    return flags
 
 
 def run_reported(prog: str, run: Callable[[], Outcome]) -> tuple[int, Outcome | None]:
@@ -126,10 +157,17 @@ def model_from_flags(spec: str, model_args: str | None, weights: str | None, sca
         >>> model_from_flags("torch.nn:Upsample", '{"scale_factor": 2}', None, None)
         Upsample(scale_factor=2.0, mode='nearest')
     """
-    from lam_captum.models import load_model
+    from lam_captum.models import builtin_model_names, load_model
 
     arguments = parse_model_args(model_args, owner=owner)
-    return load_model(spec, arguments, weights=weights, scale=None if spec == "default" else scale)
+    try:
+        return load_model(spec, arguments, weights=weights, scale=None if spec == "default" else scale)
+    except ValueError as error:
+        if weights is None or scale is not None or spec == "default" or "do not fit" not in str(error) or \
+                spec not in builtin_model_names():
+            raise
+        # The built-in EDSRs are built x4 unless told: x2 or x3 weights differ in their upsampler only.
+        raise ValueError(f"{error}; for weights of another scale than x4 give `--scale`") from None
 
 
 def input_from_flags(path: str | Path, *, scale: int, crop: tuple[int, int, int, int] | None, lr: bool,

@@ -8,25 +8,25 @@ aliases (``--imgpath``, ``--modelpath``, ``--w``, ``--h``, ``--window_size``, ``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
 from lam_captum._atomic import check_writable_folder
 from lam_captum._core.settings import LAMSettings
 from lam_captum._flags import (
+    OneLineParser,
     add_setting_flags,
     check_model_runs,
     checked_scale,
     device_from_flag,
+    flags_named,
     input_from_flags,
+    model_flags,
     model_from_flags,
     run_reported,
     settings_from_flags,
@@ -41,15 +41,8 @@ DEFAULT_WINDOW = (106, 96, 16)
 SUBCOMMANDS = {"sweep": "lam_captum.sweep.cli", "compare": "lam_captum.compare_cli", "erf": "lam_captum._erf_cli"}
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with a usage error on one line (the full usage is many lines; ``--help`` shows it)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="lam-captum",
         description="Local Attribution Map of one window of a super-resolution network's output. "
         "With no arguments: the built-in x4 model on the built-in photo. Other commands: `lam-captum sweep` (studies), "
@@ -138,7 +131,7 @@ def _run(args: argparse.Namespace):
     # The default crop and window belong to the built-in photo as the default, not to its file named by hand.
     builtin = args.image is None and args.image_option is None
     crop = args.crop or (DEFAULT_CROP if builtin else None)
-    with _flags_named({"`path`": "`--imgpath`" if args.image_option else "the image argument"}):
+    with flags_named({"`path`": "`--imgpath`" if args.image_option else "the image argument"}):
         lr, hr = input_from_flags(image_path, scale=scale, crop=crop, lr=args.lr, grayscale=args.grayscale)
     if args.degrade:
         lr = _degraded(lr, args.degrade, args.seed)
@@ -159,7 +152,7 @@ def _degraded(lr: torch.Tensor, spec: str, seed: int) -> torch.Tensor:
     """The LR input degraded by ``--degrade`` (its clean version stays the HR reference)."""
     from lam_captum.degrade import degrade
 
-    with _flags_named({"`spec`": "`--degrade`"}):
+    with flags_named({"`spec`": "`--degrade`"}):
         return degrade(lr, spec, seed=seed)
 
 
@@ -177,7 +170,7 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
     if args.formats != ["png"]:
         raise ValueError(f"`--format` {' '.join(args.formats)} is the image figure's: a clip's pictures (`--frames`) "
                          "are PNG only")
-    with _flags_named({"`frames`": "`--frames`"}):
+    with flags_named({"`frames`": "`--frames`"}):
         paths = frame_paths(args.frames)
     spec, model, scale = _model(args)
     frames = [input_from_flags(path, scale=scale, crop=args.crop, lr=args.lr, grayscale=args.grayscale)
@@ -192,36 +185,13 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
         clip = torch.stack([_degraded(frame, args.degrade, args.seed + index) for index, frame in enumerate(clip)])
     device = device_from_flag(args.device)
     scale = checked_scale(args, scale, check_model_runs(model, spec, clip, device, grayscale=args.grayscale))
-    with _flags_named({"`frame`": "`--frame`"}):
+    with flags_named({"`frame`": "`--frame`"}):
         result = explain_clip(model, clip, _window(args, clip[0], scale, builtin=False), settings, frame=args.frame,
                               hr=hr, alpha=args.alpha, device=device, show_progress=not args.no_progress)
     metadata = {"frame_files": [str(path) for path in paths], "crop": args.crop, "model": spec,
                 "model_args": json.loads(args.model_args), "weights": args.weights,
                 "degrade": args.degrade, "seed": args.seed if args.degrade else None}
     return result, result.save(args.output, metadata=metadata)
-
-
-@contextlib.contextmanager
-def _flags_named(flags: dict[str, str]) -> Iterator[None]:
-    """In a bad-input error of the library, name what the user typed (`` `--model` ``) instead of the
-    library's parameter (`` `spec` ``); ``flags`` maps the one to the other."""
-    try:
-        yield
-    except (ValueError, OSError, ImportError) as error:
-        message = str(error)
-        for name, flag in flags.items():
-            message = message.replace(name, flag)
-        if message == str(error):
-            raise
-        raise ValueError(message) from None
-
-
-def _model_flags(args: argparse.Namespace) -> dict[str, str]:
-    """The model loader's parameters, as the flags that gave them."""
-    flags = {"`spec`": "`--model`", "`model_args`": "`--model-args`", "`path`": "`--weights`"}
-    if args.scale is not None:
-        flags["`scale`"] = "`--scale`"
-    return flags
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -253,6 +223,12 @@ def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: 
         max(0, (height - args.size) // 2), max(0, (width - args.size) // 2))
     top = args.top if args.top is not None else centre[0]
     left = args.left if args.left is not None else centre[1]
+    if top + args.size > height or left + args.size > width:
+        given = ", ".join(f"`{flag}` {value}" for flag, value, typed in (
+            ("--top", top, args.top is not None), ("--left", left, args.left is not None), ("--size", args.size, True))
+            if typed)
+        raise ValueError(f"the window ({given}) must lie inside the {height}x{width} SR output (the {lr.shape[-2]}x"
+                         f"{lr.shape[-1]} LR input at x{scale})")
     return top, left, args.size
 
 
@@ -260,7 +236,7 @@ def _model(args: argparse.Namespace) -> tuple[str, torch.nn.Module, int]:
     """``--model`` (EDSR-baseline when only ``--weights`` are given, as the unofficial tool does), built and
     loaded, and the scale: ``--scale``, else the model's own, else 4."""
     spec = args.model or ("edsr-baseline" if args.weights else "default")
-    with _flags_named(_model_flags(args)):
+    with flags_named(model_flags(args.scale is not None)):
         model = model_from_flags(spec, args.model_args, args.weights, args.scale)
     scale = args.scale if args.scale is not None else int(getattr(model, "scale", 4))
     if scale < 1:

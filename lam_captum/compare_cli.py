@@ -15,11 +15,14 @@ from typing import TYPE_CHECKING
 
 from lam_captum._atomic import check_writable_folder
 from lam_captum._flags import (
+    OneLineParser,
     add_setting_flags,
     check_model_runs,
     checked_scale,
     device_from_flag,
+    flags_named,
     input_from_flags,
+    model_flags,
     model_from_flags,
     run_reported,
     settings_from_flags,
@@ -59,7 +62,7 @@ class ModelOptionAction(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="lam-captum compare",
         description="LAM of several models on several windows of one image, side by side with their DI: "
         "the comparison figure of LAM papers.",
@@ -128,21 +131,24 @@ def _run(args: argparse.Namespace) -> tuple[Comparison, list[Path]]:
         name = entry["name"] or entry["spec"]
         if name in models:
             raise ValueError(f"two models are named {name!r}: give each a `--name`")
-        models[name] = model_from_flags(entry["spec"], entry["model_args"], entry["weights"], args.scale,
-                                        owner=entry["spec"])
+        with flags_named(model_flags(args.scale is not None)):
+            models[name] = model_from_flags(entry["spec"], entry["model_args"], entry["weights"], args.scale,
+                                            owner=entry["spec"])
     scale = args.scale if args.scale is not None else int(getattr(next(iter(models.values())), "scale", 4))
     image_path = Path(args.image) if args.image else default_image_path()
     if not image_path.is_file():
         raise FileNotFoundError(f"the image argument {str(image_path)!r} is not an existing file")
     crop = args.crop or (DEFAULT_CROP if args.image is None else None)
-    lr, hr = input_from_flags(image_path, scale=scale, crop=crop, lr=args.lr, grayscale=args.grayscale)
+    with flags_named({"`path`": "the image argument"}):
+        lr, hr = input_from_flags(image_path, scale=scale, crop=crop, lr=args.lr, grayscale=args.grayscale)
     device = device_from_flag(args.device)
     # Each model once on the image before any path: the wrong channels or scale fail now, naming the flag.
     for name, model in models.items():
         checked_scale(args, scale, check_model_runs(model, name, lr, device, grayscale=args.grayscale))
-    comparison = compare(models, lr, [tuple(window) for window in args.windows], settings, hr=hr,
-                         blend="kde" if args.kde else "heat", zoom=args.zoom, alpha=args.alpha, device=device,
-                         show_progress=not args.no_progress)
+    with flags_named({"`window`": "`--window`", "`windows`": "`--window`"}):
+        comparison = compare(models, lr, [tuple(window) for window in args.windows], settings, hr=hr,
+                             blend="kde" if args.kde else "heat", zoom=args.zoom, alpha=args.alpha, device=device,
+                             show_progress=not args.no_progress)
     metadata = {"image": str(image_path), "crop": crop, "specs": {name: entry for name, entry in zip(models, args.models)}}
     return comparison, comparison.save(args.output, args.formats, metadata=metadata)
 

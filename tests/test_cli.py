@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from lam_captum.cli import DEFAULT_CROP, main
+from lam_captum.models import build_model
 
 FAST = ["--steps", "3", "--no-progress"]
 
@@ -115,7 +116,7 @@ def _tiny_state(channels: int, scale: int) -> dict[str, torch.Tensor]:
     [
         (["missing.png"], "is not an existing file"),
         (["{not_an_image}"], "cannot read"),
-        (["{photo}", "--top", "90", "--left", "0"], "`window` must lie inside the 96x80 SR output"),
+        (["{photo}", "--top", "90", "--left", "0"], "the window .* must lie inside the 96x80 SR output"),
         (["{photo}", "--kernel-size", "8"], "`--kernel-size` must be a positive odd integer, got 8"),
         (["{photo}", "--fold", "0"], "`--steps` must be an integer >= 1, got 0"),
         (["{photo}", "--alpha", "2"], r"`--alpha` must be in \[0, 1\], got 2.0"),
@@ -180,10 +181,18 @@ class Gray(torch.nn.Sequential):
         (["{photo}", "--model", "no_such_model"], "^`--model` must be a built-in model name"),
         (["{photo}", "--weights", "missing.pt"], "`--weights` does not exist"),
         (["{photo}", "--model", "edsr-baseline", "--scale", "5"], "^`--scale` must be 2, 3, 4 or 8, got 5$"),
+        (["{photo}", "--top", "90", "--left", "0"], r"^the window \(`--top` 90, `--left` 0, `--size` 16\) must lie "
+                                                     r"inside the 96x80 SR output \(the 24x20 LR input at x4\)$"),
+        (["{photo}", "--size", "100"], r"^the window \(`--size` 100\) must lie inside the 96x80 SR output"),
+        (["{photo}", "--weights", "{not_an_image}"], "^`--weights` '.*notes.png' is not a torch checkpoint nor a "
+                                                     "safetensors file"),
+        (["{photo}", "--weights", "{x2_weights}"], "^the weights in `--weights` '.*x2.pt' do not fit EDSR: .*; for "
+                                                   "weights of another scale than x4 give `--scale`$"),
     ],
     ids=["grayscale with an RGB model", "RGB with a grayscale model", "model raises in forward", "meta device",
          "device torch cannot use", "huge step count", "missing image", "missing --imgpath", "not an image",
-         "unknown model", "missing weights", "scale the model refuses"],
+         "unknown model", "missing weights", "scale the model refuses", "window past the output",
+         "window larger than the output", "weights that are no checkpoint", "x2 weights without --scale"],
 )
 def test_bad_input_is_one_line_naming_the_flag(hr_photo, tmp_path, capsys, monkeypatch, arguments, message):
     if "mps" in arguments and torch.backends.mps.is_available():
@@ -191,7 +200,10 @@ def test_bad_input_is_one_line_naming_the_flag(hr_photo, tmp_path, capsys, monke
     (tmp_path / "broken.py").write_text(BROKEN_MODEL)
     (tmp_path / "gray.py").write_text(GRAY_MODEL)
     (tmp_path / "notes.png").write_text("plain text")
-    values = {"{photo}": hr_photo, "{models}": tmp_path, "{not_an_image}": tmp_path / "notes.png"}
+    if "{x2_weights}" in arguments:
+        torch.save(build_model("edsr-baseline", scale=2).state_dict(), tmp_path / "x2.pt")
+    values = {"{photo}": hr_photo, "{models}": tmp_path, "{not_an_image}": tmp_path / "notes.png",
+              "{x2_weights}": tmp_path / "x2.pt"}
     monkeypatch.chdir(tmp_path)
     assert main([*FAST, "--output", str(tmp_path / "out"), *(_fill(argument, values) for argument in arguments)]) == 2
     captured = capsys.readouterr()

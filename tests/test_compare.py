@@ -260,13 +260,18 @@ def test_comparison_of_existing_results_must_fill_its_grid(saved) -> None:
     (["--scale", "2"], "`--scale` 2 does not match the model, which is x4"),
     (["--model", "{grey}:Grey"], "does not take 3-channel images (its first convolution wants 1 channel, got 3): "
                                  "add `--grayscale`"),
+    (["--model", "nosuch"], "`--model` must be a built-in model name"),
+    (["{text}"], "cannot read the image argument '{text}' as an image"),
+    (["--window", "0", "0", "0"], "`--window` needs top, left >= 0 and a size >= 1"),
 ])
 def test_compare_cli_names_bad_input_before_any_path(arguments, message, tmp_path, capsys):
     grey = tmp_path / "grey.py"
     grey.write_text("import torch\nclass Grey(torch.nn.Sequential):\n    scale = 4\n    def __init__(self):\n"
                     "        super().__init__(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.PixelShuffle(4))\n")
     (tmp_path / "a_file").write_text("")
-    values = {"{missing}": str(tmp_path / "missing.png"), "{file}": str(tmp_path / "a_file"), "{grey}": str(grey)}
+    (tmp_path / "text.png").write_text("plain text")
+    values = {"{missing}": str(tmp_path / "missing.png"), "{file}": str(tmp_path / "a_file"), "{grey}": str(grey),
+              "{text}": str(tmp_path / "text.png")}
     filled = [values.get(argument, argument).replace("{grey}", str(grey)) for argument in arguments]
     status = main(["compare", *filled, "--model", "default", "--window", "8", "8", "16", "--steps", "2",
                    "--no-progress", *([] if "--output" in arguments else ["--output", str(tmp_path / "out")])])
@@ -275,6 +280,15 @@ def test_compare_cli_names_bad_input_before_any_path(arguments, message, tmp_pat
     for key, value in values.items():
         expected = expected.replace(key, value)
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments", [["--model", "default"], ["--model", "default", "--window", "a", "b", "c"]])
+def test_compare_usage_errors_are_one_line(arguments, capsys):
+    with pytest.raises(SystemExit) as exit_status:
+        main(["compare", *arguments])
+    assert exit_status.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lam-captum compare: error: ") and err.endswith("(see --help)\n")
 
 
 def test_saving_again_removes_the_figures_of_formats_this_run_does_not_write(saved, tmp_path) -> None:

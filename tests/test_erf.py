@@ -273,6 +273,15 @@ def test_cli_reports_bad_input_on_one_line(tmp_path, capsys):
     assert "`--model-args` must be a JSON object" in capsys.readouterr().err
     assert main(["erf", str(default_image_path()), "--size", "0", "12"]) == 2
     assert "`--size` must be two positive integers, got 0 12" in capsys.readouterr().err
+    (tmp_path / "text.png").write_text("plain text")
+    assert main(["erf", str(tmp_path / "text.png"), "--size", "16", "16", "--output", str(tmp_path / "out")]) == 2
+    assert f"cannot read the image {str(tmp_path / 'text.png')!r} as an image" in capsys.readouterr().err
+    assert main(["erf", str(default_image_path()), "--model", "nosuch"]) == 2
+    assert "`--model` must be a built-in model name" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_status:
+        main(["erf"])  # no images: argparse's usage error, on one line
+    err = capsys.readouterr().err
+    assert exit_status.value.code == 2 and err.count("\n") == 1 and err.endswith("(see --help)\n")
 
 
 def test_cli_tells_a_grey_model_on_colour_images_to_add_grayscale(photo_folder, tmp_path, capsys):

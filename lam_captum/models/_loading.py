@@ -95,8 +95,8 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     elif _is_torch_file(path):
         checkpoint = _read_torch(path)
     else:
-        raise ValueError(f"'{path}' is not a torch checkpoint nor a safetensors file; the accepted weight formats "
-                         f"are {_FORMATS}")
+        raise ValueError(f"`path` '{path}' is not a torch checkpoint nor a safetensors file; the accepted weight "
+                         f"formats are {_FORMATS}")
     return _strip_prefix(_unwrap(checkpoint, path), "module.")
 
 
@@ -106,11 +106,11 @@ def _read_torch(path: Path) -> object:
     except pickle.UnpicklingError as error:
         culprit = re.search(r"GLOBAL (\S+)", str(error))
         raise ValueError(
-            f"refusing to load '{path}': it holds a Python object other than tensors and plain "
+            f"refusing to load `path` '{path}': it holds a Python object other than tensors and plain "
             f"containers{f' ({culprit.group(1)})' if culprit else ''}, and unpickling it could run code"
         ) from error
     except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"'{path}' is not a readable torch checkpoint: {error}") from error
+        raise ValueError(f"`path` '{path}' is not a readable torch checkpoint: {error}") from error
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -120,7 +120,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"'{path}' is not a readable safetensors file: {error}") from error
+        raise ValueError(f"`path` '{path}' is not a readable safetensors file: {error}") from error
 
 
 def _is_safetensors_file(path: Path) -> bool:
@@ -150,11 +150,11 @@ def _unwrap(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
                 checkpoint = checkpoint[key]
                 break
     if not isinstance(checkpoint, Mapping) or not checkpoint:
-        raise ValueError(f"'{path}' holds no state dict, got {type(checkpoint).__name__}")
+        raise ValueError(f"`path` '{path}' holds no state dict, got {type(checkpoint).__name__}")
     not_tensors = [key for key, value in checkpoint.items() if not isinstance(value, torch.Tensor)]
     if not_tensors:
         raise ValueError(
-            f"'{path}' is not a state dict: entries {_preview(not_tensors)} are not tensors "
+            f"`path` '{path}' is not a state dict: entries {_preview(not_tensors)} are not tensors "
             f"(expected a plain state dict or one under {', '.join(map(repr, _WRAPPER_KEYS))})"
         )
     return dict(checkpoint)
@@ -208,14 +208,14 @@ def check_keys(state_dict: dict[str, torch.Tensor], model: nn.Module, path: Path
     unexpected = sorted(state_dict.keys() - expected.keys())
     if strict and (missing or unexpected):
         raise ValueError(
-            f"the weights in '{path}' do not fit {type(model).__name__}: "
+            f"the weights in `path` '{path}' do not fit {type(model).__name__}: "
             f"{len(missing)} missing keys {_preview(missing)}, "
             f"{len(unexpected)} unexpected keys {_preview(unexpected)}"
         )
     for key in sorted(expected.keys() & state_dict.keys()):
         if expected[key].shape != state_dict[key].shape:
             raise ValueError(
-                f"the weights in '{path}' do not fit {type(model).__name__}: '{key}' has shape "
+                f"the weights in `path` '{path}' do not fit {type(model).__name__}: '{key}' has shape "
                 f"{tuple(state_dict[key].shape)} in the checkpoint but {tuple(expected[key].shape)} in the model"
             )
 

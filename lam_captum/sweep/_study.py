@@ -89,9 +89,11 @@ class ModelEntry:
         """The network, on the CPU. Its random initialisation is seeded (0, on a forked generator): a model
         without weights (the example study's EDSR-baseline) is then the same network in every process of a
         distributed run, on a resume and for the ERF, as its records' fingerprint claims."""
+        from lam_captum._flags import flags_named
         from lam_captum.models import load_model
 
-        with torch.random.fork_rng(devices=[]):
+        # The checkpoint reader names its file `path`; in a study it is the entry's `weights`.
+        with torch.random.fork_rng(devices=[]), flags_named({"`path`": "`weights`"}):
             torch.manual_seed(0)
             return load_model(self.spec, self.args, weights=self.weights, scale=self.scale)
 

@@ -15,6 +15,7 @@ from sweep_helpers import edit, small_study
 
 from lam_captum import LAMSettings
 from lam_captum._core.settings import MAX_STEPS, setting_fields
+from lam_captum.models import build_model
 from lam_captum.sweep import MAX_STUDY_BYTES, MAX_STUDY_NODES, StudyError, load_study
 
 
@@ -260,3 +261,10 @@ def test_a_model_without_weights_is_one_network_in_every_build(workspace: Path) 
     (model,) = load_study(small_study(workspace, models=["edsr-baseline"])).models
     first, second = model.build().state_dict(), model.build().state_dict()
     assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def test_weights_that_do_not_fit_are_named_by_the_entrys_field(workspace: Path, tmp_path: Path) -> None:
+    torch.save(build_model("edsr-baseline", scale=2).state_dict(), tmp_path / "x2.pt")
+    study = load_study(small_study(workspace, models=[{"spec": "edsr-baseline", "weights": str(tmp_path / "x2.pt")}]))
+    with pytest.raises(ValueError, match=r"^the weights in `weights` '.*x2\.pt' do not fit EDSR: "):
+        study.models[0].build()
