@@ -552,6 +552,14 @@ def test_a_flat_image_is_said_to_give_rounding_noise_and_one_grey_level_of_detai
         LAM(model).attribute(torch.zeros(1, 1, 12, 12), (4, 4, 8), n_steps=STEPS)
     assert [w for w in caught if "all zero although" in str(w.message)]
     assert not [w for w in caught if "barely" in str(w.message)]
+    # float64 keeps detail float32 rounds away: 1000 plus a little detail is no flat image there.
+    offset = 1000 + 1e-3 * torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LAM(model.double()).attribute(offset, (4, 4, 8), n_steps=STEPS)
+    with pytest.warns(RuntimeWarning, match="barely changes"):
+        LAM(model.double()).attribute(torch.full((1, 1, 12, 12), 1000.0, dtype=torch.float64), (4, 4, 8),
+                                      n_steps=STEPS)
 
 
 def test_a_dead_maps_area_is_zero_and_null_in_the_summary(tmp_path):
@@ -671,6 +679,18 @@ def test_a_detector_autograd_cannot_differentiate_is_refused_naming_it(model, im
         LAM(model).attribute(images, (4, 4, 8), n_steps=STEPS, detector=count_bright)
     with pytest.raises(ValueError, match="`detector` must be differentiable"):
         LAM(model).attribute_windows(images[:1], [(4, 4, 8), (0, 0, 4)], n_steps=STEPS, detector=count_bright)
+
+    learned = nn.Conv2d(1, 1, 3)  # its parameters give the value a graph, but not one back to the output
+
+    def learned_on_detached(output, window):
+        top, left, height, width = window
+        return learned(output.detach()[..., top : top + height, left : left + width]).flatten(1).mean(dim=1)
+
+    for crop in ("auto", False):
+        with pytest.raises(ValueError, match="`detector` must be differentiable"):
+            LAM(model).attribute(images, (4, 4, 8), n_steps=STEPS, detector=learned_on_detached, crop=crop)
+    with pytest.raises(ValueError, match="`detector` must be differentiable"):
+        LAM(model).attribute_windows(images[:1], [(4, 4, 8), (0, 0, 4)], n_steps=STEPS, detector=learned_on_detached)
 
 
 def test_an_empty_batch_is_refused_naming_inputs(model, images):

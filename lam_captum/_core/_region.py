@@ -13,7 +13,8 @@ window's output pixels and that input gradient must agree between crop and full 
 pixels must also agree at the path's other end, the baseline (one forward pass of the full image without
 gradients): what the window sees can change along the path (a global maximum moving from a highlight near the
 window to an area far away as the highlight blurs, units switched on in the dark by light blurred into it),
-and the input alone does not show it. Crops are tried
+and the input alone does not show it. What the window sees only in the middle of the path, outside the crop,
+escapes both checks (a detached statistic crossing a threshold mid-path; the README says so). Crops are tried
 from the smallest, then aligned to partition grids (window attention pads and partitions on a fixed grid)
 and widened; if none agrees the full image is used. While LAM runs on the crop, every path point's input
 gradient must stay inside the region; if it leaves it, the region is widened and the crop recomputed.

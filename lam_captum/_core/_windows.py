@@ -159,7 +159,9 @@ def _detector_cotangents(output: Tensor, windows: list[Window], detector: Detect
     for window in windows:
         value = detected_rows(detector(detached, window), output.shape[0]).sum()
         (cotangent,) = torch.autograd.grad(value, detached, allow_unused=True)
-        cotangents.append(torch.zeros_like(output) if cotangent is None else cotangent)
+        if cotangent is None:  # it depends on something, not on the output (`.detach()` then a learned module)
+            raise ValueError(DETECTOR_WITHOUT_GRAPH)
+        cotangents.append(cotangent)
     return torch.stack(cotangents)
 
 
@@ -170,10 +172,30 @@ def detected_rows(value: object, rows: int) -> Tensor:
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
         raise ValueError(f"`detector` must return one value per row, shape ({rows},), got {shape}")
     if not value.requires_grad:
-        raise ValueError("`detector` must be differentiable: its value does not depend on the model's output "
-                         "through autograd (a count or threshold, .item(), .detach() or torch.no_grad() inside it), "
-                         "and LAM integrates its gradient")
+        raise ValueError(DETECTOR_WITHOUT_GRAPH)
     return value
+
+
+# A detector's value that autograd cannot take back to the model's output.
+DETECTOR_WITHOUT_GRAPH = (
+    "`detector` must be differentiable: its value does not depend on the model's output through autograd (a count "
+    "or threshold, .item(), .detach() or torch.no_grad() inside it), and LAM integrates its gradient")
+
+
+def reaches(value: Tensor, output: Tensor) -> bool:
+    """Whether autograd's graph of ``value`` leads back to ``output`` (a detector's value to the model's output).
+    Walks the detector's few nodes only: the model's graph lies behind ``output``, where the walk stops."""
+    target, seen = output.grad_fn, set()
+    todo = [value.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        if node is target:
+            return True
+        seen.add(node)
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return False
 
 
 def attribute_windows_in_crop(

@@ -27,9 +27,11 @@ from lam_captum._core._region import CropMode, PathBlur, RowsIntegrate, attribut
 from lam_captum._core._windows import (
     Integrate,
     as_window_list,
+    DETECTOR_WITHOUT_GRAPH,
     attribute_windows_in_crop,
     detected_rows,
     integrate_windows,
+    reaches,
     window_values,
 )
 from lam_captum._core.settings import LAMSettings
@@ -176,11 +178,14 @@ class LAM(GradientAttribution):
                 elsewhere. It is verified on every call (the window's output pixels and an input
                 gradient agree between crop and full image at the input, the window's output pixels at the
                 baseline, every path point's gradient stays inside the region); where it cannot be, the full
-                image is used (logged at debug level). The cost is one extra forward and backward pass of the
-                full image and one forward pass (at the baseline); where the first would not fit in the free
-                memory (estimated by the probe), forward passes of the full image without gradients and a few
-                passes of crops, whose output must match it (the peak memory is then that forward pass or the
-                crop's, not a step of the full image). Clips always use the whole clip.
+                image is used (logged at debug level). What the window sees only in the middle of the path,
+                outside the crop, escapes these checks: for models with data-dependent control flow or a
+                selection (max, top-k) over the whole image, pass ``False``. The cost is one extra forward
+                and backward pass of the full image and one forward pass (at the baseline); where the first
+                would not fit in the free memory (estimated by the probe), forward passes of the full image
+                without gradients and a few passes of crops, whose output must match it (the peak memory is
+                then that forward pass or the crop's, not a step of the full image). Clips always use the whole
+                clip.
                 ``False``: always the full image.
 
         Returns:
@@ -442,7 +447,7 @@ class LAM(GradientAttribution):
         detected = _detect(output, chunk, windows, detector)
         (gradients,) = torch.autograd.grad(detected.sum(), points, allow_unused=True)
         if gradients is None:
-            raise ValueError(_NO_GRAPH_CAUSES)
+            raise ValueError(_NO_GRAPH_CAUSES if reaches(detected, output) else DETECTOR_WITHOUT_GRAPH)
         return gradients
 
     @staticmethod
@@ -583,8 +588,9 @@ def _path_blur(settings: LAMSettings) -> PathBlur:
 
 # The largest change the blur makes to an image, as a share of its largest value, below which the path is only
 # rounding: float32 blurs a flat image to itself within about 1e-7 of it; one 8-bit grey level of detail (1/255)
-# changes it by more than 1e-4.
-FLAT_CHANGE = 1e-5
+# changes it by more than 1e-4. float64 rounds 1e9 times finer: detail of 1e-6 on an offset of 1000 is real there.
+FLAT_CHANGE = {torch.float64: 1e-13}
+DEFAULT_FLAT_CHANGE = 1e-5
 
 
 def _warn_if_flat(x: Tensor, settings: LAMSettings) -> None:
@@ -594,7 +600,8 @@ def _warn_if_flat(x: Tensor, settings: LAMSettings) -> None:
     frames = x.detach().flatten(1, -3)
     change = (frames - blur_baseline(frames, settings.sigma, settings.kernel_size)).abs().flatten(1).amax(dim=1)
     largest = frames.abs().flatten(1).amax(dim=1)
-    flat = [n for n in range(x.shape[0]) if 0 < largest[n] and change[n] <= FLAT_CHANGE * largest[n]]
+    threshold = FLAT_CHANGE.get(x.dtype, DEFAULT_FLAT_CHANGE)
+    flat = [n for n in range(x.shape[0]) if 0 < largest[n] and change[n] <= threshold * largest[n]]
     if flat:
         shares = ", ".join(f"{float(change[n] / largest[n]):.1g}" for n in flat)
         warnings.warn(f"the blur path barely changes the input of sample(s) {flat} (its largest change is {shares} of "
