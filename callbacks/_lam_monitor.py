@@ -29,6 +29,7 @@ from lam_captum.callbacks._loggers import add_images, custom_scalars_layout, ima
 from lam_captum.callbacks._probe import NAME_PATTERN, Probe
 from lam_captum.erf import dataset_erf, erf_area_ratios
 from lam_captum.explain import LAMResult, explain, explain_windows, settings_with
+from lam_captum.functional._detectors import detector_margin
 from lam_captum.imageio import save_png
 from lam_captum.video import ClipResult, explain_clip
 
@@ -159,6 +160,8 @@ class LAMMonitor(Callback):
         self.every_n_epochs = _check_every_n_epochs(every_n_epochs)
         # Built (and so validated) now rather than after the first training epoch.
         self.settings = settings_with(settings, setting_values)
+        for probe in self.probes:
+            probe.check_window_room(detector_margin(self.settings.detector))
         self.images = _check_images(images)
         self.alpha = pictures.check_alpha(alpha)
         self.save_dir = _check_save_dir(save_dir)

@@ -69,6 +69,8 @@ class Probe:
     frame: int | None = None
     # The frame files of a folder probe, listed once: the clip stays the one the probe was made with.
     _frame_files: tuple[Path, ...] = dataclasses.field(default=(), init=False, repr=False)
+    # The SR output's size of a path probe (the HR file cropped to a multiple of ``scale``), read when made.
+    _sr_size: tuple[int, int] | None = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", _check_image(self.image))
@@ -139,11 +141,20 @@ class Probe:
             raise ValueError(f"`image` {str(path)!r} is not an image file: {error}") from error
         if height < self.scale or width < self.scale:
             raise ValueError(f"`image` {str(path)!r} ({height}x{width}) is smaller than `scale`={self.scale}")
-        sr_height, sr_width = height // self.scale * self.scale, width // self.scale * self.scale
-        window = self.window
-        if window.top + window.height > sr_height or window.left + window.width > sr_width:
+        object.__setattr__(self, "_sr_size", (height // self.scale * self.scale, width // self.scale * self.scale))
+        self.check_window_room(0)
+
+    def check_window_room(self, margin: int) -> None:
+        """Raise unless the window, and the ``margin`` the detector reads below and right of it, lie inside the SR
+        output of a path probe (a tensor probe's SR size is the model's to tell, when it runs)."""
+        if self._sr_size is None:
+            return
+        (sr_height, sr_width), window = self._sr_size, self.window
+        if window.top + window.height > sr_height - margin or window.left + window.width > sr_width - margin:
+            room = f", less the {margin} pixel the detector reads below and right of it" if margin else ""
+            path = self._frame_files[0] if self._frame_files else self.image
             raise ValueError(f"`window` {tuple(window)} of probe {self.name!r} lies outside its SR output, "
-                             f"{sr_height}x{sr_width} (the HR image {str(path)!r} at `scale`={self.scale})")
+                             f"{sr_height}x{sr_width}{room} (the HR image {str(path)!r} at `scale`={self.scale})")
 
     def _check_frame(self) -> None:
         if self.frame is None:

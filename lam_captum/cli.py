@@ -31,6 +31,7 @@ from lam_captum._flags import (
     run_reported,
     settings_from_flags,
 )
+from lam_captum.functional._detectors import detector_margin
 from lam_captum.pictures import FIGURE_FORMATS, di_text
 
 # The built-in photo is explained on a 256x256 crop of the face (LR 64x64, the paper's usual size), with
@@ -137,7 +138,7 @@ def _run(args: argparse.Namespace):
         lr = _degraded(lr, args.degrade, args.seed)
     device = device_from_flag(args.device)
     scale = checked_scale(args, scale, check_model_runs(model, spec, lr, device, grayscale=args.grayscale))
-    window = _window(args, lr, scale, builtin=builtin and args.crop is None)
+    window = _window(args, lr, scale, builtin=builtin and args.crop is None, margin=detector_margin(settings.detector))
     result = explain(model, lr, window, settings, hr=hr, alpha=args.alpha, device=device,
                      show_progress=not args.no_progress)
     metadata = {"image": str(image_path), "crop": list(crop) if crop else None, "model": spec,
@@ -186,7 +187,8 @@ def _run_clip(args: argparse.Namespace, settings: LAMSettings):
     device = device_from_flag(args.device)
     scale = checked_scale(args, scale, check_model_runs(model, spec, clip, device, grayscale=args.grayscale))
     with flags_named({"`frame`": "`--frame`"}):
-        result = explain_clip(model, clip, _window(args, clip[0], scale, builtin=False), settings, frame=args.frame,
+        window = _window(args, clip[0], scale, builtin=False, margin=detector_margin(settings.detector))
+        result = explain_clip(model, clip, window, settings, frame=args.frame,
                               hr=hr, alpha=args.alpha, device=device, show_progress=not args.no_progress)
     metadata = {"frame_files": [str(path) for path in paths], "crop": args.crop, "model": spec,
                 "model_args": json.loads(args.model_args), "weights": args.weights,
@@ -217,18 +219,22 @@ def _image_path(args: argparse.Namespace, default: Path) -> Path:
     return path
 
 
-def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: bool) -> tuple[int, int, int]:
+def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: bool,
+            margin: int) -> tuple[int, int, int]:
+    """The window of ``--top``, ``--left`` and ``--size`` (centred where not given), inside the SR output less the
+    ``margin`` the detector reads beyond it."""
     height, width = lr.shape[-2] * scale, lr.shape[-1] * scale
     centre = DEFAULT_WINDOW[:2] if builtin and scale == 4 and args.size == 16 else (
         max(0, (height - args.size) // 2), max(0, (width - args.size) // 2))
     top = args.top if args.top is not None else centre[0]
     left = args.left if args.left is not None else centre[1]
-    if top + args.size > height or left + args.size > width:
+    if top + args.size > height - margin or left + args.size > width - margin:
         given = ", ".join(f"`{flag}` {value}" for flag, value, typed in (
             ("--top", top, args.top is not None), ("--left", left, args.left is not None), ("--size", args.size, True))
             if typed)
-        raise ValueError(f"the window ({given}) must lie inside the {height}x{width} SR output (the {lr.shape[-2]}x"
-                         f"{lr.shape[-1]} LR input at x{scale})")
+        less = f" less {margin} pixel at the bottom and right (the gradient detector reads one more)" if margin else ""
+        raise ValueError(f"the window ({given}) must lie inside the {height}x{width} SR output{less} (the "
+                         f"{lr.shape[-2]}x{lr.shape[-1]} LR input at x{scale})")
     return top, left, args.size
 
 

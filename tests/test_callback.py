@@ -533,7 +533,14 @@ def test_a_probe_file_that_is_no_image_too_small_or_outside_the_window_is_refuse
     with pytest.raises(ValueError, match=r"`window` \(20, 0, 8, 8\) of probe 'p' lies outside its SR output, 24x24 "
                                          r"\(the HR image .* at `scale`=3\)"):
         Probe(hr_file, (20, 0, 8), "p", scale=3)
-    assert Probe(hr_file, (16, 18, 8), "p", scale=2).window == (16, 18, 8, 8)  # the corner of the 24x26 output
+    corner = Probe(hr_file, (16, 18, 8), "p", scale=2)  # flush with the corner of the 24x26 output
+    assert corner.window == (16, 18, 8, 8)
+    # The gradient detector reads one pixel below and right of the window: the monitor knows its detector.
+    with pytest.raises(ValueError, match=r"`window` \(16, 18, 8, 8\) of probe 'p' lies outside its SR output, 24x26, "
+                                         r"less the 1 pixel the detector reads below and right of it"):
+        LAMMonitor(corner, **LAM_ARGUMENTS)
+    LAMMonitor(corner, **LAM_ARGUMENTS, detector="intensity")
+    LAMMonitor(Probe(hr_file, (15, 17, 8), "p", scale=2), **LAM_ARGUMENTS)
 
 
 def test_probe_warns_that_scale_does_nothing_for_a_tensor() -> None:

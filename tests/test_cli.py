@@ -182,8 +182,12 @@ class Gray(torch.nn.Sequential):
         (["{photo}", "--weights", "missing.pt"], "`--weights` does not exist"),
         (["{photo}", "--model", "edsr-baseline", "--scale", "5"], "^`--scale` must be 2, 3, 4 or 8, got 5$"),
         (["{photo}", "--top", "90", "--left", "0"], r"^the window \(`--top` 90, `--left` 0, `--size` 16\) must lie "
-                                                     r"inside the 96x80 SR output \(the 24x20 LR input at x4\)$"),
+                                                     r"inside the 96x80 SR output less 1 pixel at the bottom and right "
+                                                     r"\(the gradient detector reads one more\) \(the 24x20 LR input "
+                                                     r"at x4\)$"),
         (["{photo}", "--size", "100"], r"^the window \(`--size` 100\) must lie inside the 96x80 SR output"),
+        (["{photo}", "--top", "80", "--left", "0"], r"^the window \(`--top` 80, `--left` 0, `--size` 16\) must lie "
+                                                     r"inside the 96x80 SR output less 1 pixel at the bottom and right"),
         (["{photo}", "--weights", "{not_an_image}"], "^`--weights` '.*notes.png' is not a torch checkpoint nor a "
                                                      "safetensors file"),
         (["{photo}", "--weights", "{x2_weights}"], "^the weights in `--weights` '.*x2.pt' do not fit EDSR: .*; for "
@@ -192,7 +196,7 @@ class Gray(torch.nn.Sequential):
     ids=["grayscale with an RGB model", "RGB with a grayscale model", "model raises in forward", "meta device",
          "device torch cannot use", "huge step count", "missing image", "missing --imgpath", "not an image",
          "unknown model", "missing weights", "scale the model refuses", "window past the output",
-         "window larger than the output", "weights that are no checkpoint", "x2 weights without --scale"],
+         "window larger than the output", "window flush with the bottom", "weights that are no checkpoint", "x2 weights without --scale"],
 )
 def test_bad_input_is_one_line_naming_the_flag(hr_photo, tmp_path, capsys, monkeypatch, arguments, message):
     if "mps" in arguments and torch.backends.mps.is_available():

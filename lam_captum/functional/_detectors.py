@@ -66,6 +66,16 @@ _DETECTORS: dict[str, Detector] = {"gradient": gradient_detector, "intensity": i
 DETECTOR_NAMES: tuple[str, ...] = tuple(_DETECTORS)
 
 
+def detector_margin(detector: DetectorLike) -> int:
+    """SR pixels the detector needs below and right of the window: the gradient detector looks one pixel ahead.
+
+    Example:
+        >>> detector_margin("gradient"), detector_margin("intensity")
+        (1, 0)
+    """
+    return 1 if detector == "gradient" or detector is gradient_detector else 0
+
+
 def resolve_detector(detector: DetectorLike) -> Detector:
     """The detector function for a name (``"gradient"``, ``"intensity"``) or a user callable."""
     if callable(detector):

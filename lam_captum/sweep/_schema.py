@@ -41,7 +41,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from lam_captum._core.settings import PRESETS, LAMSettings, SettingsError, setting_fields
 from lam_captum.functional import Window
 from lam_captum.imageio import IMAGE_SUFFIXES, images_in
-from lam_captum.sweep._windows import Location, Problem, detector_margin, expand_windows
+from lam_captum.functional._detectors import detector_margin
+from lam_captum.sweep._windows import Location, Problem, expand_windows
 
 BUILTIN_IMAGE = "builtin"
 # Windows of one image and model explained together (one forward pass and K input gradients per path step).

@@ -22,11 +22,6 @@ Location = tuple[str | int, ...]
 Problem = tuple[Location, str]
 
 
-def detector_margin(detector: str) -> int:
-    """SR pixels the detector needs below and right of the window (the gradient looks one pixel ahead)."""
-    return 1 if detector == "gradient" else 0
-
-
 def expand_windows(
     specs: Sequence[Window | GridWindows | RandomWindows], bounds: tuple[int, int], margin: int, seed: int,
     image_name: str,
