@@ -176,9 +176,10 @@ class LAMMonitor(Callback):
         self._warned_no_image_logger = False
         self._warned_weight_averaging = False
         self._metrics_before_validation: set[str] | None = None
-        self._layout_written = False
-        # The probes whose window picture went to this run's loggers (it is drawn once per run).
+        self._layout_run: tuple[str, ...] | None = None  # the logging run the layout was written to
+        # The probes whose window picture went to the loggers' run `_window_run` (it is drawn once per run).
         self._window_logged: set[str] = set()
+        self._window_run: tuple[str, ...] | None = None
 
     @property
     @override
@@ -212,14 +213,17 @@ class LAMMonitor(Callback):
                            f"{averaging[0]}", category=UserWarning)
 
     @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Here Lightning has restored a resumed fit's epoch (not yet in `on_fit_start`). A fit that starts at or
+        # before the last epoch explained is a new one (a monitor used again, a fine-tuning after `validate()` of a
+        # pretrained checkpoint, a resume from a checkpoint without this monitor's state): its epochs are its own.
+        # A fit that goes on after it (a resume, `fit()` again with more epochs) keeps to the schedule.
+        if self._last_fit_epoch is not None and trainer.current_epoch <= self._last_fit_epoch:
+            self._last_fit_epoch = None
+
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._validated_in_fit = False
-        self._window_logged.clear()
-        if trainer.ckpt_path is None:
-            # A new fit, not a resumed one: its epochs are its own, and its loggers a new run, whatever an earlier
-            # fit of this monitor, or a checkpoint that `validate()` loaded before it, left behind.
-            self._last_fit_epoch = None
-            self._layout_written = False
         if not trainer.is_global_zero:
             return
         self._write_settings_text(trainer)
@@ -481,6 +485,10 @@ class LAMMonitor(Callback):
                 logger.save()
 
     def _log_pictures(self, probe: Probe, result: LAMResult | ClipResult, trainer: pl.Trainer) -> None:
+        run = _logging_run(trainer)
+        if run != self._window_run:
+            self._window_logged.clear()
+            self._window_run = run
         first_time = probe.name not in self._window_logged
         self._window_logged.add(probe.name)
         names = [name for name in self._picture_names(probe) if name != "window" or first_time]
@@ -546,13 +554,14 @@ class LAMMonitor(Callback):
         True on every rank, not only on rank zero: reading ``callback_metrics`` reduces metrics logged with
         ``sync_dist``, a collective that every process must enter at the same point.
         """
-        if self._layout_written or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+        if (trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking
+                or self._layout_run == _logging_run(trainer)):
             return False
         monitors = [callback for callback in trainer.callbacks if isinstance(callback, LAMMonitor)]
         return monitors[0] is self and bool(tensorboards(trainer))
 
     def _write_layout(self, trainer: pl.Trainer) -> None:
-        self._layout_written = True
+        self._layout_run = _logging_run(trainer)
         validation_metrics = sorted(set(trainer.callback_metrics) - self._metrics_before_validation)
         if not trainer.is_global_zero:
             return
@@ -603,6 +612,13 @@ class LAMMonitor(Callback):
 
     def _who(self) -> str:
         return "LAMMonitor" if self.name == DEFAULT_NAME else f"LAMMonitor {self.name!r}"
+
+
+def _logging_run(trainer: pl.Trainer) -> tuple[str, ...]:
+    """The runs the trainer's loggers write to (a TensorBoard folder, a CSV folder, a W&B run): a new run gets the
+    window picture and the custom-scalars layout again, a fit that goes on in the same run does not."""
+    return tuple(f"{type(logger).__name__}:{getattr(logger, 'log_dir', None) or getattr(logger, 'version', None)}"
+                 for logger in trainer.loggers)
 
 
 def _logging_step(trainer: pl.Trainer) -> int:

@@ -460,6 +460,27 @@ def test_a_monitor_used_again_explains_every_epoch_of_the_new_fit(tmp_path: Path
     assert [entry["epoch"] for entry in monitor.history["centre"]] == [0, 1, 0, 1]
 
 
+def test_fit_again_with_more_epochs_keeps_the_schedule_and_logs_the_window_once(tmp_path: Path) -> None:
+    monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=("window",), every_n_epochs=2)
+    run = trainer(tmp_path, [monitor], max_epochs=3, enable_checkpointing=False)
+    run.fit(TinySR(), loader(), loader())
+    run.fit_loop.max_epochs = 6  # then train on, in the same Trainer and logging run
+    run.fit(run.lightning_module, loader(), loader())
+    assert [entry["epoch"] for entry in monitor.history["centre"]] == [0, 2, 4]
+    assert len(steps(read_events(run.logger.log_dir), "lam/centre/window")) == 1
+
+
+def test_a_resume_from_a_checkpoint_without_the_monitors_state_explains_its_epochs(tmp_path: Path) -> None:
+    saver = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_top_k=-1)
+    trainer(tmp_path, [saver], max_epochs=2, logger=False).fit(TinySR(), loader(), loader())
+    monitor = LAMMonitor(probe(), **LAM_ARGUMENTS, images=())
+    trainer(tmp_path, [monitor], max_epochs=4, logger=False, enable_checkpointing=False).fit(
+        TinySR(), loader(), loader())  # an earlier fit in the same process: epochs 0 to 3
+    trainer(tmp_path, [monitor], max_epochs=4, logger=False, enable_checkpointing=False).fit(
+        TinySR(), loader(), loader(), ckpt_path=tmp_path / "checkpoints" / "epoch=0-step=2.ckpt")
+    assert [entry["epoch"] for entry in monitor.history["centre"]] == [0, 1, 2, 3, 1, 2, 3]
+
+
 def test_a_baseline_validated_from_a_checkpoint_then_fine_tuned_explains_the_fine_tuning(tmp_path: Path) -> None:
     saver = ModelCheckpoint(dirpath=tmp_path / "checkpoints", save_last=True)
     trainer(tmp_path, [LAMMonitor(probe(), **LAM_ARGUMENTS, images=()), saver], max_epochs=3,
