@@ -190,7 +190,8 @@ class LAMMonitor(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if not trainer.is_global_zero:
             return
-        self._warn_if_after_weight_averaging(trainer)
+        if stage == "fit":  # Lightning's weight averaging swaps weights while fitting only
+            self._warn_if_after_weight_averaging(trainer)
         # LAM runs at the end of validation epochs: a trainer that only tests or predicts needs no pictures.
         if self._warned_no_image_logger or not self.images or stage not in ("fit", "validate") \
                 or image_loggers(trainer):

@@ -70,7 +70,7 @@ def _run(args: argparse.Namespace) -> tuple[dict[str, object], Path]:
     _check_numbers(args)
     images = [path for source in args.images for path in (image_files(source) if Path(source).is_dir() else [Path(source)])]
     with flags_named(model_flags(scale_given=False)):
-        model = model_from_flags(args.model, args.model_args, args.weights, None)
+        model = model_from_flags(args.model, args.model_args, args.weights, None, scale_flag=False)
     device = device_from_flag(args.device)
     # The model once on an image of the images' channels and size: the wrong channels fail now, with the advice.
     check_model_runs(model, args.model, torch.full((1 if args.grayscale else 3, *args.size), 0.5), device,

@@ -147,7 +147,7 @@ def parse_model_args(text: str | None, *, owner: str = "") -> dict[str, object]:
 
 
 def model_from_flags(spec: str, model_args: str | None, weights: str | None, scale: int | None, *,
-                     owner: str = "") -> torch.nn.Module:
+                     owner: str = "", scale_flag: bool = True) -> torch.nn.Module:
     """``--model`` with its ``--model-args`` (JSON), ``--weights`` and ``--scale``, in eval mode.
 
     The x4 ``default`` model is never rebuilt for ``--scale``: it is trained for x4 only, and the run
@@ -164,10 +164,25 @@ def model_from_flags(spec: str, model_args: str | None, weights: str | None, sca
         return load_model(spec, arguments, weights=weights, scale=None if spec == "default" else scale)
     except ValueError as error:
         if weights is None or scale is not None or spec == "default" or "do not fit" not in str(error) or \
-                spec not in builtin_model_names():
+                spec not in builtin_model_names() or "scale" in arguments:
             raise
-        # The built-in EDSRs are built x4 unless told: x2 or x3 weights differ in their upsampler only.
-        raise ValueError(f"{error}; for weights of another scale than x4 give `--scale`") from None
+        # The built-in EDSRs are built x4 unless told: weights of another scale differ in their upsampler only.
+        other = next((other for other in (2, 3, 8) if _loads(spec, arguments, weights, other)), None)
+        if other is None:
+            raise
+        give = f"`--scale {other}`" if scale_flag else f"`--model-args '{{\"scale\": {other}}}'`"
+        raise ValueError(f"{error}; they are x{other} weights: give {give}") from None
+
+
+def _loads(spec: str, arguments: dict, weights: str, scale: int) -> bool:
+    """Whether the built-in model ``spec`` built for ``scale`` takes the ``weights``."""
+    from lam_captum.models import load_model
+
+    try:
+        load_model(spec, arguments, weights=weights, scale=scale)
+    except ValueError:
+        return False
+    return True
 
 
 def input_from_flags(path: str | Path, *, scale: int, crop: tuple[int, int, int, int] | None, lr: bool,

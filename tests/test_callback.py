@@ -230,6 +230,12 @@ def test_listed_after_lightnings_weight_averaging_it_warns_that_it_would_explain
             "LAMMonitor comes after EMAWeightAveraging in the Trainer's callbacks, which puts the trained weights back "
             "at the end of validation before LAM runs: LAM would explain them, not the averaged weights the "
             "validation measured. List LAMMonitor before EMAWeightAveraging"])
+    # Outside fitting Lightning's weight averaging swaps nothing: no warning.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer(tmp_path, [EMAWeightAveraging(), LAMMonitor(probe(), **LAM_ARGUMENTS, images=())],
+                logger=False).validate(TinySR(), loader())
+    assert not [w for w in caught if "EMAWeightAveraging in the Trainer's callbacks" in str(w.message)]
 
 
 def test_a_fit_without_validation_says_that_lam_never_ran(tmp_path: Path) -> None:

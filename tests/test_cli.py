@@ -190,13 +190,16 @@ class Gray(torch.nn.Sequential):
                                                      r"inside the 96x80 SR output less 1 pixel at the bottom and right"),
         (["{photo}", "--weights", "{not_an_image}"], "^`--weights` '.*notes.png' is not a torch checkpoint nor a "
                                                      "safetensors file"),
-        (["{photo}", "--weights", "{x2_weights}"], "^the weights in `--weights` '.*x2.pt' do not fit EDSR: .*; for "
-                                                   "weights of another scale than x4 give `--scale`$"),
+        (["{photo}", "--weights", "{x2_weights}"], "^the weights in `--weights` '.*x2.pt' do not fit EDSR: .*; they "
+                                                   "are x2 weights: give `--scale 2`$"),
+        (["{photo}", "--model", "edsr", "--weights", "{x2_weights}"], "^the weights in `--weights` '.*x2.pt' do not "
+                                                                      "fit EDSR: [^;]*$"),
     ],
     ids=["grayscale with an RGB model", "RGB with a grayscale model", "model raises in forward", "meta device",
          "device torch cannot use", "huge step count", "missing image", "missing --imgpath", "not an image",
          "unknown model", "missing weights", "scale the model refuses", "window past the output",
-         "window larger than the output", "window flush with the bottom", "weights that are no checkpoint", "x2 weights without --scale"],
+         "window larger than the output", "window flush with the bottom", "weights that are no checkpoint",
+         "x2 weights without --scale", "weights of another architecture"],
 )
 def test_bad_input_is_one_line_naming_the_flag(hr_photo, tmp_path, capsys, monkeypatch, arguments, message):
     if "mps" in arguments and torch.backends.mps.is_available():

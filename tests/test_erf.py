@@ -24,6 +24,7 @@ import lam_captum
 from lam_captum.cli import main
 from lam_captum.erf import dataset_erf, erf_area_ratios
 from lam_captum.imageio import default_image_path, load_image, save_png
+from lam_captum.models import build_model
 from lam_captum.pictures import erf_picture
 
 
@@ -278,6 +279,10 @@ def test_cli_reports_bad_input_on_one_line(tmp_path, capsys):
     assert f"cannot read the image {str(tmp_path / 'text.png')!r} as an image" in capsys.readouterr().err
     assert main(["erf", str(default_image_path()), "--model", "nosuch"]) == 2
     assert "`--model` must be a built-in model name" in capsys.readouterr().err
+    torch.save(build_model("edsr-baseline", scale=2).state_dict(), tmp_path / "x2.pt")
+    x2 = str(tmp_path / "x2.pt")
+    assert main(["erf", str(default_image_path()), "--model", "edsr-baseline", "--weights", x2]) == 2
+    assert "they are x2 weights: give `--model-args '{\"scale\": 2}'`" in capsys.readouterr().err  # erf has no --scale
     with pytest.raises(SystemExit) as exit_status:
         main(["erf"])  # no images: argparse's usage error, on one line
     err = capsys.readouterr().err

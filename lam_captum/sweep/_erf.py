@@ -119,7 +119,9 @@ def _check_takes_images(network: torch.nn.Module, model: ModelEntry, channels: i
     that says so, not its own unpacking error from inside the ERF."""
     image = torch.zeros(1, channels, *size, device=device)
     try:
-        with torch.inference_mode(), eval_mode(network):
+        # no_grad, not inference_mode: a model that keeps a tensor it made (a mask per input size) must still
+        # take gradients through it in the ERF that follows.
+        with torch.no_grad(), eval_mode(network):
             network.to(device)(image)
     except Exception as error:
         raise _NotAnImageModel(f"model: `{model.field}` fails on an image (N, C, H, W) = {tuple(image.shape)} (the ERF "

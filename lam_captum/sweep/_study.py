@@ -71,7 +71,8 @@ class ModelEntry:
         scale: The upscaling factor the study expects of it (checked when it first runs).
         field: Where it came from in the study file, e.g. ``models[1]``.
         digest: Hash of everything above that changes its numbers, including the files' contents (a
-            ``file.py:Class`` model by its class and contents, not its folder: moving the project keeps it).
+            ``file.py:Class`` model inside the study's folder by its path from there: moving the project keeps
+            it).
         earlier_digest: The digest earlier versions gave it, which held the file's absolute path (None for models
             without a file spec, whose digest has not changed).
     """
@@ -149,7 +150,7 @@ class StudyProbe:
         fingerprint: Hash of everything that determines the probe's numbers; a stored result with
             another fingerprint is stale and is computed again.
         earlier_fingerprint: The fingerprint earlier versions gave a ``file.py:Class`` model's probe (with the
-            file's absolute path): a record of it is current too, and is given the new fingerprint.
+            file's absolute path), where it differs: a record of it is current too, and is given the new one.
     """
 
     model: ModelEntry
@@ -309,7 +310,7 @@ def load_study(study: str | Path | Mapping[str, Any], *, base_dir: str | Path | 
 
 def _resolved(spec: StudySpec, source: Path | None, base: Path) -> Study:
     """The study's entries with their digests, from a valid schema."""
-    models = tuple(_model_entry(spec, model, index) for index, model in enumerate(spec.models))
+    models = tuple(_model_entry(spec, model, index, base) for index, model in enumerate(spec.models))
     images = tuple(entry for index, image in enumerate(spec.images) for entry in _image_entries(image, index))
     windows = {file.name: image.windows_of(file) for image in spec.images for file in image.files}
     output = Path(spec.output or (f"{source.stem}-sweep" if source else "sweep")).expanduser()
@@ -318,23 +319,29 @@ def _resolved(spec: StudySpec, source: Path | None, base: Path) -> Study:
                  erf=spec.erf, windows_per_pass=spec.windows_per_pass, source=source)
 
 
-def _model_entry(spec: StudySpec, model: ModelSpec, index: int) -> ModelEntry:
+def _model_entry(spec: StudySpec, model: ModelSpec, index: int, base: Path) -> ModelEntry:
     scale = spec.model_scale(model)
     contents = [file_digest(path) for path in model.files]
-    fingerprint = digest([_portable_spec(model.spec), dict(model.args), scale, contents])
+    fingerprint = digest([_portable_spec(model.spec, base), dict(model.args), scale, contents])
     earlier = digest([model.spec, dict(model.args), scale, contents])
     return ModelEntry(name=model.label, spec=model.spec, weights=model.weights, args=dict(model.args), scale=scale,
                       field=f"models[{index}]", digest=fingerprint,
                       earlier_digest=None if earlier == fingerprint else earlier)
 
 
-def _portable_spec(spec: str) -> str:
-    """The spec as a fingerprint holds it: a ``/absolute/file.py:Class`` as ``file:Class`` (the file's contents
-    are in the fingerprint; where the project lies is not), any other spec as it is."""
+def _portable_spec(spec: str, base: Path) -> str:
+    """The spec as a fingerprint holds it: a ``/absolute/file.py:Class`` inside the study's folder ``base`` by its
+    path from there, so that moving the project keeps its results, while another folder's file of the same
+    contents (whose sibling modules may differ) is another model; any other spec as it is."""
     from lam_captum.models import parse_model_spec
 
     parsed = parse_model_spec(spec)
-    return f"file:{parsed.attribute}" if parsed.kind == "file" else spec
+    if parsed.kind != "file":
+        return spec
+    try:
+        return f"file:{Path(parsed.target).relative_to(base).as_posix()}:{parsed.attribute}"
+    except ValueError:  # outside the study's folder: where it lies is part of what it is
+        return spec
 
 
 def _image_entries(image: ImageSpec, index: int) -> list[ImageEntry]:

@@ -94,6 +94,22 @@ class TupleOut(nn.Module):
     def forward(self, x):
         features = self.conv(x)
         return self.shuffle(features), features
+
+
+class CachedMask(nn.Module):
+    """An x4 model that keeps a mask per input size, made the first time it sees that size."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 48, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(4)
+        self.masks = {}
+
+    def forward(self, x):
+        size = tuple(x.shape[-2:])
+        if size not in self.masks:
+            self.masks[size] = torch.ones(size)
+        return self.shuffle(self.conv(x * self.masks[size]))
 '''
 
 

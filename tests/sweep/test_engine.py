@@ -260,6 +260,15 @@ def test_a_video_model_on_an_image_is_told_it_takes_clips(workspace: Path, tmp_p
                                    "an image model's; a video SR model takes clips): ")
 
 
+def test_the_erfs_check_that_a_model_takes_images_leaves_it_able_to_take_gradients(workspace: Path,
+                                                                                     tmp_path: Path) -> None:
+    study = small_study(workspace, models=[f"{workspace / 'odd_models.py'}:CachedMask"], figures=False,
+                        erf={"size": [16, 16]}, lam={"n_steps": 2})
+    run_sweep(study, output=tmp_path / "out", accelerator="cpu", devices=1, progress=False)
+    (erf,) = read_csv(tmp_path / "out" / "erf.csv")
+    assert (erf["status"], erf["error"]) == ("ok", "")
+
+
 def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt_and_ctrl_c_works_again(workspace: Path,
                                                                                  tmp_path: Path) -> None:
     model = f"{workspace / 'odd_models.py'}:Interrupted"

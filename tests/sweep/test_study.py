@@ -268,3 +268,23 @@ def test_weights_that_do_not_fit_are_named_by_the_entrys_field(workspace: Path, 
     study = load_study(small_study(workspace, models=[{"spec": "edsr-baseline", "weights": str(tmp_path / "x2.pt")}]))
     with pytest.raises(ValueError, match=r"^the weights in `weights` '.*x2\.pt' do not fit EDSR: "):
         study.models[0].build()
+
+
+def test_a_file_model_counts_by_its_path_in_the_studys_folder_not_only_its_contents(workspace: Path,
+                                                                                     tmp_path: Path) -> None:
+    # Two byte-identical model files in two folders may import different sibling modules: two models.
+    for folder in ("v1", "v2"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "net.py").write_bytes((workspace / "odd_models.py").read_bytes())
+    (tmp_path / "astro.png").write_bytes((workspace / "astro.png").read_bytes())
+    fingerprints = {}
+    for folder in ("v1", "v2"):
+        study_file = tmp_path / f"{folder}.yaml"
+        study_file.write_text(yaml.safe_dump({"models": [f"{folder}/net.py:Quick"], "lam": {"n_steps": 2},
+                                              "images": [{"path": "astro.png", "windows": [[20, 20, 16]]}]}))
+        fingerprints[folder] = load_study(study_file).probes()[0].fingerprint
+    assert fingerprints["v1"] != fingerprints["v2"]
+    # Outside the study's folder a file counts by its absolute path, as it always did.
+    outside = load_study(small_study(workspace, models=[f"{tmp_path / 'v1' / 'net.py'}:Quick"]),
+                         base_dir=tmp_path / "v2")
+    assert outside.models[0].earlier_digest is None
