@@ -14,11 +14,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-
-try:
-    from lightning.pytorch.callbacks import WeightAveraging
-except ImportError:  # an older Lightning, without weight averaging callbacks
-    WeightAveraging = None
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
@@ -32,6 +27,11 @@ from lam_captum.explain import LAMResult, explain, explain_windows, settings_wit
 from lam_captum.functional._detectors import detector_margin
 from lam_captum.imageio import save_png
 from lam_captum.video import ClipResult, explain_clip
+
+try:
+    from lightning.pytorch.callbacks import WeightAveraging
+except ImportError:  # an older Lightning, without weight averaging callbacks
+    WeightAveraging = None
 
 PictureName = Literal["map", "heat_blend", "kde_blend", "zoom", "signed", "sr", "window", "figure"]
 PICTURE_NAMES: tuple[str, ...] = PictureName.__args__
@@ -204,7 +204,8 @@ class LAMMonitor(Callback):
         LAM would explain other weights than those of the validation loss."""
         if WeightAveraging is None or self._warned_weight_averaging:
             return
-        before = trainer.callbacks[: next(k for k, callback in enumerate(trainer.callbacks) if callback is self)]
+        position = next((k for k, callback in enumerate(trainer.callbacks) if callback is self), 0)
+        before = trainer.callbacks[:position]
         averaging = [type(callback).__name__ for callback in before if isinstance(callback, WeightAveraging)]
         if averaging:
             self._warned_weight_averaging = True

@@ -165,6 +165,12 @@ def _detector_cotangents(output: Tensor, windows: list[Window], detector: Detect
     return torch.stack(cotangents)
 
 
+# A detector's value that autograd cannot take back to the model's output.
+DETECTOR_WITHOUT_GRAPH = (
+    "`detector` must be differentiable: its value does not depend on the model's output through autograd (a count "
+    "or threshold, .item(), .detach() or torch.no_grad() inside it), and LAM integrates its gradient")
+
+
 def detected_rows(value: object, rows: int) -> Tensor:
     """A detector's ``value`` for ``rows`` rows of an output that requires grad, checked: one value per row, which
     autograd can differentiate (LAM integrates its gradient)."""
@@ -174,12 +180,6 @@ def detected_rows(value: object, rows: int) -> Tensor:
     if not value.requires_grad:
         raise ValueError(DETECTOR_WITHOUT_GRAPH)
     return value
-
-
-# A detector's value that autograd cannot take back to the model's output.
-DETECTOR_WITHOUT_GRAPH = (
-    "`detector` must be differentiable: its value does not depend on the model's output through autograd (a count "
-    "or threshold, .item(), .detach() or torch.no_grad() inside it), and LAM integrates its gradient")
 
 
 def reaches(value: Tensor, output: Tensor) -> bool:
