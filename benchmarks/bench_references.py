@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from lam_captum import LAMSettings
 from lam_captum._core import _region
 from lam_captum.functional import Window, gradient_detector
 from lam_captum.models import build_model
@@ -50,7 +51,7 @@ def timed(model, image, footprints, shared: bool) -> tuple[float, int, list]:
     try:
         started = time.perf_counter()
         with torch.enable_grad():
-            references = _region.window_references(model, image, footprints)
+            references = _region.window_references(model, image, footprints, _region.PathBlur.of(LAMSettings()))
         if image.device.type == "cuda":
             torch.cuda.synchronize(image.device)
         seconds = time.perf_counter() - started

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_sr
 from torch import nn
 
-from lam_captum import LAM
+from lam_captum import LAM, LAMSettings
 from lam_captum._core._context import gradient_context
 from lam_captum._core._region import (
     Box,
@@ -38,8 +38,8 @@ def crop_box(model: nn.Module, image: torch.Tensor, window: Window) -> Box | Non
         watch.inspect(gradient)
         return gradient
 
-    outcome = compute_in_crop(model, image, [detector_footprint(window, gradient_detector)], PathBlur(1.2, 9),
-                              gradient_on_crop)
+    outcome = compute_in_crop(model, image, [detector_footprint(window, gradient_detector)],
+                              PathBlur.of(LAMSettings()), gradient_on_crop)
     return None if outcome is None else outcome[0].box
 
 
@@ -361,8 +361,8 @@ def test_what_the_window_sees_only_along_the_path_is_found_at_the_baseline(model
     # (before the baseline's check it was used: 0.17, 0.04 and 0.12 of the maximum off); what the window
     # depends on further out shows only as the path blurs the image.
     lam, image = LAM(model().eval()), image()
-    (reference,) = window_references(lam.forward_func, image, [detector_footprint(Window(*window, window[-1]),
-                                                                                   gradient_detector)])
+    footprint = detector_footprint(Window(*window, window[-1]), gradient_detector)
+    (reference,) = window_references(lam.forward_func, image, [footprint], PathBlur.of(LAMSettings()))
     assert region_of(reference).area < image.shape[-2] * image.shape[-1] / 4
     full = lam.attribute(image, window, n_steps=5, crop=False)
     assert_same_attribution(lam.attribute(image, window, n_steps=5), full)
@@ -491,7 +491,7 @@ def references_and_passes(model: nn.Module, image: torch.Tensor, windows: list[W
     with torch.enable_grad():
         caplog.clear()
         with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
-            together = window_references(model, image, footprints)
+            together = window_references(model, image, footprints, PathBlur.of(LAMSettings()))
         (passes,) = [record.args[0] for record in caplog.records if "full image's reference" in record.msg]
         alone = []
         for reference in together:

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from lam_captum._core._context import modules_behind
 from lam_captum._core._memory import available_memory, estimate_call_memory, warn_if_forward_too_large
+from lam_captum._core.settings import LAMSettings
 from lam_captum.functional._blur import blur_baseline
 from lam_captum.functional._detectors import Detector, gradient_detector, intensity_detector
 from lam_captum.functional._window import Window
@@ -250,8 +251,13 @@ class PathBlur:
     """The path's blur: its kernel's radius is the crop's margin around the region, and its baseline (the most
     blurred point of the path) is where crops are checked against the full image besides the input."""
 
-    sigma: float = 1.2
-    kernel_size: int = 9
+    sigma: float
+    kernel_size: int
+
+    @classmethod
+    def of(cls, settings: LAMSettings) -> PathBlur:
+        """The blur of a LAM run's settings."""
+        return cls(settings.sigma, settings.kernel_size)
 
     @property
     def margin(self) -> int:
@@ -513,7 +519,7 @@ def _verified_crops(forward_func: Callable[[Tensor], Tensor], images: Tensor, re
 
 
 def window_references(
-    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box], blur: PathBlur = PathBlur()
+    forward_func: Callable[[Tensor], Tensor], image: Tensor, footprints: list[Box], blur: PathBlur
 ) -> list[Reference] | None:
     """One full-image reference per footprint, from one forward pass and one backward pass per footprint, or
     fewer (:func:`_reference_gradients`); where that pass would not fit in the free memory, from a forward pass

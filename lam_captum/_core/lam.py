@@ -215,11 +215,13 @@ class LAM(GradientAttribution):
         with gradient_context(self.forward_func, x.device), naming_dtype_errors(self.forward_func, x.dtype), \
                 probes_shared():
             x = x.detach().clone()
-            _warn_if_flat(x, settings)
+            # A clip's frames are blurred as channels of one image, each on its own (the blur is per channel).
+            baseline = blur_baseline(x.flatten(1, -3), settings.sigma, settings.kernel_size).reshape(x.shape)
+            _warn_if_flat(x, baseline)
             if crop and x.dim() == 4:
                 # The crops' calls, and the full image's where a sample has no crop, warn about their own memory;
                 # the pass that finds the region fits by its choice (`window_references`).
-                attribution = attribute_in_crops(self.forward_func, x, windows, detector, _path_blur(settings),
+                attribution = attribute_in_crops(self.forward_func, x, windows, detector, PathBlur.of(settings),
                                                  self._rows_engine(settings, show_progress))
             else:
                 # A clip's row holds all its frames: the budget per call counts them all. (Crops count their own.)
@@ -229,7 +231,6 @@ class LAM(GradientAttribution):
             result = (attribution,) if is_tuple else attribution
             if not return_convergence_delta:
                 return result
-            baseline = blur_baseline(x.flatten(1, -3), settings.sigma, settings.kernel_size).reshape(x.shape)
             delta = self.compute_convergence_delta(attribution, baseline, x, window=windows, detector=detector,
                                                    frame=frame)
         return result, delta
@@ -316,15 +317,15 @@ class LAM(GradientAttribution):
         with gradient_context(self.forward_func, x.device), naming_dtype_errors(self.forward_func, x.dtype), \
                 probes_shared():
             x = x.detach().clone()
-            _warn_if_flat(x, settings)
+            baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
+            _warn_if_flat(x, baseline)
             # Each group's integration warns about its own calls; the pass that finds the windows' regions fits by
             # its choice (`window_references`).
-            attribution = attribute_windows_in_crop(self.forward_func, x, window_list, detector, _path_blur(settings),
+            attribution = attribute_windows_in_crop(self.forward_func, x, window_list, detector, PathBlur.of(settings),
                                                     crop, self._windows_engine(settings, show_progress),
                                                     self._rows_engine(settings, show_progress, noun="window"))
             if not return_convergence_delta:
                 return attribution
-            baseline = blur_baseline(x, settings.sigma, settings.kernel_size)
             detected = window_values(self.forward_func, x, window_list, detector)
             delta = attribution.flatten(1).sum(dim=1) - (detected - window_values(self.forward_func, baseline,
                                                                                   window_list, detector))
@@ -582,10 +583,6 @@ class _GradientHealth:
                           "blur it)", RuntimeWarning, stacklevel=outside_stacklevel())
 
 
-def _path_blur(settings: LAMSettings) -> PathBlur:
-    return PathBlur(settings.sigma, settings.kernel_size)
-
-
 # The largest change the blur makes to an image, as a share of its largest value, below which the path is only
 # rounding: float32 blurs a flat image to itself within about 1e-7 of it; one 8-bit grey level of detail (1/255)
 # changes it by more than 1e-4. float64 rounds 1e9 times finer: detail of 1e-6 on an offset of 1000 is real there.
@@ -593,13 +590,12 @@ FLAT_CHANGE = {torch.float64: 1e-13}
 DEFAULT_FLAT_CHANGE = 1e-5
 
 
-def _warn_if_flat(x: Tensor, settings: LAMSettings) -> None:
-    """Warn for samples of ``x`` (images or clips) that the blur path cannot change beyond rounding: their
-    attribution would be rounding noise with a Diffusion Index of its own. All-black samples are left to
-    :class:`_GradientHealth`, whose attribution is exactly zero."""
-    frames = x.detach().flatten(1, -3)
-    change = (frames - blur_baseline(frames, settings.sigma, settings.kernel_size)).abs().flatten(1).amax(dim=1)
-    largest = frames.abs().flatten(1).amax(dim=1)
+def _warn_if_flat(x: Tensor, baseline: Tensor) -> None:
+    """Warn for samples of ``x`` (images or clips) that the blur path cannot change beyond rounding (``baseline``
+    is its most blurred point): their attribution would be rounding noise with a Diffusion Index of its own.
+    All-black samples are left to :class:`_GradientHealth`, whose attribution is exactly zero."""
+    change = (x - baseline).abs().flatten(1).amax(dim=1)
+    largest = x.abs().flatten(1).amax(dim=1)
     threshold = FLAT_CHANGE.get(x.dtype, DEFAULT_FLAT_CHANGE)
     flat = [n for n in range(x.shape[0]) if 0 < largest[n] and change[n] <= threshold * largest[n]]
     if flat:
