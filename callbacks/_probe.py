@@ -150,7 +150,7 @@ class Probe:
         if self._sr_size is None:
             return
         (sr_height, sr_width), window = self._sr_size, self.window
-        if window.top + window.height > sr_height - margin or window.left + window.width > sr_width - margin:
+        if not window.fits(sr_height, sr_width, margin):
             room = f", less the {margin} pixel the detector reads below and right of it" if margin else ""
             path = self._frame_files[0] if self._frame_files else self.image
             raise ValueError(f"`window` {tuple(window)} of probe {self.name!r} lies outside its SR output, "

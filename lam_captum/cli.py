@@ -31,6 +31,7 @@ from lam_captum._flags import (
     run_reported,
     settings_from_flags,
 )
+from lam_captum.functional import Window
 from lam_captum.functional._detectors import detector_margin
 from lam_captum.pictures import FIGURE_FORMATS, di_text
 
@@ -228,7 +229,7 @@ def _window(args: argparse.Namespace, lr: torch.Tensor, scale: int, *, builtin: 
         max(0, (height - args.size) // 2), max(0, (width - args.size) // 2))
     top = args.top if args.top is not None else centre[0]
     left = args.left if args.left is not None else centre[1]
-    if top + args.size > height - margin or left + args.size > width - margin:
+    if not Window.square(top, left, args.size).fits(height, width, margin):
         given = ", ".join(f"`{flag}` {value}" for flag, value, typed in (
             ("--top", top, args.top is not None), ("--left", left, args.left is not None), ("--size", args.size, True))
             if typed)

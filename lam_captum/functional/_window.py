@@ -29,6 +29,16 @@ class Window(NamedTuple):
         """A ``size`` x ``size`` window, the paper's usual shape."""
         return cls(top, left, size, size)
 
+    def fits(self, height: int, width: int, margin: int = 0) -> bool:
+        """Whether the window lies inside a ``height`` x ``width`` image less ``margin`` at the bottom and right
+        (the pixels a detector reads beyond it).
+
+        Example:
+            >>> Window.square(8, 8, 8).fits(16, 16), Window.square(8, 8, 8).fits(16, 16, margin=1)
+            (True, False)
+        """
+        return self.top + self.height <= height - margin and self.left + self.width <= width - margin
+
     def __str__(self) -> str:
         return f"top={self.top}, left={self.left}, height={self.height}, width={self.width}"
 
@@ -105,6 +115,6 @@ def check_window_inside(window: Window, height: int, width: int, *, margin: int 
     The official demo silently truncates a window that crosses the edge, which quietly changes what is
     explained; we refuse it instead.
     """
-    if window.top + window.height > height - margin or window.left + window.width > width - margin:
+    if not window.fits(height, width, margin):
         limit = f"the {height}x{width} {what}" + (f" less {margin} pixel at the bottom and right" if margin else "")
         raise ValueError(f"`window` must lie inside {limit}, got {window}")

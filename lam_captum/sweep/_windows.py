@@ -48,7 +48,7 @@ def expand_windows(
     where = _bounds_text(image_name, bounds, margin)
     for index, spec in enumerate(specs):
         if isinstance(spec, Window):
-            fits = spec.top + spec.height + margin <= bounds[0] and spec.left + spec.width + margin <= bounds[1]
+            fits = spec.fits(*bounds, margin)
             windows += [spec] if fits else []
             problems += [] if fits else [((index,), f"window {spec} lies outside {where}")]
             continue
