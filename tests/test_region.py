@@ -384,15 +384,94 @@ class MidPathBranchSR(nn.Module):
         return F.pixel_shuffle(self.second(F.relu(self.first(x))) * gain, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="documented limit (README, 'Large images'): what the window sees only in the "
-                                       "middle of the path, outside the crop, escapes the checks at both ends")
-def test_what_the_window_sees_only_in_the_middle_of_the_path_escapes_the_checks():
+class TopOneAttentionSR(nn.Module):
+    """x2, grey; every pixel also attends to the image's brightest pixel (a top-1 selection over the whole
+    image): the index carries no gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features, self.query = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 1)
+        self.out = nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = F.relu(self.features(x))
+        brightest = x.flatten(1).topk(1, dim=1).indices
+        chosen = features.flatten(2).gather(2, brightest[:, None, :].expand(-1, 8, -1))
+        weight = torch.sigmoid((self.query(features) * chosen[..., None]).sum(1, keepdim=True))
+        return F.pixel_shuffle(self.out(features + weight * chosen[..., None]), 2)
+
+
+def far_highlight() -> torch.Tensor:
+    """Texture at the window and one far highlight: the maximum is 1.0 at the input, 0.33 at the baseline."""
     image = torch.full((1, 1, 56, 56), 0.1)
     image[..., 12:20, 12:20] = 0.3 + 0.05 * torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    image[..., 44, 44] = 1.0  # a far highlight: the maximum is 1.0 at the input, 0.33 at the baseline
-    lam = LAM(MidPathBranchSR().eval())
-    assert_same_attribution(lam.attribute(image, (28, 28, 6), n_steps=5),
-                            lam.attribute(image, (28, 28, 6), n_steps=5, crop=False))
+    image[..., 44, 44] = 1.0
+    return image
+
+
+def maximum_away_mid_path() -> torch.Tensor:
+    """The maximum is a highlight next to the window at the input, a plateau under it at the baseline, and a
+    block far away in between (blur sigma 0.48-0.72)."""
+    image = torch.full((1, 1, 56, 56), 0.1)
+    image[..., 13:20, 13:20] = 0.7
+    image[..., 11, 11] = 1.0
+    image[..., 44:47, 44:47] = 0.8
+    return image + 0.01 * torch.rand(image.shape, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize(("model", "image", "operation"), [
+    (MidPathBranchSR, far_highlight, "aten.amax.default"),
+    (TopOneAttentionSR, maximum_away_mid_path, "aten.topk.default"),
+], ids=["detached-maximum-in-a-band", "top-1-attention"])
+def test_a_statistic_of_the_whole_image_sends_the_window_to_the_full_image(model, image, operation, caplog,
+                                                                             monkeypatch):
+    # What the window sees here changes only in the middle of the path, far from the window: a crop agrees
+    # with the full image at both ends, and only the statistic in the model's operations gives it away.
+    from lam_captum._core import _region
+
+    lam, image = LAM(model().eval()), image()
+    full = lam.attribute(image, (28, 28, 6), n_steps=5, crop=False)
+    with caplog.at_level(logging.DEBUG, logger=REGION_LOG):
+        cropped = lam.attribute(image, (28, 28, 6), n_steps=5)
+        together = lam.attribute_windows(image, [(28, 28, 6), (80, 80, 6)], n_steps=5)
+    assert f"statistic of the whole image ({operation} gives 1 value per image" in caplog.text
+    assert "crop at rows" not in caplog.text
+    assert torch.equal(cropped, full) and torch.equal(together[:1], full)
+    monkeypatch.setattr(_region, "whole_image_statistic", lambda full, crops: None)
+    wrong = lam.attribute(image, (28, 28, 6), n_steps=5)
+    assert float((wrong - full).abs().max()) > 0.1 * float(full.abs().max())
+
+
+class BandPassReachSR(nn.Module):
+    """x2, grey; local (3x3 convolutions, one dilated by 12), with units that respond to a band of local
+    contrast: dead where the image has too much detail (the input) and too little (the baseline), alive in
+    between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.second = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 4, 3, padding=1)
+        self.far = nn.Conv2d(1, 4, 3, padding=12, dilation=12)
+        self.register_buffer("laplacian", torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).view(1, 1, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        contrast = F.avg_pool2d(F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.laplacian).abs(), 3, 1, 1,
+                                count_include_pad=False)
+        band = F.relu(contrast - 0.3) - 2 * F.relu(contrast - 0.8) + F.relu(contrast - 1.3)
+        return F.pixel_shuffle(self.second(F.relu(self.first(x))) + 3 * self.far(band), 2)
+
+
+@pytest.mark.xfail(strict=True, reason="documented limit (README, 'Large images'): a local model whose units reach "
+                                       "beyond the crop only in the middle of the path escapes the checks")
+def test_what_a_local_model_sees_only_in_the_middle_of_the_path_escapes_the_checks():
+    image = torch.full((1, 1, 48, 48), 0.5)
+    image[..., 8:20, 8:20] += 0.05 * torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    rows, cols = torch.meshgrid(torch.arange(22), torch.arange(22), indexing="ij")
+    image[..., 19:41, 19:41] += 0.3 * ((rows + cols) % 2 * 2 - 1).float()  # a checkerboard 7 px from the window
+    lam = LAM(BandPassReachSR().eval())
+    assert_same_attribution(lam.attribute(image, (24, 24, 6), n_steps=5),
+                            lam.attribute(image, (24, 24, 6), n_steps=5, crop=False))
 
 
 def test_bad_crop_value_is_refused(photo_lr):

@@ -14,7 +14,10 @@ pixels must also agree at the path's other end, the baseline (one forward pass o
 gradients): what the window sees can change along the path (a global maximum moving from a highlight near the
 window to an area far away as the highlight blurs, units switched on in the dark by light blurred into it),
 and the input alone does not show it. What the window sees only in the middle of the path, outside the crop,
-escapes both checks (a detached statistic crossing a threshold mid-path; the README says so). Crops are tried
+escapes both: a model that computes a statistic of the whole image, where that is most likely (a detached
+maximum crossing a threshold mid-path), gets the full image (:mod:`~lam_captum._core._statistics`, from the
+operations of those forward passes); a local model whose units reach beyond the crop only mid-path escapes
+(the README says so). Crops are tried
 from the smallest, then aligned to partition grids (window attention pads and partitions on a fixed grid)
 and widened; if none agrees the full image is used. While LAM runs on the crop, every path point's input
 gradient must stay inside the region; if it leaves it, the region is widened and the crop recomputed.
@@ -37,6 +40,7 @@ from torch import Tensor
 
 from lam_captum._core._context import modules_behind
 from lam_captum._core._memory import available_memory, estimate_call_memory, warn_if_forward_too_large
+from lam_captum._core._statistics import Operations, OperationsOf, whole_image_statistic
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional._blur import blur_baseline
 from lam_captum.functional._detectors import Detector, gradient_detector, intensity_detector
@@ -272,7 +276,8 @@ class Reference:
     """The full image for some footprints: its output on each footprint at the input and at the path's baseline,
     the weights of a random projection there, and the projection's input gradient at the input (the whole LR
     image). Only the footprints' pixels of the SR output are kept, so that the references of many windows of a
-    large image hold little memory."""
+    large image hold little memory. ``operations``: those of the forward pass at the baseline, which a crop's are
+    compared with (:func:`~lam_captum._core._statistics.whole_image_statistic`)."""
 
     outputs: list[Tensor]
     weights: list[Tensor]
@@ -281,6 +286,7 @@ class Reference:
     scale: int
     baseline_outputs: list[Tensor]
     blur: PathBlur
+    operations: Operations | None = None
 
     def projection(self, area: Box) -> Tensor:
         """The projection on the SR-output pixels of ``area``, which holds every footprint; zero elsewhere."""
@@ -328,6 +334,11 @@ class RowsIntegrate(Protocol):
         ...
 
 
+class _WholeImage(Exception):
+    """The model computes a statistic of the whole image (:func:`whole_image_statistic`, said in the message):
+    no crop of any size can be trusted, though one may agree with the full image at both ends of the path."""
+
+
 def compute_in_crop(
     forward_func: Callable[[Tensor], Tensor],
     image: Tensor,
@@ -360,7 +371,11 @@ def compute_in_crop(
         _log.debug("LAM on the full image: the model's output or input gradient cannot be probed")
         return None
     for _ in range(_MAX_WIDENINGS + 1):
-        box = _verified_crop(forward_func, image, reference, region, blur.margin)
+        try:
+            box = _verified_crop(forward_func, image, reference, region, blur.margin)
+        except _WholeImage as statistic:
+            _log_whole_image(statistic)
+            return None
         if box is None:
             return None
         crop = Crop(box, reference.scale)
@@ -380,6 +395,11 @@ def compute_in_crop(
 def _log_crop(box: Box, height: int, width: int) -> None:
     _log.debug("LAM on the %dx%d crop at rows %d:%d, columns %d:%d of the %dx%d input", box.height, box.width,
                box.top, box.bottom, box.left, box.right, height, width)
+
+
+def _log_whole_image(statistic: Exception) -> None:
+    _log.debug("LAM on the full image: the model computes a statistic of the whole image (%s), which can change "
+               "what the window sees anywhere along the path", statistic)
 
 
 def _widened_on_the_path(region: Box, escaped: Box, box: Box) -> Box:
@@ -424,8 +444,13 @@ def attribute_stacked(
         _log.debug("LAM on the full image: the window's input gradient is zero on the full image")
     runs: dict[tuple[int, int], list[tuple[int, Crop, Box]]] = {}
     uncropped = []
-    for n, box in enumerate(_verified_crops(forward_func, images, references, regions, blur.margin,
-                                            integrate.rows_per_call if stack else None)):
+    try:
+        boxes = _verified_crops(forward_func, images, references, regions, blur.margin,
+                                integrate.rows_per_call if stack else None)
+    except _WholeImage as statistic:
+        _log_whole_image(statistic)
+        boxes = [None] * len(references)
+    for n, box in enumerate(boxes):
         reference, region = references[n], regions[n]
         if box is None or reference is None or region is None:
             uncropped.append(n)
@@ -565,12 +590,13 @@ def _with_baseline_outputs(forward_func: Callable[[Tensor], Tensor], image: Tens
     """The references with the full image's output on their footprints at the path's baseline, from one forward
     pass without gradients; None where that output is not a finite SR image of the same scale."""
     baseline = references[0].blur.baseline(image.detach())
-    with torch.no_grad():
+    with torch.no_grad(), OperationsOf(baseline) as watch:
         output = forward_func(baseline)
     if _integer_scale(output, baseline) != references[0].scale or not torch.isfinite(output).all():
         return None
     return [dataclasses.replace(reference, baseline_outputs=[output[(..., *footprint.slices())].clone()
-                                                             for footprint in reference.footprints])
+                                                             for footprint in reference.footprints],
+                                operations=watch.operations())
             for reference in references]
 
 
@@ -832,7 +858,8 @@ def merged_reference(references: list[Reference]) -> Reference:
                      [values for reference in references for values in reference.weights],
                      sum(reference.gradient for reference in references),
                      [footprint for reference in references for footprint in reference.footprints], first.scale,
-                     [output for reference in references for output in reference.baseline_outputs], first.blur)
+                     [output for reference in references for output in reference.baseline_outputs], first.blur,
+                     first.operations)
 
 
 def region_of(reference: Reference) -> Box | None:
@@ -1003,12 +1030,21 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
                 boxes: list[Box]) -> list[bool]:
     """:func:`_agrees` for each row's crop (``boxes`` of one shape, of ``(1, C, H, W)`` images), in one forward
     and one backward pass at the input and one forward pass at the crops' baselines (the crop blurred as LAM
-    blurs it, with its own border): the rows of a model call are independent."""
+    blurs it, with its own border): the rows of a model call are independent.
+
+    Raises:
+        _WholeImage: The forward pass on the crops shows a statistic of the whole image, compared with the full
+            image's pass at the baseline (:attr:`Reference.operations`).
+    """
     point = torch.cat([image[(..., *box.slices())] for image, box in zip(images, boxes)]).detach().clone()
     point.requires_grad_(True)
-    output = _on_crop(lambda: forward_func(point), point)
+    with OperationsOf(point) as watch:
+        output = _on_crop(lambda: forward_func(point), point)
     if output is _REFUSED:
         return [False] * len(boxes)
+    statistic = references[0].operations and whole_image_statistic(references[0].operations, watch.operations())
+    if statistic:
+        raise _WholeImage(statistic)
     scale = _integer_scale(output, point)
     areas = [box.scaled(reference.scale) for box, reference in zip(boxes, references)]
     agree = [scale == reference.scale and all(area.contains(f) for f in reference.footprints)

@@ -178,9 +178,11 @@ class LAM(GradientAttribution):
                 elsewhere. It is verified on every call (the window's output pixels and an input
                 gradient agree between crop and full image at the input, the window's output pixels at the
                 baseline, every path point's gradient stays inside the region); where it cannot be, the full
-                image is used (logged at debug level). What the window sees only in the middle of the path,
-                outside the crop, escapes these checks: for models with data-dependent control flow or a
-                selection (max, top-k) over the whole image, pass ``False``. The cost is one extra forward
+                image is used (logged at debug level), as it is for a model that computes a statistic of the
+                whole image (a maximum, a top-k, a pooled average, a group norm), which can change what the
+                window sees anywhere along the path. What a local model's window sees only in the middle of
+                the path, outside the crop, escapes these checks (units dead at both ends of the path and
+                alive between): where that can happen, pass ``False``. The cost is one extra forward
                 and backward pass of the full image and one forward pass (at the baseline); where the first
                 would not fit in the free memory (estimated by the probe), forward passes of the full image
                 without gradients and a few passes of crops, whose output must match it (the peak memory is
