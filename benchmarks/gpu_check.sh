@@ -21,6 +21,7 @@
 #   memory.txt     time per path step and peak memory vs rows: the budget behind internal_batch_size
 #   peak.txt       peak memory of the default call vs the full image (each call in a fresh process)
 #   bench_sweep.txt  a sweep of 1 model x 4 photos x 16 windows: 1 vs 16 windows per LAM pass
+#   statistics.txt forward passes recorded (the search for a statistic of the whole image) vs not
 # GPU_CHECK_SECONDS (default 500; 1500 for the smoke run) bounds the whole run: a part never gets more than what is left.
 set -u -o pipefail
 
@@ -116,7 +117,7 @@ part tests 75 tests.txt "$PY" -m pytest --maxfail=3 -q -rs -p no:cacheprovider \
     tests/test_edges_core.py::test_the_estimate_is_near_the_real_peak_on_a_gpu \
     tests/test_edges_core.py::test_memory_the_caching_allocator_keeps_after_a_call_counts_as_free \
     tests/test_kde.py::test_dtype_and_device_preserved \
-    tests/test_multi_window.py tests/test_region.py tests/test_stacked_crops.py
+    tests/test_multi_window.py tests/test_region.py tests/test_stacked_crops.py tests/test_statistics.py
 
 if [[ $SMOKE == 1 ]]; then
     LAM_ARGS=(--size 8 --steps 2 --repeats 1 --batch-sizes 1,2)
@@ -131,6 +132,7 @@ if [[ $SMOKE == 1 ]]; then
     SWEEP_ARGS=(--images 2 --windows 4 --lr-size 24 --n-steps 5 --windows-per-pass 4)
     ROUNDING_ARGS=(--sizes 16x16,24x24 --steps 2)
     PEAK_ARGS=(--models default --sizes 16x16 --steps 2 --full-steps 2 --windows 2)
+    STATISTICS_ARGS=(--sizes 16x16 --repeats 1 --n-steps 2)
 else
     LAM_ARGS=(--size 64 --steps 50 --repeats 3 --batch-sizes 1,2,4,8,16,25,50)
     SCALE_ARGS=(--sizes 64x64,256x256,339x510 --steps 50 --floor-steps 64x64:50,256x256:50,339x510:50
@@ -144,6 +146,7 @@ else
     SWEEP_ARGS=(--images 4 --windows 16 --lr-size 64 --n-steps 50 --windows-per-pass 16)
     ROUNDING_ARGS=(--sizes 64x64,256x256,339x510 --steps 10)
     PEAK_ARGS=(--models edsr-baseline --sizes 339x510 --steps 50 --full-steps 50 --windows 0)
+    STATISTICS_ARGS=(--sizes 64x64,256x256,339x510 --repeats 5 --n-steps 50)
 fi
 part bench_lam 60 bench_lam.txt "$PY" benchmarks/bench_lam.py --device "$DEVICE" "${LAM_ARGS[@]}"
 part bench_scale 110 bench_scale.txt "$PY" benchmarks/bench_scale.py --device "$DEVICE" "${SCALE_ARGS[@]}"
@@ -159,9 +162,10 @@ part references 30 references.txt "$PY" benchmarks/bench_references.py --device 
 part memory 60 memory.txt "$PY" benchmarks/bench_budget.py --device "$DEVICE" "${BUDGET_ARGS[@]}"
 part peak 90 peak.txt "$PY" benchmarks/bench_peak.py --device "$DEVICE" "${PEAK_ARGS[@]}"
 part bench_sweep 115 bench_sweep.txt "$PY" benchmarks/bench_sweep.py "${SWEEP_ARGS[@]}"
+part statistics 30 statistics.txt "$PY" benchmarks/bench_statistics.py --device "$DEVICE" "${STATISTICS_ARGS[@]}"
 
 # The tables again on stdout, the most compact last, in case the files do not come back.
-for file in bench_scale.txt windows_shared.txt calls.txt rounding.txt windows_sequential.txt windows_unpadded.txt references.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
+for file in statistics.txt bench_scale.txt windows_shared.txt calls.txt rounding.txt windows_sequential.txt windows_unpadded.txt references.txt bench_sweep.txt peak.txt bench_lam.txt memory.txt tests.txt; do
     [[ -f $OUT/$file ]] && { echo "== $file"; tail -n 30 "$OUT/$file" | cut -c1-170; }
 done
 if ((${#FAILED[@]})); then
