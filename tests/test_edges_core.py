@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -696,3 +698,31 @@ def test_a_detector_autograd_cannot_differentiate_is_refused_naming_it(model, im
 def test_an_empty_batch_is_refused_naming_inputs(model, images):
     with pytest.raises(ValueError, match=r"`inputs` holds no pixels: shape \(0, 1, 12, 12\)"):
         LAM(model).attribute(images[:0], (4, 4, 8), n_steps=STEPS)
+
+
+@pytest.mark.parametrize("compiled", ["torch.compile", "Module.compile"])
+def test_a_compiled_model_gives_the_eager_models_numbers_with_crops_and_many_windows(compiled):
+    # Its compiled backward cannot run twice on one forward pass (torch raised "compiled with non-empty donated
+    # buffers" in the crop's reference pass and for K windows); LAM runs it eagerly. aot_eager compiles the
+    # backward as inductor does, without a C compiler.
+    model = tiny_sr(scale=2)
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    windows = [(40, 40, 8), (8, 8, 8)]
+    expected = LAM(model).attribute_windows(image, windows, n_steps=3, crop=False)
+    if compiled == "torch.compile":
+        model = torch.compile(tiny_sr(scale=2), backend="aot_eager")
+    else:
+        model = tiny_sr(scale=2)
+        model.compile(backend="aot_eager")
+    lam = LAM(model)
+    assert torch.equal(lam.attribute(image, windows[0], n_steps=3), expected[:1])
+    assert torch.equal(lam.attribute_windows(image, windows, n_steps=3), expected)
+    assert torch.equal(ERF(model).attribute(image, (44, 44)), ERF(tiny_sr(scale=2)).attribute(image, (44, 44)))
+
+
+def test_a_call_imports_no_compiler_where_nothing_was_compiled():
+    # torch.compiler's stance imports torch._dynamo: a second of a process's first call, for nothing.
+    code = ("import sys, torch; from lam_captum import LAM; from lam_captum.models import build_model; "
+            "LAM(build_model('default')).attribute(torch.rand(1, 3, 32, 32), (56, 56, 8), n_steps=2); "
+            "sys.exit(int('torch._dynamo' in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], check=False, timeout=120).returncode == 0

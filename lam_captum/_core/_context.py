@@ -242,16 +242,23 @@ def eval_mode(module: nn.Module | Iterable[nn.Module] | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def gradient_context(forward_func: Callable, device: torch.device) -> Iterator[None]:
-    """Gradients on, inference mode, autocast and TF32 off, the model in eval mode.
+    """Gradients on, inference mode, autocast and TF32 off, the model in eval mode, compiled code run eagerly.
 
     Lightning validates under ``no_grad`` and ``trainer.validate()`` under ``inference_mode``; mixed
     precision wraps the loop in autocast. LAM needs input gradients in full precision in all of them: on a
     GPU torch runs float32 convolutions in TF32 by default (10 bits of mantissa), which moves the numbers by
     about 1e-3 of their maximum and makes a crop disagree with the full image by as much.
+
+    A model compiled with ``torch.compile`` (or ``Module.compile``) runs its Python code as written: a compiled
+    backward pass frees its buffers and cannot run twice on one forward pass, which the K windows' gradients
+    and the crop's reference pass do (torch raised "compiled with non-empty donated buffers"), and each crop's
+    new shape would cost a compilation. The numbers are the same.
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
+        if "torch._dynamo" in sys.modules:  # else nothing was compiled, and importing it takes a second
+            stack.enter_context(torch.compiler.set_stance("force_eager"))
         if device.type in ("cpu", "cuda", "xpu", "mps"):
             stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
         if device.type == "cuda":
