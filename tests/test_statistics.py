@@ -3,6 +3,8 @@ can agree by chance at both ends of the path."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,8 @@ from conftest import tiny_sr
 from test_region import GlobalPoolingSR, SkipUNet, WindowAttentionSR
 from torch import nn
 
-from lam_captum._core._statistics import Operations, OperationsOf, whole_image_statistic
+from lam_captum import LAM
+from lam_captum._core._statistics import Operation, Operations, OperationsOf, whole_image_statistic
 from lam_captum.models import build_model
 
 
@@ -76,18 +79,46 @@ def test_local_models_compute_no_statistic_of_the_whole_image(model, rows):
     assert statistic(model().eval(), image, rows) is None
 
 
-@pytest.mark.parametrize(("model", "operation"), [
-    (GlobalPoolingSR, "aten.mean.dim gives 8 values"),
-    (lambda: Normalised(nn.GroupNorm(2, 8)), "aten.native_group_norm.default gives 2 values"),
-    (lambda: Normalised(nn.InstanceNorm2d(8)), "aten.native_batch_norm.default gives 8 values"),
-    (lambda: Normalised(nn.BatchNorm2d(8)).train(), "aten.native_batch_norm.default gives 8 values"),
-    (CachesTheMaximum, "aten.amax.default gives 1 value"),
-], ids=["channel-attention", "group-norm", "instance-norm", "batch-norm-training", "cached-in-place"])
+@pytest.mark.parametrize(("model", "said"), [
+    (GlobalPoolingSR, "aten.mean combines values along dimensions of (48, 48) on the full image and of (36, 36)"),
+    (lambda: Normalised(nn.GroupNorm(2, 8)), "aten.native_group_norm gives 2 values per image"),
+    (lambda: Normalised(nn.InstanceNorm2d(8)), "aten.native_batch_norm gives 8 values per image"),
+    (lambda: Normalised(nn.BatchNorm2d(8)).train(), "aten.native_batch_norm gives 8 values per image"),
+    (CachesTheMaximum, "aten.amax combines values along dimensions of (1, 3, 48, 48)"),
+    (lambda: Reads(lambda x: x.amax(dim=-1, keepdim=True)), "aten.amax combines values along dimensions of (48,)"),
+    (lambda: Reads(lambda x: x.sort(dim=-2).values), "aten.sort combines values along dimensions of (48,)"),
+    (lambda: Reads(lambda x: x.cummax(dim=-1).values), "aten.cummax combines values along dimensions of (48,)"),
+    (lambda: Reads(lambda x: x * float(x[0, 0, 0, 0] > 0.5)), "aten.select gives 1 value per image"),
+    (lambda: Reads(buffer_maximum), "aten.amax combines values along dimensions of (1, 3, 52, 52)"),
+    (lambda: Reads(lambda x: F.interpolate(x, size=(16, 16))), "aten.upsample_nearest2d gives 768 values per image"),
+    (lambda: Reads(lambda x: F.pad(x, (0, -x.shape[-1] % 64, 0, -x.shape[-2] % 64))),
+     "aten.constant_pad_nd brings a crop to the full image's size (12288 values per image)"),
+], ids=["channel-attention", "group-norm", "instance-norm", "batch-norm-training", "cached-in-place", "row-maximum",
+        "sorted-columns", "running-maximum-along-rows", "a-pixel-at-a-fixed-place", "buffer-maximum", "fixed-size-resize",
+        "padded-to-the-same-size"])
 @pytest.mark.parametrize("rows", [1, 3])
-def test_a_statistic_of_the_whole_image_is_named(model, operation, rows):
+def test_a_statistic_of_the_whole_image_is_named(model, said, rows):
     image = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
-    said = statistic(model(), image, rows)
-    assert said is not None and said.startswith(operation)
+    found = statistic(model(), image, rows)
+    assert found is not None and found.startswith(said)
+
+
+class Reads(nn.Module):
+    """The tiny model, its output scaled by what ``reading`` makes of the image (then by 1)."""
+
+    def __init__(self, reading) -> None:
+        super().__init__()
+        self.reading, self.body = reading, tiny_sr(scale=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) * (1 + 0 * self.reading(x.detach()).sum())
+
+
+def buffer_maximum(x: torch.Tensor) -> torch.Tensor:
+    """The maximum of the image copied into a larger zero buffer made apart from it."""
+    buffer = torch.zeros(x.shape[0], x.shape[1], x.shape[2] + 4, x.shape[3] + 4)
+    buffer[..., 2:-2, 2:-2] = x
+    return buffer.amax()
 
 
 def test_an_in_place_write_of_the_image_marks_what_it_writes():
@@ -96,8 +127,7 @@ def test_an_in_place_write_of_the_image_marks_what_it_writes():
     with OperationsOf(image) as watch:
         buffer.copy_(image.amax())
         (buffer * 2).sum()
-    assert watch.operations().names == ("aten.amax.default", "aten.copy_.default", "aten.mul.Tensor",
-                                        "aten.sum.default")
+    assert watch.operations().names == ("aten.amax", "aten.copy_", "aten.mul", "aten.sum")
 
 
 def test_operations_on_the_weights_alone_are_not_recorded():
@@ -106,15 +136,63 @@ def test_operations_on_the_weights_alone_are_not_recorded():
     with OperationsOf(image) as watch:
         model.weight.detach().abs().sum()
         model(image)
-    assert watch.operations().names == ("aten.convolution.default",)
+    assert watch.operations().names == ("aten.convolution",)
+
+
+def test_values_made_from_the_images_shape_alone_do_not_count():
+    with OperationsOf(image := torch.rand(1, 3, 8, 8)) as watch:
+        torch._shape_as_tensor(image)
+        image.new_zeros(3) + image.new_ones(3).sum()
+        torch.zeros_like(image)
+    assert watch.operations().done == ()
+
+
+CONVOLUTION, RELU, PAD = "aten.convolution", "aten.relu", "aten.reflection_pad2d"
 
 
 def test_passes_that_differ_by_an_operation_are_lined_up():
-    names = ("aten.convolution.default", "aten.relu.default", "aten.amax.default")
-    full = Operations(names, (64, 64, 1), rows=1)
-    padded = ("aten.reflection_pad2d.default", *names)
-    said = "aten.amax.default gives 1 value per image on the full image and on a crop"
-    assert whole_image_statistic(full, Operations(padded, (49, 36, 36, 1), rows=1)) == said
-    assert whole_image_statistic(full, Operations(padded, (98, 72, 72, 2), rows=2)) == said
-    local = Operations(names, (64, 64, 16), rows=1)
-    assert whole_image_statistic(local, Operations(padded, (98, 72, 72, 18), rows=2)) is None
+    full = Operations((Operation(CONVOLUTION, 512, 192), Operation(RELU, 512, 512),
+                       Operation("aten.amax", 1, 512, (8, 8, 8))), rows=1)
+    padded = Operations((Operation(PAD, 147, 75), Operation(CONVOLUTION, 392, 147), Operation(RELU, 392, 392),
+                         Operation("aten.amax", 1, 392, (8, 7, 7))), rows=1)
+    assert whole_image_statistic(full, padded).startswith("aten.amax combines values along dimensions of (8, 8, 8)")
+    local = Operations(full.done[:2], rows=1)
+    assert whole_image_statistic(local, Operations(padded.done[:3], rows=1)) is None
+
+
+def test_stacked_crops_as_large_as_the_image_together_are_no_statistic():
+    # 4 crops of 32x32 hold as many values as the 64x64 image: compared per image, they are a quarter of it.
+    full = Operations((Operation(CONVOLUTION, 64 * 64 * 8, 64 * 64 * 3),), rows=1)
+    crops = Operations((Operation(CONVOLUTION, 4 * 32 * 32 * 8, 4 * 32 * 32 * 3),), rows=4)
+    assert whole_image_statistic(full, crops) is None
+
+
+def test_passes_too_different_to_line_up_refuse_the_crop():
+    full = Operations(tuple(Operation(f"aten.op{k}", 64, 64) for k in range(4100)), rows=1)
+    crops = Operations(tuple(Operation(f"aten.other{k}", 36, 36) for k in range(4100)), rows=1)
+    assert whole_image_statistic(full, crops) == ("it runs other operations on a crop than on the full image "
+                                                  "(4100 and 4100)")
+
+
+class TakesAnotherPathWithoutGradients(nn.Module):
+    """Runs other operations with gradients than without them, as nn.MultiheadAttention's fast path does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = tiny_sr(scale=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) if torch.is_grad_enabled() else self.body(x.clone()).clone()
+
+
+def test_the_passes_compared_both_run_without_gradients(monkeypatch, caplog):
+    from lam_captum._core import _statistics
+
+    def no_lining_up(*args, **kwargs):
+        raise AssertionError("the passes should have the same operations")
+
+    monkeypatch.setattr(_statistics.difflib, "SequenceMatcher", no_lining_up)
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.DEBUG, logger="lam_captum._core._region"):
+        LAM(TakesAnotherPathWithoutGradients()).attribute(image, (40, 40, 8), n_steps=2)
+    assert "crop at rows" in caplog.text

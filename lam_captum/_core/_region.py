@@ -335,8 +335,9 @@ class RowsIntegrate(Protocol):
 
 
 class _WholeImage(Exception):
-    """The model computes a statistic of the whole image (:func:`whole_image_statistic`, said in the message):
-    no crop of any size can be trusted, though one may agree with the full image at both ends of the path."""
+    """The model computes a statistic of the whole image, or its operations cannot tell (the message says which:
+    :func:`whole_image_statistic`): no crop of any size can be trusted, though one may agree with the full image
+    at both ends of the path."""
 
 
 def compute_in_crop(
@@ -398,8 +399,8 @@ def _log_crop(box: Box, height: int, width: int) -> None:
 
 
 def _log_whole_image(statistic: Exception) -> None:
-    _log.debug("LAM on the full image: the model computes a statistic of the whole image (%s), which can change "
-               "what the window sees anywhere along the path", statistic)
+    _log.debug("LAM on the full image: in the model's operations, %s: a crop may see less than the full image "
+               "anywhere along the path", statistic)
 
 
 def _widened_on_the_path(region: Box, escaped: Box, box: Box) -> Box:
@@ -1033,18 +1034,14 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
     blurs it, with its own border): the rows of a model call are independent.
 
     Raises:
-        _WholeImage: The forward pass on the crops shows a statistic of the whole image, compared with the full
-            image's pass at the baseline (:attr:`Reference.operations`).
+        _WholeImage: The forward pass at the crops' baselines shows a statistic of the whole image, compared with
+            the full image's pass there (:attr:`Reference.operations`).
     """
     point = torch.cat([image[(..., *box.slices())] for image, box in zip(images, boxes)]).detach().clone()
     point.requires_grad_(True)
-    with OperationsOf(point) as watch:
-        output = _on_crop(lambda: forward_func(point), point)
+    output = _on_crop(lambda: forward_func(point), point)
     if output is _REFUSED:
         return [False] * len(boxes)
-    statistic = references[0].operations and whole_image_statistic(references[0].operations, watch.operations())
-    if statistic:
-        raise _WholeImage(statistic)
     scale = _integer_scale(output, point)
     areas = [box.scaled(reference.scale) for box, reference in zip(boxes, references)]
     agree = [scale == reference.scale and all(area.contains(f) for f in reference.footprints)
@@ -1068,10 +1065,15 @@ def _agree_rows(forward_func: Callable[[Tensor], Tensor], images: list[Tensor], 
         return agree
     baselines = torch.cat([reference.blur.baseline(point[row : row + 1].detach())
                            for row, reference in enumerate(references)])
-    with torch.no_grad():
+    # Recorded as the full image's pass was, without gradients: some modules take another path with them
+    # (nn.MultiheadAttention's fast path), and passes that differ everywhere are slow to line up.
+    with torch.no_grad(), OperationsOf(baselines) as watch:
         output = _on_crop(lambda: forward_func(baselines), baselines)
     if output is _REFUSED:
         return [False] * len(boxes)
+    statistic = references[0].operations and whole_image_statistic(references[0].operations, watch.operations())
+    if statistic:
+        raise _WholeImage(statistic)
     return [agrees and _outputs_agree(output[row : row + 1], reference, area, at_baseline=True)
             for row, (agrees, reference, area) in enumerate(zip(agree, references, areas))]
 
