@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -726,3 +727,28 @@ def test_a_call_imports_no_compiler_where_nothing_was_compiled():
             "LAM(build_model('default')).attribute(torch.rand(1, 3, 32, 32), (56, 56, 8), n_steps=2); "
             "sys.exit(int('torch._dynamo' in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=120).returncode == 0
+
+
+def frozen_script(model: nn.Module) -> nn.Module:
+    return torch.jit.freeze(torch.jit.script(model.eval()))
+
+
+def exported(model: nn.Module) -> nn.Module:
+    # Any batch and size: LAM runs chunks of path steps and crops.
+    sides = {0: torch.export.Dim("rows", min=1, max=512), 2: torch.export.Dim("height", min=4, max=256),
+             3: torch.export.Dim("width", min=4, max=256)}
+    return torch.export.export(model.eval(), (torch.rand(2, 3, 24, 24),), dynamic_shapes={"input": sides}).module()
+
+
+@pytest.mark.parametrize("shipped", [frozen_script, exported], ids=["torch.jit.freeze", "torch.export"])
+def test_a_model_shipped_frozen_or_exported_gives_the_eager_models_numbers(shipped):
+    # A frozen TorchScript module has no mode attribute ('training'), an exported one refuses eval(): both
+    # raised from LAM's switch to eval mode, though autograd runs through them.
+    model = tiny_sr(scale=2)
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    expected = LAM(model).attribute_windows(image, [(40, 40, 8), (8, 8, 8)], n_steps=3, crop=False)
+    lam = LAM(shipped(model))
+    assert_close = functools.partial(torch.testing.assert_close, rtol=0, atol=1e-6 * float(expected.abs().max()))
+    assert_close(lam.attribute(image, (40, 40, 8), n_steps=3), expected[:1])
+    assert_close(lam.attribute_windows(image, [(40, 40, 8), (8, 8, 8)], n_steps=3), expected)
+    assert explain(lam.forward_func, image[0], (40, 40, 8), n_steps=3).di > 0

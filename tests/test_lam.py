@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import weakref
 import pickle
 import warnings
 
@@ -168,23 +169,48 @@ class Runner:
         return self.model(x * self.options.rgb_range) / self.options.rgb_range
 
 
+class Registry:
+    """Models kept as class attributes, as a registry or a config class does."""
+
+    model: nn.Module | None = None
+
+
+class SlottedRunner:
+    """A light wrapper with ``__slots__``: no ``__dict__`` to look into."""
+
+    __slots__ = ("net",)
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2.0) / 2.0
+
+
 @pytest.mark.parametrize("wrap", ["closure", "global", "partial", "wrapper of a wrapper", "object", "bound method",
-                                  "dict", "list"])
+                                  "dict", "list", "class attribute", "slots", "weak reference"])
 def test_a_train_mode_model_behind_a_wrapper_runs_in_eval_mode_and_keeps_its_statistics(photo_lr, wrap):
+    # The last three are found only as they run (`eval_mode_of_what_runs`): they ran in training mode, their
+    # dropout drawing other numbers on each call and their batch norm overwriting its running statistics.
     model = WRAPPED if wrap == "global" else batch_norm_sr()
     models = {"sr": model}
+    Registry.model = model
     forward = {"closure": lambda: scaled_by(model, 2.0), "global": lambda: lambda x: WRAPPED(x * 2.0) / 2.0,
                "partial": lambda: functools.partial(lambda x, net: net(x * 2.0) / 2.0, net=model),
                "wrapper of a wrapper": lambda: scaled_by(scaled_by(model, 4.0), 0.5),
                "object": lambda: Runner(model), "bound method": lambda: Runner(model).__call__,
                "dict": lambda: lambda x: models["sr"](x * 2.0) / 2.0,
-               "list": lambda: lambda x, nets=[model]: nets[0](x * 2.0) / 2.0}[wrap]()
+               "list": lambda: lambda x, nets=[model]: nets[0](x * 2.0) / 2.0,
+               "class attribute": lambda: lambda x: Registry.model(x * 2.0) / 2.0, "slots": lambda: SlottedRunner(model),
+               "weak reference": lambda: lambda x, net=weakref.ref(model): net()(x * 2.0) / 2.0}[wrap]()
     statistics = model[1].running_mean.clone()
     batched = LAM(forward).attribute(photo_lr, (8, 8, 8), n_steps=6, internal_batch_size=6)
     single = LAM(forward).attribute(photo_lr, (8, 8, 8), n_steps=6, internal_batch_size=1)
     torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-7)
     assert torch.equal(model[1].running_mean, statistics)
     assert all(module.training for module in model.modules())
+    in_eval_mode = LAM(scaled_by(batch_norm_sr().eval(), 2.0)).attribute(photo_lr, (8, 8, 8), n_steps=6)
+    torch.testing.assert_close(batched, in_eval_mode, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("guard", [torch.no_grad, torch.inference_mode])

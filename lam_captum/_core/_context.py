@@ -159,11 +159,21 @@ class _ModeHolds:
 
     def hold(self, module: nn.Module) -> list[nn.Module]:
         with self._lock:
-            held = list(module.modules())
+            # A frozen TorchScript module (torch.jit.freeze) has no mode left to hold.
+            held = [submodule for submodule in module.modules()
+                    if isinstance(getattr(submodule, "training", None), bool)]
             for submodule in held:
                 self._holds.setdefault(submodule, _Hold(0, submodule.training)).calls += 1
-            module.eval()
+            if held:
+                try:
+                    module.eval()
+                except NotImplementedError:  # torch.export's module: its mode was fixed when it was exported
+                    pass
         return held
+
+    def holds(self, module: nn.Module) -> bool:
+        with self._lock:
+            return module in self._holds
 
     def release(self, held: list[nn.Module]) -> None:
         with self._lock:
@@ -241,8 +251,43 @@ def eval_mode(module: nn.Module | Iterable[nn.Module] | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def eval_mode_of_what_runs() -> Iterator[None]:
+    """Put every module that this thread runs in training mode inside ``with``, and is not held already, in eval
+    mode before it runs (with its submodules), and give each its mode back afterwards.
+
+    :func:`modules_behind` finds a model behind a wrapper through references it can follow; a model reached
+    otherwise (a class attribute, an object with ``__slots__``, a weak reference) ran in training mode: dropout
+    drew other numbers on every call, and batch norm used the batch's statistics and overwrote its running ones.
+    A module already held keeps what its own ``train()`` made of its submodules.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Dropout()).train()
+        >>> with eval_mode_of_what_runs():
+        ...     _ = model(torch.ones(2))
+        ...     model.training
+        False
+        >>> model.training
+        True
+    """
+    thread = threading.get_ident()
+    held: list[nn.Module] = []
+
+    def before(module: nn.Module, inputs: object) -> None:
+        if module.training and threading.get_ident() == thread and not _MODE_HOLDS.holds(module):
+            held.extend(_MODE_HOLDS.hold(module))
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(before)
+    try:
+        yield
+    finally:
+        handle.remove()
+        _MODE_HOLDS.release(held)
+
+
+@contextlib.contextmanager
 def gradient_context(forward_func: Callable, device: torch.device) -> Iterator[None]:
-    """Gradients on, inference mode, autocast and TF32 off, the model in eval mode, compiled code run eagerly.
+    """Gradients on, inference mode, autocast and TF32 off, the model (and any module that runs) in eval mode,
+    compiled code run eagerly.
 
     Lightning validates under ``no_grad`` and ``trainer.validate()`` under ``inference_mode``; mixed
     precision wraps the loop in autocast. LAM needs input gradients in full precision in all of them: on a
@@ -264,6 +309,7 @@ def gradient_context(forward_func: Callable, device: torch.device) -> Iterator[N
         if device.type == "cuda":
             stack.enter_context(_full_float32())
         stack.enter_context(eval_mode(modules_behind(forward_func)))
+        stack.enter_context(eval_mode_of_what_runs())
         yield
 
 
