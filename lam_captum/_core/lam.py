@@ -37,7 +37,7 @@ from lam_captum._core._windows import (
 from lam_captum._core.settings import LAMSettings
 from lam_captum.functional._blur import IntegrationMethod, PathSchedule, blur, blur_baseline
 from lam_captum.functional._detectors import Detector, DetectorLike, resolve_detector
-from lam_captum.functional._window import Window, WindowLike, as_windows
+from lam_captum.functional._window import Window, WindowLike, as_windows, windows_listed
 
 
 _NO_GRAPH_CAUSES = (
@@ -238,18 +238,33 @@ class LAM(GradientAttribution):
         return result, delta
 
     def objective(self, window: WindowLike | Sequence[WindowLike], detector: DetectorLike = "gradient",
-                  frame: int | None = None) -> Callable:
+                  frame: int | None = None, *, repeats: Literal["each", "batch"] | None = None) -> Callable:
         """The scalar LAM attributes, ``images -> D(model(images))`` per image, as a Captum forward function.
 
-        For Captum's metrics that call the model, such as ``captum.metrics.infidelity``. The model runs in
-        eval mode as during :meth:`attribute`; ``window`` and ``frame`` are read as there (also per run of samples).
+        For Captum's metrics that call the model, such as ``captum.metrics.infidelity``, and its other methods
+        (to set LAM beside ``IntegratedGradients`` on the same objective). The model runs in eval mode as during
+        :meth:`attribute`; ``window`` and ``frame`` are read as there.
+
+        Args:
+            window: One window for every sample, or ``M`` windows, one per image of the batch Captum was given.
+            detector, frame: As in :meth:`attribute`.
+            repeats: How a batch of ``k * M`` samples (k > 1) repeats the ``M`` images: ``"each"``, each image
+                ``k`` times in a row (``NoiseTunnel``, ``captum.metrics``), or ``"batch"``, the whole batch ``k``
+                times (``IntegratedGradients``, ``FeatureAblation``, ``Occlusion``, ``Lime``, ``KernelShap``).
+                Needed only then: with one window, or one per sample, there is nothing to choose.
+
+        Raises:
+            ValueError: For a ``repeats`` other than those; when the objective is called on ``k * M`` samples
+                for ``M > 1`` windows without one.
 
         Example:
             >>> model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))
             >>> LAM(model).objective((2, 2, 8))(torch.rand(3, 1, 12, 12)).shape
             torch.Size([3])
         """
-        return _WindowObjective(self.forward_func, window, resolve_detector(detector), frame)
+        if repeats not in (None, "each", "batch"):
+            raise ValueError(f"`repeats` must be 'each', 'batch' or None, got {repeats!r}")
+        return _WindowObjective(self.forward_func, window, resolve_detector(detector), frame, repeats)
 
     def attribute_windows(
         self,
@@ -474,14 +489,22 @@ class _WindowObjective:
     """``x -> D(model(x))`` per sample, in eval mode: the scalar function whose completeness Captum checks."""
 
     def __init__(self, forward_func: Callable[[Tensor], Tensor], window: WindowLike | Sequence[WindowLike],
-                 detector: Detector, frame: int | None = None) -> None:
+                 detector: Detector, frame: int | None = None, repeats: Literal["each", "batch"] | None = None) -> None:
         self.forward_func = forward_func
         self.window = window
         self.detector = detector
         self.frame = frame
+        self.repeats = repeats
 
     def __call__(self, x: Tensor) -> Tensor:
-        windows = as_windows(self.window, x.shape[0])
+        listed = windows_listed(self.window)
+        if self.repeats is None and listed is not None and 1 < len(listed) < x.shape[0]:
+            # Captum's methods repeat a batch in two orders, and the wrong one gives windows to the wrong images.
+            raise ValueError(f"`repeats` must say how the {x.shape[0]} samples repeat the images of the "
+                             f"{len(listed)} windows: 'each' (each image in a row: NoiseTunnel, captum.metrics) or "
+                             "'batch' (the whole batch again: IntegratedGradients, FeatureAblation, Occlusion, "
+                             "Lime, KernelShap); got None")
+        windows = as_windows(self.window, x.shape[0], self.repeats or "each")
         with eval_mode(modules_behind(self.forward_func)):
             output = OutputFrame.of(x, self.frame).select(self.forward_func(x), x)
         return torch.cat([self.detector(output[n : n + 1], window) for n, window in enumerate(windows)])

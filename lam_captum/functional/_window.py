@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from typing import NamedTuple, Union
+from typing import Literal, NamedTuple, Union
 
 import numpy as np
 import torch
@@ -81,12 +81,15 @@ def as_window(window: WindowLike) -> Window:
     return parsed
 
 
-def as_windows(window: WindowLike | Sequence[WindowLike], n_samples: int) -> list[Window]:
+def as_windows(window: WindowLike | Sequence[WindowLike], n_samples: int,
+               repeats: Literal["each", "batch"] = "each") -> list[Window]:
     """One :class:`Window` per sample, from one window for all or a sequence of windows.
 
-    ``M`` windows for ``N = k * M`` samples give each window to ``k`` consecutive samples, the order in
-    which Captum's ``NoiseTunnel`` and ``sensitivity_max`` repeat every sample of a batch (as Captum
-    expands a per-sample ``target``). A 2-D integer tensor or numpy array holds one window per row.
+    ``M`` windows for ``N = k * M`` samples give each window to ``k`` consecutive samples (``repeats="each"``),
+    the order in which Captum's ``NoiseTunnel`` and its metrics repeat every sample of a batch (as Captum
+    expands a per-sample ``target``); with ``repeats="batch"`` the windows go round the samples, the order in
+    which ``IntegratedGradients`` and the perturbation methods repeat the whole batch. A 2-D integer tensor or
+    numpy array holds one window per row.
 
     Raises:
         ValueError: For a bad window, or a number of windows that does not divide ``n_samples``.
@@ -96,17 +99,28 @@ def as_windows(window: WindowLike | Sequence[WindowLike], n_samples: int) -> lis
         [Window(top=0, left=0, height=8, width=8), Window(top=0, left=0, height=8, width=8)]
         >>> [w.top for w in as_windows([(0, 0, 8), (4, 4, 8)], 6)]
         [0, 0, 0, 4, 4, 4]
+        >>> [w.top for w in as_windows([(0, 0, 8), (4, 4, 8)], 6, repeats="batch")]
+        [0, 4, 0, 4, 0, 4]
     """
+    windows = windows_listed(window)
+    if windows is None:
+        return [as_window(window)] * n_samples
+    if n_samples % len(windows):
+        raise ValueError(f"`window` holds {len(windows)} windows for {n_samples} samples; give one, one per sample, "
+                         "or one per run of consecutive samples (as Captum's NoiseTunnel repeats each sample)")
+    parsed = [as_window(w) for w in windows]
+    if repeats == "batch":
+        return [parsed[n % len(parsed)] for n in range(n_samples)]
+    return [w for w in parsed for _ in range(n_samples // len(parsed))]
+
+
+def windows_listed(window: WindowLike | Sequence[WindowLike]) -> list[WindowLike] | None:
+    """The windows of a sequence of them (or of a 2-D tensor or array, one per row); None for one window."""
     if isinstance(window, (Tensor, np.ndarray)) and window.ndim == 2:
         window = list(window)
-    per_sample = _is_window_like(window) and len(window) > 0 and _is_window_like(window[0])
-    if not per_sample:
-        return [as_window(window)] * n_samples
-    if n_samples % len(window):
-        raise ValueError(f"`window` holds {len(window)} windows for {n_samples} samples; give one, one per sample, "
-                         "or one per run of consecutive samples (as Captum's NoiseTunnel repeats each sample)")
-    copies = n_samples // len(window)
-    return [parsed for w in window for parsed in [as_window(w)] * copies]
+    if _is_window_like(window) and len(window) > 0 and _is_window_like(window[0]):
+        return list(window)
+    return None
 
 
 def check_window_inside(window: Window, height: int, width: int, *, margin: int = 0, what: str = "SR output") -> None:
