@@ -752,3 +752,26 @@ def test_a_model_shipped_frozen_or_exported_gives_the_eager_models_numbers(shipp
     assert_close(lam.attribute(image, (40, 40, 8), n_steps=3), expected[:1])
     assert_close(lam.attribute_windows(image, [(40, 40, 8), (8, 8, 8)], n_steps=3), expected)
     assert explain(lam.forward_func, image[0], (40, 40, 8), n_steps=3).di > 0
+
+
+class WithAuxiliaryOutput(nn.Module):
+    """Returns the SR image and the features, as models trained with an auxiliary loss do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = tiny_sr(scale=2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.body(x), x
+
+
+def test_a_model_of_several_outputs_is_told_how_to_wrap_it_and_its_inputs_are_the_path_batch():
+    image = torch.rand(1, 3, 24, 24)
+    said = (r"got tuple for a batch of 6 path images of \(3, 24, 24\): wrap a model that returns several outputs so "
+            r"that it returns the SR image alone \(LAM\(lambda x: model\(x\)\[0\]\)\)")
+    with pytest.raises(ValueError, match=said):
+        LAM(WithAuxiliaryOutput()).attribute(image, (16, 16, 8), n_steps=6)
+    with pytest.raises(ValueError, match=r"got tuple for \(1, 3, 24, 24\): wrap a model"):
+        ERF(WithAuxiliaryOutput()).attribute(image, (16, 16))
+    model = WithAuxiliaryOutput()
+    assert LAM(lambda x: model(x)[0]).attribute(image, (16, 16, 8), n_steps=6).abs().sum() > 0

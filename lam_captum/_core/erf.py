@@ -11,7 +11,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from lam_captum._core._context import computation_dtype, gradient_context, owning_module
-from lam_captum._core.lam import check_image, unpack_inputs
+from lam_captum._core.lam import check_image, not_an_sr_image, unpack_inputs
 
 _NO_GRAPH = (
     "the model's output does not depend on its input through autograd; likely causes: torch.no_grad() or "
@@ -109,9 +109,7 @@ def _prepare_inputs(forward_func: Callable, inputs: Tensor) -> Tensor:
 
 def _check_position(output: Tensor, inputs: Tensor, position: tuple[int, int] | None) -> tuple[int, int]:
     if not isinstance(output, Tensor) or output.dim() != 4 or output.shape[0] != inputs.shape[0]:
-        shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-        raise ValueError(f"the model must return an (N, C, sH, sW) tensor for (N, C, H, W) inputs, got {shape} "
-                         f"for {tuple(inputs.shape)}")
+        raise ValueError(not_an_sr_image(output, str(tuple(inputs.shape))))
     if not output.requires_grad:
         raise ValueError(_NO_GRAPH)
     height, width = output.shape[-2:]

@@ -471,9 +471,8 @@ class LAM(GradientAttribution):
     @staticmethod
     def _check_output(output: Tensor, points: Tensor, windows: list[Window]) -> None:
         if not isinstance(output, Tensor) or output.dim() != 4 or output.shape[0] != points.shape[0]:
-            shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
-            raise ValueError(f"the model must return an (N, C, sH, sW) tensor for (N, C, H, W) inputs, got {shape} "
-                             f"for {tuple(points.shape)}")
+            raise ValueError(not_an_sr_image(output, f"a batch of {points.shape[0]} path images of "
+                                                     f"{tuple(points.shape[1:])}"))
         if not output.requires_grad:
             raise ValueError(_NO_GRAPH_CAUSES)
         (h, w), (sh, sw) = points.shape[-2:], output.shape[-2:]
@@ -662,6 +661,24 @@ def unpack_inputs(inputs: Tensor | tuple[Tensor]) -> tuple[bool, Tensor]:
         raise ValueError(f"`inputs` must be a tensor or a tuple of one tensor (one input is explained), got a tuple "
                          f"of {len(inputs)}")
     return True, inputs[0]
+
+
+def not_an_sr_image(output: object, given: str) -> str:
+    """What to say of a model ``output`` that is no ``(N, C, sH, sW)`` tensor for the inputs (``given``, in words).
+
+    Example:
+        >>> not_an_sr_image((1, 2), "(1, 3, 8, 8)")  # doctest: +NORMALIZE_WHITESPACE
+        'the model must return an (N, C, sH, sW) tensor for (N, C, H, W) inputs, got tuple for (1, 3, 8, 8): wrap a
+         model that returns several outputs so that it returns the SR image alone (LAM(lambda x: model(x)[0]))'
+    """
+    said = "the model must return an (N, C, sH, sW) tensor for (N, C, H, W) inputs, got "
+    if isinstance(output, Tensor):
+        return said + f"{tuple(output.shape)} for {given}"
+    hint = ""
+    if isinstance(output, (tuple, list, dict)):
+        hint = (": wrap a model that returns several outputs so that it returns the SR image alone "
+                "(LAM(lambda x: model(x)[0]))")
+    return said + f"{type(output).__name__} for {given}{hint}"
 
 
 def check_image(name: str, image: object) -> Tensor:
