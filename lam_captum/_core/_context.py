@@ -273,7 +273,9 @@ def eval_mode_of_what_runs() -> Iterator[None]:
     held: list[nn.Module] = []
 
     def before(module: nn.Module, inputs: object) -> None:
-        if module.training and threading.get_ident() == thread and not _MODE_HOLDS.holds(module):
+        # getattr: a frozen TorchScript module has no mode.
+        if getattr(module, "training", False) is True and threading.get_ident() == thread \
+                and not _MODE_HOLDS.holds(module):
             held.extend(_MODE_HOLDS.hold(module))
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(before)
