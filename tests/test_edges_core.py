@@ -775,3 +775,87 @@ def test_a_model_of_several_outputs_is_told_how_to_wrap_it_and_its_inputs_are_th
         ERF(WithAuxiliaryOutput()).attribute(image, (16, 16))
     model = WithAuxiliaryOutput()
     assert LAM(lambda x: model(x)[0]).attribute(image, (16, 16, 8), n_steps=6).abs().sum() > 0
+
+
+def test_concurrent_calls_on_a_compiled_model_leave_compiled_code_compiled():
+    # torch.compiler's stance is one setting of the process: two threads' calls that each saved and restored it
+    # left it at "force_eager" for good (the second saved the first's), and compiled models everywhere ran their
+    # Python. Here both calls are inside at once, and the second one in finishes last.
+    model = torch.compile(tiny_sr(scale=2), backend="aot_eager")
+    image = torch.rand(1, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    both_inside, first_done = threading.Barrier(2), threading.Event()
+    waited: set[str] = set()
+    errors = []
+
+    def forward(x: torch.Tensor, name: str) -> torch.Tensor:
+        if name not in waited:
+            waited.add(name)
+            both_inside.wait(timeout=60)
+            if name == "second":
+                first_done.wait(timeout=60)
+        return model(x)
+
+    def explain(name: str) -> None:
+        try:
+            LAM(lambda x: forward(x, name)).attribute(image, (16, 16, 8), n_steps=2, crop=False)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        if name == "first":
+            first_done.set()
+
+    threads = [threading.Thread(target=explain, args=(name,)) for name in ("first", "second")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    eager_runs = []
+
+    class Counting(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not torch.compiler.is_compiling():
+                eager_runs.append(1)
+            return x * 2
+
+    counting = torch.compile(Counting(), backend="eager")
+    counting(torch.rand(3))
+    counting(torch.rand(3))
+    assert eager_runs == []
+
+
+class MonteCarloDropoutSR(nn.Module):
+    """Keeps its dropout on in eval mode (its train() says so), for Monte Carlo sampling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Dropout(0.3), nn.Conv2d(8, 12, 3, padding=1),
+                                 nn.PixelShuffle(2))
+
+    def train(self, mode: bool = True) -> MonteCarloDropoutSR:
+        super().train(mode)
+        self.net[1].train(True)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Holder:
+    model: nn.Module | None = None
+
+
+@pytest.mark.parametrize("reach", ["the model", "a class attribute"])
+def test_a_models_own_train_override_is_kept_however_lam_reaches_it(reach):
+    Holder.model = MonteCarloDropoutSR().eval()
+    forward = Holder.model if reach == "the model" else lambda x: Holder.model(x)
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    first, second = (LAM(forward).attribute(image, (8, 8, 8), n_steps=4, crop=False) for _ in range(2))
+    assert not torch.equal(first, second)  # the dropout the model keeps on still draws
+    assert Holder.model.net[1].training and not Holder.model.training
+
+
+def test_a_compiled_model_is_explained_without_torchs_warning_about_global_hooks():
+    model = torch.compile(tiny_sr(scale=2), backend="aot_eager")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LAM(model).attribute(torch.rand(1, 3, 24, 24), (16, 16, 8), n_steps=2)

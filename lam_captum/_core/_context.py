@@ -252,13 +252,14 @@ def eval_mode(module: nn.Module | Iterable[nn.Module] | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def eval_mode_of_what_runs() -> Iterator[None]:
-    """Put every module that this thread runs in training mode inside ``with``, and is not held already, in eval
-    mode before it runs (with its submodules), and give each its mode back afterwards.
+    """Put every module that this thread runs first inside ``with`` (not as a submodule of one that ran before) in
+    eval mode before it runs, if it is in training mode, and give each its mode back afterwards.
 
     :func:`modules_behind` finds a model behind a wrapper through references it can follow; a model reached
     otherwise (a class attribute, an object with ``__slots__``, a weak reference) ran in training mode: dropout
     drew other numbers on every call, and batch norm used the batch's statistics and overwrote its running ones.
-    A module already held keeps what its own ``train()`` made of its submodules.
+    Its submodules are left as its own ``eval()`` made them (Monte Carlo dropout kept on by a ``train()``
+    override), and a model in eval mode as it is.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Dropout()).train()
@@ -271,11 +272,14 @@ def eval_mode_of_what_runs() -> Iterator[None]:
     """
     thread = threading.get_ident()
     held: list[nn.Module] = []
+    covered: set[nn.Module] = set()  # the modules that ran first and their submodules
 
     def before(module: nn.Module, inputs: object) -> None:
+        if threading.get_ident() != thread or module in covered:
+            return
+        covered.update(module.modules())
         # getattr: a frozen TorchScript module has no mode.
-        if getattr(module, "training", False) is True and threading.get_ident() == thread \
-                and not _MODE_HOLDS.holds(module):
+        if getattr(module, "training", False) is True and not _MODE_HOLDS.holds(module):
             held.extend(_MODE_HOLDS.hold(module))
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(before)
@@ -288,31 +292,66 @@ def eval_mode_of_what_runs() -> Iterator[None]:
 
 @contextlib.contextmanager
 def gradient_context(forward_func: Callable, device: torch.device) -> Iterator[None]:
-    """Gradients on, inference mode, autocast and TF32 off, the model (and any module that runs) in eval mode,
-    compiled code run eagerly.
+    """Gradients on, inference mode, autocast and TF32 off, the model in eval mode, compiled code run eagerly.
 
     Lightning validates under ``no_grad`` and ``trainer.validate()`` under ``inference_mode``; mixed
     precision wraps the loop in autocast. LAM needs input gradients in full precision in all of them: on a
     GPU torch runs float32 convolutions in TF32 by default (10 bits of mantissa), which moves the numbers by
     about 1e-3 of their maximum and makes a crop disagree with the full image by as much.
 
-    A model compiled with ``torch.compile`` (or ``Module.compile``) runs its Python code as written: a compiled
-    backward pass frees its buffers and cannot run twice on one forward pass, which the K windows' gradients
-    and the crop's reference pass do (torch raised "compiled with non-empty donated buffers"), and each crop's
-    new shape would cost a compilation. The numbers are the same.
+    A model compiled with ``torch.compile`` (or ``Module.compile``, or with a compiled part) runs its Python code
+    as written: a compiled backward pass frees its buffers and cannot run twice on one forward pass, which the K
+    windows' gradients and the crop's reference pass do (torch raised "compiled with non-empty donated
+    buffers"), and each crop's new shape would cost a compilation. The numbers are the same. Where no module is
+    found behind ``forward_func``, any module that runs in training mode is put in eval mode as it runs
+    (:func:`eval_mode_of_what_runs`).
     """
+    modules = modules_behind(forward_func)
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
-        if "torch._dynamo" in sys.modules:  # else nothing was compiled, and importing it takes a second
-            stack.enter_context(torch.compiler.set_stance("force_eager"))
+        if any(_compiled(submodule) for module in modules for submodule in module.modules()):
+            stack.enter_context(_EAGER.held())
         if device.type in ("cpu", "cuda", "xpu", "mps"):
             stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
         if device.type == "cuda":
-            stack.enter_context(_full_float32())
-        stack.enter_context(eval_mode(modules_behind(forward_func)))
-        stack.enter_context(eval_mode_of_what_runs())
+            stack.enter_context(_FULL_FLOAT32.held())
+        stack.enter_context(eval_mode(modules))
+        if not modules:
+            stack.enter_context(eval_mode_of_what_runs())
         yield
+
+
+def _compiled(module: nn.Module) -> bool:
+    return type(module).__name__ == "OptimizedModule" or getattr(module, "_compiled_call_impl", None) is not None
+
+
+class _SharedSetting:
+    """A setting of the whole process that LAM changes while any of its calls runs (``context()`` changes it and
+    gives it back): the first call in changes it, the last one out gives it back. Two threads' calls that each
+    saved and restored it would leave it changed (the second saves the first's)."""
+
+    def __init__(self, context: Callable[[], contextlib.AbstractContextManager]) -> None:
+        self._context = context
+        self._lock = threading.Lock()
+        self._calls = 0
+        self._entered: contextlib.AbstractContextManager | None = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            if self._calls == 0:
+                self._entered = self._context()
+                self._entered.__enter__()
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls -= 1
+                if self._calls == 0 and self._entered is not None:
+                    self._entered.__exit__(None, None, None)
+                    self._entered = None
 
 
 @contextlib.contextmanager
@@ -324,3 +363,7 @@ def _full_float32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = convolutions, products
+
+
+_FULL_FLOAT32 = _SharedSetting(_full_float32)
+_EAGER = _SharedSetting(lambda: torch.compiler.set_stance("force_eager"))
