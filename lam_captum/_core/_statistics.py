@@ -55,13 +55,16 @@ _MAX_UNMATCHED = 4000
 @dataclasses.dataclass(frozen=True)
 class Operation:
     """One output of an operation on values derived from the images: the number of its values (``size``), the
-    most values of one of its derived inputs (``inputs``), and the sizes of the dimensions it combines along
-    (``along``; empty where it combines none)."""
+    most values of one of its derived inputs (``inputs``), the sizes of the dimensions it combines along
+    (``along``; empty where it combines none), and whether it holds floating-point values (``values``): an
+    integer output of a size of its own is bookkeeping (the random seed and offset a GPU's attention kernel
+    returns), and an index of a selection comes from an operation that combines along the dimensions."""
 
     name: str
     size: int
     inputs: int
     along: tuple[int, ...] = ()
+    values: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +137,8 @@ class _Watch(TorchDispatchMode):
             self.derived[value] = True
             if func._schema.is_mutable and value._base is not None:
                 self.derived[value._base] = True
-            self.done.append(Operation(name, value.numel(), largest, along))
+            self.done.append(Operation(name, value.numel(), largest, along,
+                                       value.is_floating_point() or value.is_complex()))
         return result
 
 
@@ -216,9 +220,7 @@ def _statistic(whole: Operation, crop: Operation, rows: int) -> str | None:
     if whole.along != crop.along:
         return (f"{whole.name} combines values along dimensions of {whole.along} on the full image and of "
                 f"{crop.along} on a crop")
-    per_image = 0 < whole.size == crop.size / rows and whole.inputs != crop.inputs / rows
-    of_the_batch = 0 < whole.size == crop.size and whole.inputs != crop.inputs  # batch norm in training mode
-    if per_image or of_the_batch:
+    if whole.values and 0 < whole.size == crop.size / rows and whole.inputs != crop.inputs / rows:
         if whole.size >= whole.inputs:
             return f"{whole.name} brings a crop to the full image's size ({whole.size} values per image)"
         values = "value" if whole.size == 1 else "values"
