@@ -9,7 +9,7 @@ from captum.metrics import infidelity, sensitivity_max
 from conftest import tiny_sr
 
 from lam_captum import ERF, LAM, Window
-from lam_captum.functional import gradient_detector
+from lam_captum.functional import as_windows, gradient_detector
 
 WINDOWS = [(2, 2, 8), (8, 6, 10)]
 STEPS = 3
@@ -202,4 +202,8 @@ def test_an_objective_of_several_windows_on_repeated_samples_asks_how_they_repea
         IntegratedGradients(LAM(model).objective(WINDOWS)).attribute(images, n_steps=4)
     with pytest.raises(ValueError, match=r"`repeats` must be 'each', 'batch' or None, got 'tiled'"):
         LAM(model).objective(WINDOWS, repeats="tiled")
+    with pytest.raises(ValueError, match=r"`window` holds 2 windows for 5 samples"):
+        LAM(model).objective(WINDOWS)(torch.cat([images, images, images[:1]]))
+    with pytest.raises(ValueError, match=r"`repeats` must be 'each' or 'batch', got 'batches'"):
+        as_windows(WINDOWS, 4, repeats="batches")
     assert LAM(model).objective(WINDOWS)(images).shape == (2,)

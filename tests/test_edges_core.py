@@ -768,7 +768,7 @@ class WithAuxiliaryOutput(nn.Module):
 def test_a_model_of_several_outputs_is_told_how_to_wrap_it_and_its_inputs_are_the_path_batch():
     image = torch.rand(1, 3, 24, 24)
     said = (r"got tuple for a batch of 6 path images of \(3, 24, 24\): wrap a model that returns several outputs so "
-            r"that it returns the SR image alone \(LAM\(lambda x: model\(x\)\[0\]\)\)")
+            r"that it returns the SR image alone \(lambda x: model\(x\)\[0\]\)")
     with pytest.raises(ValueError, match=said):
         LAM(WithAuxiliaryOutput()).attribute(image, (16, 16, 8), n_steps=6)
     with pytest.raises(ValueError, match=r"got tuple for \(1, 3, 24, 24\): wrap a model"):

@@ -250,8 +250,10 @@ class LAM(GradientAttribution):
             detector, frame: As in :meth:`attribute`.
             repeats: How a batch of ``k * M`` samples (k > 1) repeats the ``M`` images: ``"each"``, each image
                 ``k`` times in a row (``NoiseTunnel``, ``captum.metrics``), or ``"batch"``, the whole batch ``k``
-                times (``IntegratedGradients``, ``FeatureAblation``, ``Occlusion``, ``Lime``, ``KernelShap``).
-                Needed only then: with one window, or one per sample, there is nothing to choose.
+                times (``IntegratedGradients``, ``FeatureAblation``, ``Occlusion``). Needed only then: with one
+                window, or one per sample, there is nothing to choose. Methods that explain one image at a time
+                (``Lime``, ``KernelShap``) and wrappers of wrappers (``NoiseTunnel`` around
+                ``IntegratedGradients``) repeat in neither order: give them one window.
 
         Raises:
             ValueError: For a ``repeats`` other than those; when the objective is called on ``k * M`` samples
@@ -497,12 +499,13 @@ class _WindowObjective:
 
     def __call__(self, x: Tensor) -> Tensor:
         listed = windows_listed(self.window)
-        if self.repeats is None and listed is not None and 1 < len(listed) < x.shape[0]:
+        if self.repeats is None and listed is not None and 1 < len(listed) < x.shape[0] \
+                and x.shape[0] % len(listed) == 0:
             # Captum's methods repeat a batch in two orders, and the wrong one gives windows to the wrong images.
             raise ValueError(f"`repeats` must say how the {x.shape[0]} samples repeat the images of the "
                              f"{len(listed)} windows: 'each' (each image in a row: NoiseTunnel, captum.metrics) or "
-                             "'batch' (the whole batch again: IntegratedGradients, FeatureAblation, Occlusion, "
-                             "Lime, KernelShap); got None")
+                             "'batch' (the whole batch again: IntegratedGradients, FeatureAblation, Occlusion); "
+                             "got None")
         windows = as_windows(self.window, x.shape[0], self.repeats or "each")
         with eval_mode(modules_behind(self.forward_func)):
             output = OutputFrame.of(x, self.frame).select(self.forward_func(x), x)
@@ -667,17 +670,19 @@ def not_an_sr_image(output: object, given: str) -> str:
     """What to say of a model ``output`` that is no ``(N, C, sH, sW)`` tensor for the inputs (``given``, in words).
 
     Example:
-        >>> not_an_sr_image((1, 2), "(1, 3, 8, 8)")  # doctest: +NORMALIZE_WHITESPACE
-        'the model must return an (N, C, sH, sW) tensor for (N, C, H, W) inputs, got tuple for (1, 3, 8, 8): wrap a
-         model that returns several outputs so that it returns the SR image alone (LAM(lambda x: model(x)[0]))'
+        >>> not_an_sr_image({"sr": 1, "features": 2}, "(1, 3, 8, 8)")  # doctest: +NORMALIZE_WHITESPACE
+        "the model must return an (N, C, sH, sW) tensor for (N, C, H, W) inputs, got dict for (1, 3, 8, 8): wrap a
+         model that returns several outputs so that it returns the SR image alone (lambda x: model(x)[key], one of
+         ['features', 'sr'])"
     """
     said = "the model must return an (N, C, sH, sW) tensor for (N, C, H, W) inputs, got "
     if isinstance(output, Tensor):
         return said + f"{tuple(output.shape)} for {given}"
-    hint = ""
-    if isinstance(output, (tuple, list, dict)):
-        hint = (": wrap a model that returns several outputs so that it returns the SR image alone "
-                "(LAM(lambda x: model(x)[0]))")
+    hint, wrap = "", ": wrap a model that returns several outputs so that it returns the SR image alone"
+    if isinstance(output, (tuple, list)):
+        hint = f"{wrap} (lambda x: model(x)[0])"
+    elif isinstance(output, dict):
+        hint = f"{wrap} (lambda x: model(x)[key], one of {sorted(map(str, output))})"
     return said + f"{type(output).__name__} for {given}{hint}"
 
 

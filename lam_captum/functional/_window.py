@@ -92,7 +92,8 @@ def as_windows(window: WindowLike | Sequence[WindowLike], n_samples: int,
     numpy array holds one window per row.
 
     Raises:
-        ValueError: For a bad window, or a number of windows that does not divide ``n_samples``.
+        ValueError: For a bad window, a number of windows that does not divide ``n_samples``, or a ``repeats``
+            other than those.
 
     Example:
         >>> as_windows((0, 0, 8), 2)
@@ -102,6 +103,8 @@ def as_windows(window: WindowLike | Sequence[WindowLike], n_samples: int,
         >>> [w.top for w in as_windows([(0, 0, 8), (4, 4, 8)], 6, repeats="batch")]
         [0, 4, 0, 4, 0, 4]
     """
+    if repeats not in ("each", "batch"):
+        raise ValueError(f"`repeats` must be 'each' or 'batch', got {repeats!r}")
     windows = windows_listed(window)
     if windows is None:
         return [as_window(window)] * n_samples
