@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from lam_captum._atomic import check_writable_folder, files_listed, write_files_atomically
-from lam_captum._core._context import eval_mode, model_placement, modules_behind
+from lam_captum._core._context import evaluating, model_placement
 from lam_captum._core._windows import as_window_list
 from lam_captum._core.lam import LAM, check_dtype, check_image, naming_dtype_errors
 from lam_captum._core.settings import LAMSettings
@@ -461,5 +461,5 @@ def score_or_none(value: float) -> float | None:
 
 
 def _super_resolve(model: Callable[[Tensor], Tensor], inputs: Tensor) -> Tensor:
-    with torch.inference_mode(), eval_mode(modules_behind(model)):
+    with torch.inference_mode(), evaluating(model):
         return model(inputs)[0].float().cpu()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lam_captum._core._context import eval_mode, model_placement, modules_behind
+from lam_captum._core._context import evaluating, model_placement
 from lam_captum._core.lam import LAM, OutputFrame, check_image
 from lam_captum._core.settings import LAMSettings
 from lam_captum.explain import DrawnOnce, map_scores, on_cpu, png_files, score_or_none, settings_with
@@ -248,7 +248,7 @@ def _normalised(magnitude: Tensor, normalise: Normalisation) -> Tensor:
 def _output_frame(model: Callable[[Tensor], Tensor], inputs: Tensor, frame: int | None) -> tuple[OutputFrame, Tensor]:
     """Which output frame holds the window, and that frame of the SR output ``(C, sH, sW)``."""
     target = OutputFrame.of(inputs, frame)
-    with torch.inference_mode(), eval_mode(modules_behind(model)):
+    with torch.inference_mode(), evaluating(model):
         output = model(inputs)
     sr = target.select(output, inputs)
     if not isinstance(sr, Tensor) or sr.dim() != 4:

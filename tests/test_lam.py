@@ -188,9 +188,10 @@ class SlottedRunner:
 
 
 @pytest.mark.parametrize("wrap", ["closure", "global", "partial", "wrapper of a wrapper", "object", "bound method",
-                                  "dict", "list", "class attribute", "slots", "weak reference"])
+                                  "dict", "list", "class attribute", "slots", "weak reference",
+                                  "class attribute beside a module found"])
 def test_a_train_mode_model_behind_a_wrapper_runs_in_eval_mode_and_keeps_its_statistics(photo_lr, wrap):
-    # The last three are found only as they run (`eval_mode_of_what_runs`): they ran in training mode, their
+    # The last four are found only as they run (`eval_mode_of_what_runs`): they ran in training mode, their
     # dropout drawing other numbers on each call and their batch norm overwriting its running statistics.
     model = WRAPPED if wrap == "global" else batch_norm_sr()
     models = {"sr": model}
@@ -202,7 +203,9 @@ def test_a_train_mode_model_behind_a_wrapper_runs_in_eval_mode_and_keeps_its_sta
                "dict": lambda: lambda x: models["sr"](x * 2.0) / 2.0,
                "list": lambda: lambda x, nets=[model]: nets[0](x * 2.0) / 2.0,
                "class attribute": lambda: lambda x: Registry.model(x * 2.0) / 2.0, "slots": lambda: SlottedRunner(model),
-               "weak reference": lambda: lambda x, net=weakref.ref(model): net()(x * 2.0) / 2.0}[wrap]()
+               "weak reference": lambda: lambda x, net=weakref.ref(model): net()(x * 2.0) / 2.0,
+               "class attribute beside a module found":
+                   lambda: lambda x, up=nn.Upsample(scale_factor=2): Registry.model(x * 2.0) / 2.0 + 0 * up(x)}[wrap]()
     statistics = model[1].running_mean.clone()
     batched = LAM(forward).attribute(photo_lr, (8, 8, 8), n_steps=6, internal_batch_size=6)
     single = LAM(forward).attribute(photo_lr, (8, 8, 8), n_steps=6, internal_batch_size=1)

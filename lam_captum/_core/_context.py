@@ -252,14 +252,15 @@ def eval_mode(module: nn.Module | Iterable[nn.Module] | None) -> Iterator[None]:
 
 @contextlib.contextmanager
 def eval_mode_of_what_runs() -> Iterator[None]:
-    """Put every module that this thread runs first inside ``with`` (not as a submodule of one that ran before) in
-    eval mode before it runs, if it is in training mode, and give each its mode back afterwards.
+    """Put every module that this thread runs first inside ``with`` (not as a submodule of one that ran before, nor
+    one held already) in eval mode before it runs, as :func:`eval_mode` would, and give each its mode back
+    afterwards.
 
     :func:`modules_behind` finds a model behind a wrapper through references it can follow; a model reached
     otherwise (a class attribute, an object with ``__slots__``, a weak reference) ran in training mode: dropout
     drew other numbers on every call, and batch norm used the batch's statistics and overwrote its running ones.
-    Its submodules are left as its own ``eval()`` made them (Monte Carlo dropout kept on by a ``train()``
-    override), and a model in eval mode as it is.
+    As with :func:`eval_mode`, its submodules are what its own ``eval()`` makes them (Monte Carlo dropout kept
+    on by a ``train()`` override).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Dropout()).train()
@@ -278,8 +279,7 @@ def eval_mode_of_what_runs() -> Iterator[None]:
         if threading.get_ident() != thread or module in covered:
             return
         covered.update(module.modules())
-        # getattr: a frozen TorchScript module has no mode.
-        if getattr(module, "training", False) is True and not _MODE_HOLDS.holds(module):
+        if not _MODE_HOLDS.holds(module):
             held.extend(_MODE_HOLDS.hold(module))
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(before)
@@ -302,22 +302,41 @@ def gradient_context(forward_func: Callable, device: torch.device) -> Iterator[N
     A model compiled with ``torch.compile`` (or ``Module.compile``, or with a compiled part) runs its Python code
     as written: a compiled backward pass frees its buffers and cannot run twice on one forward pass, which the K
     windows' gradients and the crop's reference pass do (torch raised "compiled with non-empty donated
-    buffers"), and each crop's new shape would cost a compilation. The numbers are the same. Where no module is
-    found behind ``forward_func``, any module that runs in training mode is put in eval mode as it runs
-    (:func:`eval_mode_of_what_runs`).
+    buffers"), and each crop's new shape would cost a compilation. The numbers are the same. Where a module is not
+    found behind ``forward_func``, a model that runs is put in eval mode as it runs (:func:`eval_mode_of_what_runs`).
     """
     modules = modules_behind(forward_func)
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.inference_mode(False))
         stack.enter_context(torch.enable_grad())
-        if any(_compiled(submodule) for module in modules for submodule in module.modules()):
+        # Compiled code may hide anywhere (a compiled forward, a compiled function around the model); where
+        # torch._dynamo was never imported nothing was compiled, and importing it takes a second.
+        if "torch._dynamo" in sys.modules:
             stack.enter_context(_EAGER.held())
         if device.type in ("cpu", "cuda", "xpu", "mps"):
             stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
         if device.type == "cuda":
             stack.enter_context(_FULL_FLOAT32.held())
+        stack.enter_context(evaluating(forward_func, modules))
+        yield
+
+
+@contextlib.contextmanager
+def evaluating(forward_func: Callable, modules: list[nn.Module] | None = None) -> Iterator[None]:
+    """The model behind ``forward_func`` in eval mode: the modules found behind it (``modules``, default
+    :func:`modules_behind`) and any other that runs (:func:`eval_mode_of_what_runs`), each given its mode back.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Dropout()).train()
+        >>> with evaluating(lambda x: model(x)):
+        ...     model.training
+        False
+    """
+    modules = modules_behind(forward_func) if modules is None else modules
+    with contextlib.ExitStack() as stack:
         stack.enter_context(eval_mode(modules))
-        if not modules:
+        # torch warns against global hooks beside a compiled module; a compiled model found is held already.
+        if not any(_compiled(submodule) for module in modules for submodule in module.modules()):
             stack.enter_context(eval_mode_of_what_runs())
         yield
 

@@ -15,10 +15,9 @@ from torch import Tensor
 
 from lam_captum._core._context import (
     computation_dtype,
-    eval_mode,
+    evaluating,
     gradient_context,
     model_placement,
-    modules_behind,
     outside_stacklevel,
     owning_module,
 )
@@ -507,7 +506,7 @@ class _WindowObjective:
                              "'batch' (the whole batch again: IntegratedGradients, FeatureAblation, Occlusion); "
                              "got None")
         windows = as_windows(self.window, x.shape[0], self.repeats or "each")
-        with eval_mode(modules_behind(self.forward_func)):
+        with evaluating(self.forward_func):
             output = OutputFrame.of(x, self.frame).select(self.forward_func(x), x)
         return torch.cat([self.detector(output[n : n + 1], window) for n, window in enumerate(windows)])
 
@@ -682,7 +681,7 @@ def not_an_sr_image(output: object, given: str) -> str:
     if isinstance(output, (tuple, list)):
         hint = f"{wrap} (lambda x: model(x)[0])"
     elif isinstance(output, dict):
-        hint = f"{wrap} (lambda x: model(x)[key], one of {sorted(map(str, output))})"
+        hint = f"{wrap} (lambda x: model(x)[key], one of {sorted(output, key=str)})"
     return said + f"{type(output).__name__} for {given}{hint}"
 
 
