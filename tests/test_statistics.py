@@ -100,12 +100,14 @@ def test_local_models_compute_no_statistic_of_the_whole_image(model, rows):
     (lambda: Reads(lambda x: x.cummax(dim=-1).values), "aten.cummax combines values along dimensions of (48,)"),
     (lambda: Reads(lambda x: x * (x[:, :1, :1, :1] > 0.5)), "aten.slice gives 1 value per image"),
     (lambda: Reads(buffer_maximum), "aten.amax combines values along dimensions of (1, 3, 52, 52)"),
+    (lambda: Reads(lambda x: torch.bincount((x * 255).long().flatten(), minlength=256)),
+     "aten.bincount combines values along dimensions of"),
     (lambda: Reads(lambda x: F.interpolate(x, size=(16, 16))), "aten.upsample_nearest2d gives 768 values per image"),
     (lambda: Reads(lambda x: F.pad(x, (0, -x.shape[-1] % 64, 0, -x.shape[-2] % 64))),
      "aten.constant_pad_nd brings a crop to the full image's size (12288 values per image)"),
-], ids=["channel-attention", "group-norm", "instance-norm", "cached-in-place", "row-maximum",
-        "sorted-columns", "running-maximum-along-rows", "a-pixel-at-a-fixed-place", "buffer-maximum", "fixed-size-resize",
-        "padded-to-the-same-size"])
+], ids=["channel-attention", "group-norm", "instance-norm", "cached-in-place", "row-maximum", "sorted-columns",
+        "running-maximum-along-rows", "a-pixel-at-a-fixed-place", "buffer-maximum", "histogram",
+        "fixed-size-resize", "padded-to-the-same-size"])
 @pytest.mark.parametrize("rows", [1, 3])
 def test_a_statistic_of_the_whole_image_is_named(model, said, rows):
     image = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))

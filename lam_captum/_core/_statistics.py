@@ -45,7 +45,8 @@ _ALONG = frozenset({
     "aten.std", "aten.var", "aten.std_mean", "aten.var_mean", "aten.norm", "aten.linalg_vector_norm",
     "aten.logsumexp", "aten.prod", "aten.any", "aten.all", "aten.count_nonzero", "aten.topk", "aten.sort",
     "aten.kthvalue", "aten.median", "aten.nanmedian", "aten.mode", "aten.cumsum", "aten.cumprod", "aten.cummax",
-    "aten.cummin", "aten.logcumsumexp", "aten._softmax", "aten._log_softmax",
+    "aten.cummin", "aten.logcumsumexp", "aten._softmax", "aten._log_softmax", "aten.bincount", "aten.histc",
+    "aten.nonzero", "aten.unique_dim", "aten._unique", "aten._unique2", "aten.unique_consecutive",
 })
 # Two passes whose operations differ over more than this many are not lined up (difflib's matching grows with
 # the square of it): the crop is then refused.
