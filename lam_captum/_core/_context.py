@@ -302,8 +302,8 @@ def gradient_context(forward_func: Callable, device: torch.device) -> Iterator[N
     A model compiled with ``torch.compile`` (or ``Module.compile``, or with a compiled part) runs its Python code
     as written: a compiled backward pass frees its buffers and cannot run twice on one forward pass, which the K
     windows' gradients and the crop's reference pass do (torch raised "compiled with non-empty donated
-    buffers"), and each crop's new shape would cost a compilation. The numbers are the same. Where a module is not
-    found behind ``forward_func``, a model that runs is put in eval mode as it runs (:func:`eval_mode_of_what_runs`).
+    buffers"), and each crop's new shape would cost a compilation. The numbers are the same. The model is put in
+    eval mode by :func:`evaluating`: found behind ``forward_func``, or as it runs.
     """
     modules = modules_behind(forward_func)
     with contextlib.ExitStack() as stack:
